@@ -1,0 +1,192 @@
+"""The `edge-ich` command. Each command is a thin wrapper over one typed API function.
+
+EdgeIchError -> one line on stderr and exit 1 (no traceback, no patient data). Anything else
+is a bug and keeps its traceback. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from edge_ich.errors import EdgeIchError
+
+app = typer.Typer(
+    name="edge-ich",
+    help="Intracranial hemorrhage segmentation on head CT at the point of care (research use only).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class BackendOpt(str, Enum):
+    auto = "auto"
+    onnxrt = "onnxrt"
+    tensorrt = "tensorrt"
+
+
+class LayoutOpt(str, Enum):
+    dicom = "dicom"
+    rsna = "rsna"
+    physionet = "physionet"
+    instance = "instance"
+
+
+class DifficultyOpt(str, Enum):
+    easy = "easy"
+    standard = "standard"
+    hard = "hard"
+
+
+class PrecisionOpt(str, Enum):
+    fp32 = "fp32"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+@app.command()
+def run(
+    series: Optional[Path] = typer.Option(None, "--series", help="Folder with a DICOM series (searched recursively)."),
+    volume: Optional[Path] = typer.Option(None, "--volume", help="NIfTI volume in HU instead of a DICOM folder."),
+    model: Optional[Path] = typer.Option(None, "--model", help="ONNX model (with its .card.json) or TensorRT .plan; default: the bundled model."),
+    out: Path = typer.Option(Path("edge-ich-out"), "--out", help="Output folder."),
+    backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="Inference backend."),
+    series_uid: Optional[str] = typer.Option(None, "--series-uid", help="Pick this SeriesInstanceUID when the folder holds several."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report JSON instead of the summary line."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime (default: all)."),
+    batch: int = typer.Option(4, "--batch", min=1, max=64, help="Slices per inference call."),
+    no_seg: bool = typer.Option(False, "--no-seg", help="Skip the DICOM Segmentation output."),
+) -> None:
+    """Segment hemorrhage in one head-CT series and write report, mask, SEG and key images."""
+    from edge_ich.runner import RunOptions, run_and_print
+
+    run_and_print(
+        RunOptions(series=series, volume=volume, model=model, out=out, backend=backend.value, series_uid=series_uid,
+                   threads=threads, batch=batch, write_seg=not no_seg),
+        json_out=json_out,
+    )
+
+
+@app.command()
+def phantom(
+    out: Path = typer.Option(..., "--out", help="Output folder."),
+    cases: int = typer.Option(1, "--cases", min=1, max=100000, help="Number of cases."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
+    layout: LayoutOpt = typer.Option(LayoutOpt.dicom, "--layout", help="On-disk layout."),
+    difficulty: DifficultyOpt = typer.Option(DifficultyOpt.standard, "--difficulty"),
+    slices: Optional[int] = typer.Option(None, "--slices", min=1, max=1000, help="Slices per case (default: from thickness)."),
+    thickness: Optional[float] = typer.Option(None, "--thickness", min=0.5, max=10.0, help="Slice thickness in mm (default: random 1-5)."),
+    compress: bool = typer.Option(False, "--compress", help="Write JPEG 2000 lossless instead of uncompressed (dicom/rsna)."),
+) -> None:
+    """Generate synthetic head-CT series with hemorrhages and ground truth."""
+    from edge_ich.phantom_io import write_dataset
+
+    summary = write_dataset(out, cases=cases, seed=seed, layout=layout.value, difficulty=difficulty.value,
+                            slices=slices, thickness=thickness, compress=compress)
+    typer.echo(summary)
+
+
+@app.command("build-engine")
+def build_engine(
+    model: Path = typer.Argument(..., help="FP32 ONNX model with its card."),
+    precision: PrecisionOpt = typer.Option(PrecisionOpt.fp16, "--precision"),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of DICOM series (or phantom folder) for INT8 calibration and the gate."),
+    calib_slices: int = typer.Option(500, "--calib-slices", min=8, help="Calibration slices (stratified bleed/no bleed)."),
+    max_dice_drop: float = typer.Option(0.01, "--max-dice-drop", min=0.0, max=1.0, help="Refuse the build above this Dice drop vs FP32."),
+    out: Path = typer.Option(Path("engines/build"), "--out", help="Output folder."),
+    workspace: int = typer.Option(1024, "--workspace", min=16, help="TensorRT workspace cap in MB."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", min=0, max=1, help="Build for DLA core K (Orin NX/AGX) with GPU fallback."),
+    timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="TensorRT timing cache file to reuse."),
+    quantizer: str = typer.Option("ort", "--quantizer", help="INT8 quantizer: ort (ONNX Runtime) or modelopt."),
+    batch: int = typer.Option(4, "--batch", min=1, max=64, help="Batch the engine profile is optimised for."),
+) -> None:
+    """Make FP16/INT8 ONNX, gate its accuracy, and build a TensorRT engine with a manifest."""
+    from edge_ich.build.engine import BuildOptions, build_and_print
+
+    build_and_print(BuildOptions(model=model, precision=precision.value, calib=calib, calib_slices=calib_slices,
+                                 max_dice_drop=max_dice_drop, out=out, workspace_mb=workspace, dla_core=dla_core,
+                                 timing_cache=timing_cache, quantizer=quantizer, batch=batch))
+
+
+@app.command()
+def bench(
+    model: Optional[Path] = typer.Option(None, "--model", help="Model or engine; default: the bundled model."),
+    series: Optional[Path] = typer.Option(None, "--series", help="DICOM series folder to stream."),
+    use_phantom: bool = typer.Option(False, "--phantom", help="Generate a phantom series to stream."),
+    backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend"),
+    batch: int = typer.Option(4, "--batch", min=1, max=64),
+    warmup: float = typer.Option(2.0, "--warmup", min=0.0, help="Warm-up seconds."),
+    duration: Optional[float] = typer.Option(None, "--duration", min=0.1, help="Measure for this many seconds."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", min=1, help="Or: measure this many series passes."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1),
+    out: Path = typer.Option(Path("edge-ich-bench"), "--out", help="Report folder (bench.json, bench.md, PNGs)."),
+) -> None:
+    """Measure the point-of-care path per stage and write bench.json, bench.md and plots."""
+    from edge_ich.bench import BenchOptions, bench_and_print
+
+    bench_and_print(BenchOptions(model=model, series=series, phantom=use_phantom, backend=backend.value, batch=batch,
+                                 warmup_s=warmup, duration_s=duration, iterations=iterations, threads=threads, out=out))
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(11112, "--port", min=1, max=65535),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default loopback only)."),
+    ae_title: str = typer.Option("EDGE-ICH", "--ae-title"),
+    allow_ae: Optional[str] = typer.Option(None, "--allow-ae", help="Comma-separated calling AE titles allowed (default: any)."),
+    spool: Path = typer.Option(Path("edge-ich-spool"), "--spool", help="Spool folder for received instances."),
+    out: Path = typer.Option(Path("edge-ich-out"), "--out", help="Output folder (one subfolder per series)."),
+    send_to: Optional[str] = typer.Option(None, "--send-to", help="AE@HOST:PORT to C-STORE the SEG to."),
+    quiet_seconds: float = typer.Option(5.0, "--quiet-seconds", min=0.0),
+    watch: Optional[Path] = typer.Option(None, "--watch", help="Also process series dropped into this folder."),
+    model: Optional[Path] = typer.Option(None, "--model"),
+    backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend"),
+) -> None:
+    """Receive series over DICOM C-STORE (or a watch folder), infer, and send the SEG back."""
+    from edge_ich.serve import ServeOptions, serve_forever
+
+    serve_forever(ServeOptions(port=port, host=host, ae_title=ae_title, allow_ae=allow_ae, spool=spool, out=out,
+                               send_to=send_to, quiet_seconds=quiet_seconds, watch=watch, model=model, backend=backend.value))
+
+
+@app.command()
+def version() -> None:
+    """Print the edge-ich version."""
+    from edge_ich import __version__
+
+    typer.echo(__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the Typer app, turning EdgeIchError into one line and exit 1."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EdgeIchError as exc:
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"edge-ich: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("edge-ich: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.Exit):
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("edge-ich: aborted", file=sys.stderr)
+            return 1
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return 2 if isinstance(exc, click.UsageError) else 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

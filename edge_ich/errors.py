@@ -1,0 +1,39 @@
+"""Errors a user or the environment can cause; the CLI prints them as one line and exits 1.
+
+Anything that is not an EdgeIchError is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+class EdgeIchError(Exception):
+    """Root of user and environment errors (bad input, missing model, missing package)."""
+
+
+class InputError(EdgeIchError):
+    """The input data (DICOM, NIfTI, CSV) cannot be used; the message says why."""
+
+
+class ModelError(EdgeIchError):
+    """A model, card, engine or manifest is missing, invalid, or does not match."""
+
+
+class MissingDependency(EdgeIchError):
+    """An optional package is not installed; the message names the extra to install."""
+
+
+class OutputError(EdgeIchError):
+    """An output location cannot be written."""
+
+
+def require(module: str, extra: str | None = None) -> ModuleType:
+    """Import an optional module, or raise MissingDependency naming how to install it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        top = module.split(".")[0]
+        hint = f"pip install 'edge-ich[{extra}]'" if extra else f"pip install {top}"
+        raise MissingDependency(f"{top} is not installed ({hint}): {exc}") from None

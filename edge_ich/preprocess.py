@@ -1,0 +1,73 @@
+"""HU -> windows -> resize -> context stack. The one definition, imported by training too.
+
+Training and the runtime call exactly these functions, so the network sees at the point of
+care what it saw while learning. Changing anything here changes `PREPROCESS_VERSION`, which
+changes every card's preprocessing hash, which makes built engines refuse to load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from edge_ich.card import Window
+
+PREPROCESS_VERSION = 1
+
+#: Windows used by the bundled model (brain, subdural, wide soft tissue), as RSNA winners did.
+DEFAULT_WINDOWS = (Window("brain", 40.0, 80.0), Window("subdural", 80.0, 200.0), Window("wide", 40.0, 380.0))
+
+
+def apply_window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
+    """Map HU linearly so [center - width/2, center + width/2] -> [0, 1], clipped."""
+    lo = center - width / 2.0
+    out = (hu.astype(np.float32, copy=False) - np.float32(lo)) * np.float32(1.0 / width)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resize2d(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a 2D float image: exact block mean for integer downscales, else bilinear."""
+    h, w = img.shape
+    th, tw = size
+    if (h, w) == (th, tw):
+        return img.astype(np.float32, copy=False)
+    if h % th == 0 and w % tw == 0 and h // th == w // tw:
+        f = h // th
+        return img.astype(np.float32, copy=False).reshape(th, f, tw, f).mean(axis=(1, 3), dtype=np.float32)
+    from scipy import ndimage
+
+    return ndimage.zoom(img.astype(np.float32, copy=False), (th / h, tw / w), order=1, mode="nearest", grid_mode=True)
+
+
+def prepare_slice(hu: np.ndarray, windows: Sequence[Window], size: tuple[int, int]) -> np.ndarray:
+    """One native HU slice -> float32 [n_windows, H, W] at the model's input size."""
+    small = resize2d(np.asarray(hu, dtype=np.float32), size)
+    return np.stack([apply_window(small, w.center, w.width) for w in windows])
+
+
+def context_indices(i: int, n: int, context: int) -> list[int]:
+    """Neighbour indices i-k..i+k, clamped at the ends of the series (edge slices repeat)."""
+    return [min(max(i + d, 0), n - 1) for d in range(-context, context + 1)]
+
+
+def stack_context(get: Callable[[int], np.ndarray], i: int, n: int, context: int) -> np.ndarray:
+    """Concatenate prepared slices i-k..i+k along channels -> [(2k+1)*n_windows, H, W]."""
+    return np.concatenate([get(j) for j in context_indices(i, n, context)], axis=0)
+
+
+def prepare_volume(hu: np.ndarray, windows: Sequence[Window], size: tuple[int, int], context: int) -> np.ndarray:
+    """A whole HU volume [Z, Y, X] -> network inputs [Z, C, H, W] (training convenience)."""
+    prepared = [prepare_slice(s, windows, size) for s in hu]
+    n = len(prepared)
+    return np.stack([stack_context(prepared.__getitem__, i, n, context) for i in range(n)])
+
+
+def resize_back(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Model-grid probability [H, W] -> native pixel grid [rows, cols], bilinear."""
+    if prob.shape == tuple(shape):
+        return prob.astype(np.float32, copy=False)
+    from scipy import ndimage
+
+    h, w = prob.shape
+    return ndimage.zoom(prob.astype(np.float32, copy=False), (shape[0] / h, shape[1] / w), order=1, mode="nearest", grid_mode=True)
