@@ -78,3 +78,24 @@ def lps_to_ras(affine_lps: np.ndarray) -> np.ndarray:
 
 def is_path(p: Any) -> bool:
     return isinstance(p, (str, Path))
+
+
+class ArraySource:
+    """A SliceSource over an in-memory HU volume [Z, Y, X] (phantoms, tests, benchmarks)."""
+
+    kind = "array"
+
+    def __init__(self, hu: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray | None = None) -> None:
+        if hu.ndim != 3:
+            raise ValueError("ArraySource needs a [Z, Y, X] volume")
+        self.hu = hu
+        if affine_lps is None:
+            affine_lps = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+        self.geometry = Geometry(shape=tuple(int(v) for v in hu.shape), spacing=tuple(float(v) for v in spacing), affine_lps=affine_lps)  # type: ignore[arg-type]
+        self.skipped: list[Skipped] = []
+
+    def read_hu(self, i: int) -> np.ndarray:
+        return self.hu[i].astype(np.float32)
+
+    def summary(self) -> dict[str, Any]:
+        return {"n_slices": self.geometry.shape[0]}

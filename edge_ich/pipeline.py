@@ -1,0 +1,215 @@
+"""The streaming path: slices in -> preprocess -> backend -> postprocess.
+
+A reader thread decodes and preprocesses slices ahead of inference through a bounded queue,
+so decoding overlaps compute and memory stays flat in the series length (only the output
+mask grows). A slice is inferred as soon as its context neighbours are prepared.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_ich.backends.base import Backend
+from edge_ich.card import ModelCard
+from edge_ich.preprocess import context_indices, prepare_slice, resize_back
+from edge_ich.volume import SliceSource
+
+STAGES = ("read", "preprocess", "h2d", "compute", "d2h", "postprocess", "write")
+
+
+@dataclass
+class StageTimes:
+    """Seconds per slice for each stage; batched stages are split evenly over their slices."""
+
+    per_slice: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    wall_s: float = 0.0
+    first_infer_s: float | None = None
+    last_read_at: float | None = None  # perf_counter() when the last slice had been read
+
+    def add(self, stage: str, seconds: float, n: int = 1) -> None:
+        share = seconds / max(n, 1)
+        self.per_slice[stage].extend([share] * n)
+
+    def totals(self) -> dict[str, float]:
+        return {s: float(sum(v)) for s, v in self.per_slice.items()}
+
+
+@dataclass
+class Segmentation:
+    """What the network said about one series, on the native grid."""
+
+    mask: np.ndarray  # uint8 [Z, Y, X], thresholded probability (before component filtering)
+    slice_prob: np.ndarray  # float32 [Z], max probability per slice
+    timings: StageTimes
+
+
+_DONE = object()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+
+
+def _reader(source: SliceSource, card: ModelCard, q: "queue.Queue[Any]", timings: StageTimes, stop: threading.Event) -> None:
+    """Decode and preprocess slices in order into the queue; pass an exception on if one happens."""
+    try:
+        for i in range(source.geometry.shape[0]):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            hu = source.read_hu(i)
+            t1 = time.perf_counter()
+            prepared = prepare_slice(hu, card.windows, card.input_size)
+            t2 = time.perf_counter()
+            timings.add("read", t1 - t0)
+            timings.add("preprocess", t2 - t1)
+            q.put((i, prepared))
+        timings.last_read_at = time.perf_counter()
+        q.put(_DONE)
+    except BaseException as exc:  # handed to the consumer, which re-raises it
+        q.put(exc)
+
+
+def segment(
+    source: SliceSource,
+    backend: Backend,
+    *,
+    batch: int = 4,
+    queue_depth: int = 8,
+    progress: Callable[[int, int], None] | None = None,
+) -> Segmentation:
+    """Run the model over every slice of `source`, streaming; return the native-grid mask."""
+    card = backend.card
+    n, rows, cols = source.geometry.shape
+    k = card.context
+    mask = np.zeros((n, rows, cols), dtype=np.uint8)
+    slice_prob = np.zeros(n, dtype=np.float32)
+    timings = StageTimes()
+    q: queue.Queue[Any] = queue.Queue(maxsize=max(queue_depth, 2 * k + 2))
+    stop = threading.Event()
+    t_start = time.perf_counter()
+    reader = threading.Thread(target=_reader, args=(source, card, q, timings, stop), name="edge-ich-reader", daemon=True)
+    reader.start()
+
+    window: dict[int, np.ndarray] = {}  # prepared slices still needed as context
+    pending: list[int] = []  # slices stacked into the current batch
+    inputs: list[np.ndarray] = []
+    next_to_stack = 0
+    done_count = 0
+    have = -1  # highest prepared index received
+
+    def flush() -> None:
+        nonlocal done_count
+        if not pending:
+            return
+        x = np.stack(inputs)
+        out = backend.infer(x)
+        t = backend.last_times
+        if timings.first_infer_s is None:
+            timings.first_infer_s = t.total
+        m = len(pending)
+        timings.add("h2d", t.h2d, m)
+        timings.add("compute", t.compute, m)
+        timings.add("d2h", t.d2h, m)
+        t0 = time.perf_counter()
+        prob_small = out[:, 0] if card.output_kind == "probability" else _sigmoid(out[:, 0])
+        for j, idx in enumerate(pending):
+            p = resize_back(prob_small[j], (rows, cols))
+            mask[idx] = p >= card.threshold
+            slice_prob[idx] = float(prob_small[j].max())
+        timings.add("postprocess", time.perf_counter() - t0, m)
+        done_count += m
+        pending.clear()
+        inputs.clear()
+        if progress is not None:
+            progress(done_count, n)
+
+    try:
+        finished = False
+        while not finished:
+            item = q.get()
+            if item is _DONE:
+                finished = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                i, prepared = item
+                window[i] = prepared
+                have = i
+            # stack every slice whose neighbours are all prepared
+            while next_to_stack < n and (finished or have >= min(next_to_stack + k, n - 1)):
+                idx = context_indices(next_to_stack, n, k)
+                inputs.append(np.concatenate([window[j] for j in idx], axis=0))
+                pending.append(next_to_stack)
+                next_to_stack += 1
+                for old in [j for j in window if j < next_to_stack - k]:
+                    del window[old]
+                if len(pending) >= batch:
+                    flush()
+        flush()
+    finally:
+        stop.set()
+        # unblock a reader waiting on a full queue, then let it finish
+        while reader.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                reader.join(timeout=0.05)
+    timings.wall_s = time.perf_counter() - t_start
+    return Segmentation(mask=mask, slice_prob=slice_prob, timings=timings)
+
+
+@dataclass
+class Component:
+    """One connected hemorrhage region after size filtering."""
+
+    id: int
+    voxels: int
+    volume_ml: float
+    slices: tuple[int, int]
+    centroid_voxel: tuple[float, float, float]  # (slice, row, col)
+    centroid_lps_mm: tuple[float, float, float]
+
+
+def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float) -> tuple[np.ndarray, list[Component]]:
+    """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    voxel_mm3 = float(np.prod(spacing))
+    kept = np.zeros_like(mask)
+    comps: list[Component] = []
+    if count == 0:
+        return kept, comps
+    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    objects = ndimage.find_objects(labels)
+    for lab in range(1, count + 1):
+        if sizes[lab] * voxel_mm3 < min_component_mm3:
+            continue
+        sl = objects[lab - 1]
+        sub = labels[sl] == lab
+        kept[sl][sub] = 1
+        zz, yy, xx = np.nonzero(sub)
+        cz, cy, cx = zz.mean() + sl[0].start, yy.mean() + sl[1].start, xx.mean() + sl[2].start
+        world = affine_lps @ np.array([cx, cy, cz, 1.0])
+        comps.append(
+            Component(
+                id=len(comps) + 1,
+                voxels=int(sizes[lab]),
+                volume_ml=float(sizes[lab]) * voxel_mm3 / 1000.0,
+                slices=(int(sl[0].start), int(sl[0].stop - 1)),
+                centroid_voxel=(float(cz), float(cy), float(cx)),
+                centroid_lps_mm=(float(world[0]), float(world[1]), float(world[2])),
+            )
+        )
+    comps.sort(key=lambda c: -c.volume_ml)
+    for j, c in enumerate(comps, 1):
+        c.id = j
+    return kept, comps
