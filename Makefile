@@ -1,0 +1,27 @@
+# The two commands of the README. Each creates .venv if needed and installs what it uses.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+DEMO    ?= demo
+
+.PHONY: demo test venv clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Main job on the embedded default: runtime install only (no torch), ONNX Runtime on CPU,
+# the bundled model, a generated phantom series.
+demo: $(BIN)/python
+	$(BIN)/pip install --quiet -e .
+	$(BIN)/edge-ich phantom --out $(DEMO)/phantom --cases 1 --seed 7 --slices 40
+	$(BIN)/edge-ich run --series $(DEMO)/phantom/case_000/dicom --out $(DEMO)/result
+
+# Tests: torch 2.13.0 (CPU build) first, then the project with its dev and train extras.
+test: $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev,train]'
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO) .pytest_cache
