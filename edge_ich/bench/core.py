@@ -1,0 +1,293 @@
+"""`edge-ich bench`: the whole point-of-care path, measured per stage, cold apart from warm.
+
+One model is loaded once (timed: card check, session or engine creation). The series is then
+run through `edge_ich.runner.run` again and again, exactly as `edge-ich run` would run it, with
+every output written: the first pass is the cold start (first inference included), the next
+passes until `warmup_s` are discarded, and the passes after that are measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_ich.bench import envinfo
+from edge_ich.bench.stats import Stats, summarize, timing_warnings
+from edge_ich.errors import InputError
+
+BENCH_SCHEMA_VERSION = "1.0"
+#: Measure this long when neither --duration nor --iterations is given ...
+DEFAULT_DURATION_S = 10.0
+#: ... but never fewer passes than this.
+MIN_PASSES = 2
+#: The phantom series `--phantom` streams (the same one every time: seed 0, 40 slices).
+PHANTOM_SLICES = 40
+PHANTOM_SEED = 0
+
+
+@dataclass
+class BenchOptions:
+    """What `edge-ich bench` was asked to measure."""
+
+    model: Path | None = None
+    series: Path | None = None
+    phantom: bool = False
+    backend: str = "auto"
+    batch: int = 4
+    warmup_s: float = 2.0
+    duration_s: float | None = None
+    iterations: int | None = None
+    threads: int | None = None
+    out: Path = Path("edge-ich-bench")
+    progress: bool | None = None  # None: a progress bar when stderr is a TTY
+    write_seg: bool = True
+
+
+def equivalent_command(opts: BenchOptions) -> str:
+    """The `edge-ich bench` line that asks for exactly these options (for the report)."""
+    parts = ["edge-ich", "bench"]
+    if opts.model is not None:
+        parts += ["--model", str(opts.model)]
+    parts += ["--phantom"] if opts.phantom else ["--series", str(opts.series)]
+    parts += ["--backend", opts.backend, "--batch", str(opts.batch), "--warmup", f"{opts.warmup_s:g}"]
+    if opts.iterations is not None:
+        parts += ["--iterations", str(opts.iterations)]
+    elif opts.duration_s is not None:
+        parts += ["--duration", f"{opts.duration_s:g}"]
+    if opts.threads is not None:
+        parts += ["--threads", str(opts.threads)]
+    parts += ["--out", str(opts.out)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def fold_per_slice(values: list[float], n: int) -> list[float]:
+    """One sample per slice: a stage recorded k times per slice (k passes of n) is summed per slice.
+
+    The runner records postprocess twice per slice (per-batch resize, then the share of the
+    3D component labelling); summing gives the postprocess time attributable to each slice.
+    """
+    if n <= 0 or not values or len(values) == n or len(values) % n:
+        return list(values)
+    k = len(values) // n
+    return [sum(values[j * n + i] for j in range(k)) for i in range(n)]
+
+
+@contextlib.contextmanager
+def phantom_series(seed: int = PHANTOM_SEED, slices: int = PHANTOM_SLICES) -> Iterator[Path]:
+    """A generated phantom DICOM series in a temporary folder, removed afterwards."""
+    try:
+        from edge_ich.phantom_io import write_dataset
+    except ImportError as exc:  # the phantom module is part of the runtime; absent only mid-development
+        raise InputError(f"--phantom needs edge_ich.phantom_io, which is not available: {exc}") from None
+    with tempfile.TemporaryDirectory(prefix="edge-ich-bench-phantom-") as tmp:
+        write_dataset(Path(tmp), cases=1, seed=seed, layout="dicom", difficulty="standard", slices=slices,
+                      thickness=None, compress=False)
+        found = sorted(Path(tmp).glob("case_*/dicom"))
+        yield found[0] if found else Path(tmp)
+
+
+@contextlib.contextmanager
+def _pass_bar(show: bool, total: float, label: str) -> Iterator[Any]:
+    """A rich bar counting passes (or seconds) on a TTY; a no-op callable otherwise."""
+    if not show:
+        yield lambda done: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                  TimeElapsedColumn(), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _stats_ms(values: list[float]) -> Stats:
+    return summarize(values).scaled(1000.0)
+
+
+def run_bench(opts: BenchOptions) -> dict[str, Any]:
+    """Measure; write bench.json, bench.md and the plots under `opts.out`; return the bench.json content."""
+    if opts.series is not None and opts.phantom:
+        raise InputError("give either --series DIR or --phantom, not both")
+    if opts.series is None and not opts.phantom:
+        raise InputError("give --series DIR (a DICOM series to stream) or --phantom (generate one)")
+    from edge_ich.runner import check_out_dir
+
+    out = Path(opts.out)
+    check_out_dir(out)
+    if opts.series is not None:
+        return _bench_series(Path(opts.series), opts, {"kind": "series"})
+    with phantom_series() as series_dir:
+        return _bench_series(series_dir, opts, {"kind": "phantom", "seed": PHANTOM_SEED, "slices": PHANTOM_SLICES,
+                                                "difficulty": "standard", "layout": "dicom"})
+
+
+def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, Any]) -> dict[str, Any]:
+    from edge_ich.card import bundled_model_path
+    from edge_ich.runner import RunOptions, load_model, open_source, run
+
+    pre = envinfo.busy_snapshot(0.5)
+    gpu_mem0 = envinfo.gpu_memory_used_mb()
+    t_load = time.perf_counter()
+    lm = load_model(opts.model, opts.backend, opts.threads)
+    load_total = time.perf_counter() - t_load
+    bundled = bundled_model_path()
+    with tempfile.TemporaryDirectory(prefix="edge-ich-bench-run-") as tmp:
+        ropts = RunOptions(series=series_dir, model=lm.path, out=Path(tmp) / "out", backend=opts.backend,
+                           threads=opts.threads, batch=opts.batch, write_seg=opts.write_seg)
+        try:
+            # cold: the first pass, straight after loading
+            t0 = time.perf_counter()
+            src = open_source(ropts)
+            t1 = time.perf_counter()
+            first = run(ropts, model=lm, source=src, progress=False)
+            t2 = time.perf_counter()
+            n_slices, rows, cols = src.geometry.shape
+            cold = {
+                "card_s": lm.load_s.get("card_s"),
+                "session_s": lm.load_s.get("session_s"),
+                "load_total_s": load_total,
+                "first_inference_s": first.timings.first_infer_s,
+                "first_series_s": t2 - t0,
+                "first_discover_s": t1 - t0,
+                "to_first_result_s": load_total + (t2 - t0),
+            }
+            # warm-up: discarded
+            t_w = time.perf_counter()
+            warm_passes = 0
+            while time.perf_counter() - t_w < opts.warmup_s:
+                run(ropts, model=lm, source=open_source(ropts), progress=False)
+                warm_passes += 1
+            # measured passes
+            duration = opts.duration_s if opts.iterations is None else None
+            if opts.iterations is None and duration is None:
+                duration = DEFAULT_DURATION_S
+            show = sys.stderr.isatty() if opts.progress is None else opts.progress
+            per_stage: dict[str, list[float]] = {}
+            series_s: list[float] = []
+            discover_s: list[float] = []
+            segment_wall_s: list[float] = []
+            last_to_result: list[float] = []
+            slice_sum_s: list[float] = []
+            gpu_peak = gpu_mem0
+            acct = envinfo.CpuAccount().start()
+            t_m = time.perf_counter()
+            total = float(opts.iterations) if opts.iterations is not None else float(duration or 0)
+            with _pass_bar(show, total, "benchmark passes" if opts.iterations is not None else "benchmark seconds") as tick:
+                while True:
+                    p0 = time.perf_counter()
+                    s = open_source(ropts)
+                    p1 = time.perf_counter()
+                    res = run(ropts, model=lm, source=s, progress=False)
+                    p2 = time.perf_counter()
+                    discover_s.append(p1 - p0)
+                    series_s.append(p2 - p0)
+                    segment_wall_s.append(res.timings.wall_s)
+                    lt = res.report.get("timings", {}).get("last_slice_to_result_s")
+                    if lt is not None:
+                        last_to_result.append(float(lt))
+                    folded = {st: fold_per_slice(v, n_slices) for st, v in res.timings.per_slice.items()}
+                    for st, v in folded.items():
+                        per_stage.setdefault(st, []).extend(v)
+                    full = [v for v in folded.values() if len(v) == n_slices]
+                    slice_sum_s.extend(sum(col) for col in zip(*full))
+                    if (g := envinfo.gpu_memory_used_mb()) is not None:
+                        gpu_peak = max(gpu_peak or 0.0, g)
+                    elapsed = time.perf_counter() - t_m
+                    tick(len(series_s) if opts.iterations is not None else min(elapsed, total))
+                    if opts.iterations is not None:
+                        if len(series_s) >= opts.iterations:
+                            break
+                    elif elapsed >= (duration or 0) and len(series_s) >= MIN_PASSES:
+                        break
+            measured_wall = time.perf_counter() - t_m
+            load = acct.stop(threads_used=_threads(lm))
+            finding = first.report.get("finding", {})
+        finally:
+            lm.close()
+
+    stages = {st: _stats_ms(v) for st, v in per_stage.items() if v}
+    series_stats = _stats_ms(series_s)
+    busy_msg = load["message"] or (pre["message"] if pre.get("busy") else None)
+    warns = timing_warnings(series_stats, stages, busy=busy_msg, throttled=_throttle_note())
+    model_info = {
+        "file": lm.path.name,
+        "card_id": lm.card.card_id,
+        "sha256": lm.card.model_sha256,
+        "precision": lm.card.precision,
+        "input_size": list(lm.card.input_size),
+        "context": lm.card.context,
+        "in_channels": lm.card.in_channels,
+        "parameters": lm.card.parameters,
+        "flops_per_slice": lm.card.flops_per_slice,
+        "bundled": bundled is not None and bundled.resolve() == lm.path.resolve(),
+    }
+    steady = {
+        "passes": len(series_s),
+        "warmup_passes": warm_passes,
+        "measured_wall_s": measured_wall,
+        "slices_per_series": n_slices,
+        "stages_ms": {st: s.to_dict() for st, s in stages.items()},
+        "slice_sum_ms": _stats_ms(slice_sum_s).to_dict() if slice_sum_s else None,
+        "slice_amortized_ms": _stats_ms([v / n_slices for v in series_s]).to_dict(),
+        "series_ms": series_stats.to_dict(),
+        "discover_ms": _stats_ms(discover_s).to_dict(),
+        "segment_wall_ms": _stats_ms(segment_wall_s).to_dict(),
+        "last_slice_to_result_ms": _stats_ms(last_to_result).to_dict() if last_to_result else None,
+        "throughput": {
+            "slices_per_s": n_slices * len(series_s) / sum(series_s),
+            "series_per_s": len(series_s) / sum(series_s),
+        },
+        "series_samples_ms": [v * 1000.0 for v in series_s],
+    }
+    doc: dict[str, Any] = {
+        "schema": "edge-ich/bench",
+        "schema_version": BENCH_SCHEMA_VERSION,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": equivalent_command(opts),
+        "model": model_info,
+        "input": {**input_info, "slices": n_slices, "rows": rows, "cols": cols},
+        "backend": {"name": lm.backend.info.name, "device": lm.backend.info.device, "precision": lm.backend.info.precision,
+                    "details": dict(lm.backend.info.details)},
+        "settings": {"batch": opts.batch, "warmup_s": opts.warmup_s, "duration_s": duration, "iterations": opts.iterations,
+                     "threads": opts.threads, "write_seg": opts.write_seg},
+        "cold_start": cold,
+        "steady_state": steady,
+        "memory": {"peak_rss_mb": envinfo.peak_rss_mb(), "gpu_used_mb_before": gpu_mem0, "gpu_used_mb_peak": gpu_peak},
+        "machine_load": {"before": pre, "during": load},
+        "environment": envinfo.environment(threads_used=_threads(lm)),
+        "finding": {"hemorrhage": bool(finding.get("hemorrhage", False)),
+                    "total_volume_ml": float(finding.get("total_volume_ml", 0.0))},
+        "warnings": [w.to_dict() for w in warns],
+        "outputs": {},
+    }
+    from edge_ich.bench.report import write_all
+
+    doc["outputs"] = write_all(doc, per_stage_ms={st: [v * 1000.0 for v in vals] for st, vals in per_stage.items()},
+                               out=Path(opts.out))
+    return doc
+
+
+def _threads(lm: Any) -> int | None:
+    t = getattr(lm.backend, "threads", None)
+    if t is None:
+        d = lm.backend.info.details.get("threads")
+        t = int(d) if d and str(d).isdigit() else None
+    return t
+
+
+def _throttle_note() -> str | None:
+    """On a Jetson, a hot module (>= 85 C on any zone) throttles its clocks: say so."""
+    temps = envinfo.thermal_zones()
+    hot = {k: v for k, v in temps.items() if v >= 85.0}
+    if hot and envinfo.is_jetson():
+        name, t = max(hot.items(), key=lambda kv: kv[1])
+        return f"{name} at {t:.0f} C: the module may be throttling its clocks"
+    return None
