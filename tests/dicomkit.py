@@ -154,3 +154,27 @@ def copy_series(paths: list[Path], out_dir: Path) -> list[Path]:
     """Copy files into out_dir keeping their names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy2(p, out_dir / p.name)) for p in paths]
+
+
+def edit(path: Path, fn) -> Path:
+    """Read a file, let fn(ds) change it in place, write it back (same transfer syntax)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    fn(ds)
+    ds.save_as(path)
+    return path
+
+
+def write_text(path: Path, text: str = "not a DICOM file\n") -> Path:
+    """A non-DICOM file (e.g. a stray notes file in a series folder)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def truncate(path: Path, keep_fraction: float = 0.5) -> Path:
+    """Cut a file short (simulates an interrupted copy)."""
+    data = path.read_bytes()
+    path.write_bytes(data[: max(200, int(len(data) * keep_fraction))])
+    return path
