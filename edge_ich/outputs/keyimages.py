@@ -1,0 +1,148 @@
+"""Key-image PNGs: a windowed slice with the hemorrhage mask outlined, and a caption a clinician can act on.
+
+Layout: a caption strip on top (slice k/N counted from 1 in sorted order, slice position z in
+mm, lesion area on the slice, the window; no patient data), the slice below it. The slice is
+shown at square physical pixels and at least `MIN_SIDE` pixels on its long side, upsampled by
+nearest neighbour, so a 512x512 slice maps 1:1 and the pixels are the windowed HU themselves.
+The mask is drawn as a light red tint inside and a solid red outline just outside, so every
+lesion pixel stays visible under the overlay.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_ich.errors import OutputError, require
+from edge_ich.outputs.atomic import atomic_path
+from edge_ich.preprocess import apply_window
+
+MIN_SIDE = 512  # long side of the image region, pixels
+MAX_SIDE = 2048
+OUTLINE_RGB = (255, 40, 40)
+TINT_RGB = (255, 0, 0)
+TINT_ALPHA = 0.3
+OUTLINE_PX = 2
+CAPTION_BG = (0, 0, 0)
+
+
+def display_size(shape_yx: tuple[int, int], spacing_yx: tuple[float, float]) -> tuple[int, int]:
+    """(height, width) of the image region: square physical pixels, never coarser than native."""
+    rows, cols = shape_yx
+    row_mm, col_mm = (float(s) if s and s > 0 else 1.0 for s in spacing_yx)
+    h_mm, w_mm = rows * row_mm, cols * col_mm
+    px = min(row_mm, col_mm, max(h_mm, w_mm) / MIN_SIDE)
+    px = max(px, max(h_mm, w_mm) / MAX_SIDE)
+    return max(1, round(h_mm / px)), max(1, round(w_mm / px))
+
+
+def _nearest(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resample of a 2D array to `size` (pixel centres aligned)."""
+    rows, cols = img.shape
+    h, w = size
+    ri = np.minimum(((np.arange(h) + 0.5) * rows / h).astype(np.intp), rows - 1)
+    ci = np.minimum(((np.arange(w) + 0.5) * cols / w).astype(np.intp), cols - 1)
+    return img[np.ix_(ri, ci)]
+
+
+def render_slice(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int], window: tuple[float, float]) -> np.ndarray:
+    """RGB uint8 [H, W, 3]: the windowed slice with the mask tinted and outlined."""
+    from scipy import ndimage
+
+    gray = np.rint(apply_window(np.asarray(hu, dtype=np.float32), window[0], window[1]) * 255.0).astype(np.uint8)
+    gray = _nearest(gray, size)
+    m = _nearest(np.asarray(mask) != 0, size)
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    if m.any():
+        tint = np.asarray(TINT_RGB, dtype=np.float32)
+        inside = rgb[m].astype(np.float32)
+        rgb[m] = np.rint(inside * (1.0 - TINT_ALPHA) + tint * TINT_ALPHA).astype(np.uint8)
+        ring = ndimage.binary_dilation(m, iterations=OUTLINE_PX) & ~m
+        rgb[ring] = OUTLINE_RGB
+    return rgb
+
+
+def _caption_strip(lines: Sequence[str], width: int) -> np.ndarray:
+    """RGB uint8 [h, width, 3]: white text on black, font scaled to the width."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    font_px = max(11.0, width / 40.0)
+    line_px = font_px * 1.35
+    height = int(np.ceil(line_px * len(lines) + font_px * 0.8))
+    dpi = 100.0
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=np.asarray(CAPTION_BG) / 255.0)
+    canvas = FigureCanvasAgg(fig)
+    for k, line in enumerate(lines):
+        y = 1.0 - (font_px * 0.4 + line_px * (k + 0.5)) / height
+        fig.text(font_px * 0.5 / width, y, line, color="white", va="center", ha="left",
+                 fontsize=font_px * 72.0 / dpi, family="DejaVu Sans")
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())[..., :3]
+    strip = np.zeros((height, width, 3), dtype=np.uint8)
+    strip[:] = CAPTION_BG
+    h, w = min(height, drawn.shape[0]), min(width, drawn.shape[1])
+    strip[:h, :w] = drawn[:h, :w]
+    return strip
+
+
+def _caption(source: Any, i: int, n: int, mask: np.ndarray, window: tuple[float, float]) -> list[str]:
+    """Two lines, no patient data: where the slice is, how much lesion it shows, how it is displayed."""
+    spacing = source.geometry.spacing
+    area_cm2 = float(np.count_nonzero(mask)) * float(spacing[1]) * float(spacing[2]) / 100.0
+    z_mm = float((np.asarray(source.geometry.affine_lps, dtype=float) @ np.array([0.0, 0.0, i, 1.0]))[2])
+    return [
+        f"slice {i + 1}/{n}   z {z_mm:+.1f} mm   lesion area {area_cm2:.2f} cm\u00b2",
+        f"W {window[1]:g} / L {window[0]:g}   edge-ich, research use only",
+    ]
+
+
+def key_image(source: Any, mask_zyx: np.ndarray, i: int, window: tuple[float, float] = (40.0, 80.0)) -> np.ndarray:
+    """RGB uint8 key image of slice `i`: caption strip on top of the rendered slice."""
+    shape = tuple(source.geometry.shape)
+    if not 0 <= i < shape[0]:
+        raise ValueError(f"slice index {i} outside 0..{shape[0] - 1}")
+    hu = source.read_hu(i)
+    size = display_size(shape[1:], tuple(source.geometry.spacing[1:]))
+    img = render_slice(hu, mask_zyx[i], size, window)
+    strip = _caption_strip(_caption(source, i, shape[0], mask_zyx[i], window), size[1])
+    return np.concatenate([strip, img], axis=0)
+
+
+def key_image_name(prefix: str, i: int, n: int) -> str:
+    """File name with the 1-based slice number shown in the caption, zero-padded to sort."""
+    return f"{prefix}_{i + 1:0{max(3, len(str(n)))}d}.png"
+
+
+def write_key_images(
+    out_dir: Path,
+    source: Any,
+    mask_zyx: np.ndarray,
+    slice_indices: list[int],
+    *,
+    window: tuple[float, float] = (40.0, 80.0),
+    prefix: str = "key",
+) -> list[Path]:
+    """Write one PNG per sorted-order slice index (window = (center, width) in HU); return the paths."""
+    require("matplotlib")
+    from matplotlib.image import imsave  # no pyplot: the Agg canvas is used directly, no GUI backend
+
+    mask = np.asarray(mask_zyx)
+    if tuple(mask.shape) != tuple(source.geometry.shape):
+        raise ValueError(f"mask shape {mask.shape} does not match the source {tuple(source.geometry.shape)}")
+    out_dir = Path(out_dir)
+    n = mask.shape[0]
+    paths: list[Path] = []
+    for i in slice_indices:
+        rgb = key_image(source, mask, int(i), window)
+        path = out_dir / key_image_name(prefix, int(i), n)
+        try:
+            with atomic_path(path) as tmp:
+                imsave(tmp, rgb, format="png", metadata={"Software": "edge-ich"})
+        except OSError as exc:
+            raise OutputError(f"cannot write {path.name} in {out_dir}: {exc.strerror or exc}") from None
+        paths.append(path)
+    return paths

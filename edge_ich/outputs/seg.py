@@ -1,0 +1,234 @@
+"""DICOM Segmentation (highdicom) of the hemorrhage mask, referencing the source CT slices.
+
+Frame policy: frames are written only for source slices where the mask is non-empty
+(highdicom's `omit_empty_frames`). The SEG still references every source slice in its
+ReferencedSeriesSequence, so a reader reconstructs the empty slices as zeros (see
+`read_seg_mask`), and the file stays small and fast to write and to send to PACS. An all-empty
+mask is written with all frames, since a SEG needs at least one frame.
+
+Frame of reference: highdicom needs a FrameOfReferenceUID. When no source slice carries one
+(some anonymised datasets drop it), the SEG uses a UID derived deterministically from the
+series UID (same series -> same UID) and logs a warning; frames still reference their source
+slices by SOP Instance UID, which is what viewers match on. Slices that disagree are refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edge_ich.errors import InputError, OutputError, require
+from edge_ich.outputs.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import pydicom
+
+log = logging.getLogger(__name__)
+
+MANUFACTURER = "edge-ich"
+SEGMENT_LABEL = "Hemorrhage"
+SERIES_DESCRIPTION = "edge-ich hemorrhage segmentation (research use only)"
+_CS_PATTERN = re.compile(r"^[A-Z0-9_ ]{1,16}$")
+_NO_METHOD = "not stated in the source images"
+
+
+def _package_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edge-ich")
+    except Exception:  # not installed as a distribution (source checkout)
+        return "0+unknown"
+
+
+def _check_mask(mask_zyx: np.ndarray, headers: Sequence[pydicom.Dataset]) -> np.ndarray:
+    """Binary uint8 [Z, Y, X] matching the headers; a mismatch is a caller bug (ValueError)."""
+    mask = np.asarray(mask_zyx)
+    if mask.ndim != 3:
+        raise ValueError(f"mask must be [Z, Y, X], got shape {mask.shape}")
+    if mask.shape[0] != len(headers):
+        raise ValueError(f"mask has {mask.shape[0]} slices but {len(headers)} source headers were given")
+    for h in headers:
+        if int(h.get("NumberOfFrames", 1) or 1) > 1:
+            raise InputError("multi-frame source images are not supported for the DICOM Segmentation")
+        for kw in ("Rows", "Columns", "SOPInstanceUID", "SOPClassUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+            if kw not in h or h[kw].value in (None, ""):
+                raise InputError(f"a source slice lacks {kw}; cannot build a DICOM Segmentation")
+        if (int(h.Rows), int(h.Columns)) != mask.shape[1:]:
+            raise ValueError(f"mask slice {mask.shape[1:]} does not match a source slice of {h.Rows}x{h.Columns}")
+    if len({str(h.SOPInstanceUID) for h in headers}) != len(headers):
+        raise InputError("the source slices repeat a SOPInstanceUID; cannot build a DICOM Segmentation")
+    if len({str(h.get("SeriesInstanceUID", "")) for h in headers}) != 1:
+        raise InputError("the source slices come from more than one series; a SEG references one")
+    return (mask != 0).astype(np.uint8)
+
+
+def derived_frame_of_reference_uid(header: pydicom.Dataset) -> str:
+    """A FrameOfReferenceUID derived from the study and series UIDs: same series, same UID."""
+    from pydicom.uid import generate_uid
+
+    sources = ["edge-ich frame of reference", str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", ""))]
+    return str(generate_uid(entropy_srcs=sources))
+
+
+def _with_frame_of_reference(headers: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
+    """The headers as given when they share one FrameOfReferenceUID; copies with a derived one when none has it."""
+    import pydicom
+
+    fors = {str(h.get("FrameOfReferenceUID", "") or "") for h in headers}
+    if len(fors) == 1 and "" not in fors:
+        return list(headers)
+    if fors != {""}:
+        raise InputError("the source slices disagree on FrameOfReferenceUID; cannot build a DICOM Segmentation")
+    uid = derived_frame_of_reference_uid(headers[0])
+    log.warning("source series has no FrameOfReferenceUID; the SEG uses one derived from the series UID")
+    out = []
+    for h in headers:
+        dup = pydicom.Dataset(dict(h.items()))  # own element dict: the caller's datasets stay untouched
+        dup.FrameOfReferenceUID = uid
+        if "PositionReferenceIndicator" not in dup:
+            dup.PositionReferenceIndicator = ""
+        out.append(dup)
+    return out
+
+
+def _segment_description(hd: Any, algorithm_name: str, algorithm_version: str) -> Any:
+    from pydicom.sr.codedict import codes
+
+    return hd.seg.SegmentDescription(
+        segment_number=1,
+        segment_label=SEGMENT_LABEL,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.IntracranialHemorrhage,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=hd.AlgorithmIdentificationSequence(
+            name=algorithm_name,
+            version=algorithm_version,
+            family=codes.cid7162.ArtificialIntelligence,
+        ),
+        anatomic_regions=[codes.SCT.Brain],
+    )
+
+
+def _complete_deidentification(seg: pydicom.Dataset, source: pydicom.Dataset) -> None:
+    """A de-identified source (PatientIdentityRemoved YES) needs a method in the SEG too (Type 1C)."""
+    if str(seg.get("PatientIdentityRemoved", "")).upper() != "YES":
+        return
+    if "DeidentificationMethod" in seg or "DeidentificationMethodCodeSequence" in seg:
+        return
+    if "DeidentificationMethod" in source:
+        seg.DeidentificationMethod = source.DeidentificationMethod
+    if "DeidentificationMethodCodeSequence" in source:
+        seg.DeidentificationMethodCodeSequence = source.DeidentificationMethodCodeSequence
+    if "DeidentificationMethod" not in seg and "DeidentificationMethodCodeSequence" not in seg:
+        seg.DeidentificationMethod = _NO_METHOD
+
+
+def build_seg(
+    mask_zyx: np.ndarray,
+    source_headers: Sequence[pydicom.Dataset],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    series_number: int = 9901,
+    content_label: str = "ICH",
+    device_serial_number: str = "unknown",
+) -> Any:
+    """The highdicom Segmentation object for `mask_zyx` (slice i <-> source_headers[i]); see `write_seg`."""
+    hd = require("highdicom")
+    from pydicom.uid import generate_uid
+
+    if not _CS_PATTERN.match(content_label):
+        raise ValueError(f"content_label must be 1-16 of A-Z, 0-9, space, underscore: {content_label!r}")
+    if not algorithm_name or len(algorithm_name) > 64 or not algorithm_version or len(algorithm_version) > 64:
+        raise ValueError("algorithm name and version must each be 1-64 characters")
+    if not source_headers:
+        raise InputError("no source slices given; cannot build a DICOM Segmentation")
+    mask = _check_mask(mask_zyx, source_headers)
+    headers = _with_frame_of_reference(source_headers)
+    with warnings.catch_warnings():
+        # highdicom quotes the patient's name in this warning: keep patient data out of logs.
+        warnings.filterwarnings("ignore", message=r".*person name.*")
+        try:
+            seg = hd.seg.Segmentation(
+                source_images=headers,
+                pixel_array=mask,
+                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+                segment_descriptions=[_segment_description(hd, algorithm_name, algorithm_version)],
+                series_instance_uid=generate_uid(),
+                series_number=series_number,
+                sop_instance_uid=generate_uid(),
+                instance_number=1,
+                manufacturer=MANUFACTURER,
+                manufacturer_model_name=MANUFACTURER,
+                software_versions=_package_version(),
+                device_serial_number=device_serial_number,
+                content_description="Intracranial hemorrhage mask",
+                content_label=content_label,
+                omit_empty_frames=bool(mask.any()),
+            )
+        except ValueError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"cannot build a DICOM Segmentation from this series: {first}") from None
+    seg.SeriesDescription = SERIES_DESCRIPTION
+    _complete_deidentification(seg, headers[0])
+    return seg
+
+
+def write_seg(
+    path: Path,
+    mask_zyx: np.ndarray,
+    source_headers: list[pydicom.Dataset],
+    *,
+    algorithm_name: str,
+    algorithm_version: str,
+    series_number: int = 9901,
+    content_label: str = "ICH",
+    device_serial_number: str = "unknown",
+) -> None:
+    """Write a BINARY DICOM SEG (one segment "Hemorrhage", SCT 1386000) atomically to `path`.
+
+    `source_headers` are the source slices' datasets (pixel data not needed) in the mask's
+    sorted slice order: mask[i] is the segmentation of source_headers[i].
+    """
+    seg = build_seg(
+        mask_zyx, source_headers, algorithm_name=algorithm_name, algorithm_version=algorithm_version,
+        series_number=series_number, content_label=content_label, device_serial_number=device_serial_number,
+    )
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            seg.save_as(tmp, enforce_file_format=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path.name} in {path.parent}: {exc.strerror or exc}") from None
+
+
+def read_seg_mask(path: Path, source_sop_uids: list[str]) -> np.ndarray:
+    """Read a SEG back: bool [Z, Y, X] with slice i the "Hemorrhage" segment on source_sop_uids[i].
+
+    Source slices the SEG references but holds no frame for (omitted empty frames) come back empty.
+    """
+    hd = require("highdicom")
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        seg = hd.seg.segread(path)
+    except (OSError, InvalidDicomError, ValueError, AttributeError) as exc:
+        raise InputError(f"{path.name} is not a readable DICOM Segmentation: {type(exc).__name__}") from None
+    numbers = seg.get_segment_numbers(segment_label=SEGMENT_LABEL) or [1]
+    try:
+        px = seg.get_pixels_by_source_instance(
+            source_sop_instance_uids=[str(u) for u in source_sop_uids],
+            segment_numbers=[numbers[0]],
+        )
+    except (KeyError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path.name} does not match the given source slices: {first}") from None
+    return np.asarray(px[..., 0] != 0)
