@@ -1,0 +1,344 @@
+"""The running receiver: SCP, inference worker, series completion, SEG sender, watch folder.
+
+Threads: pynetdicom's (one per association) validate, decode and spool instances and add them
+to the series state; `infer` runs ready slices of every series in batches; `finish` completes
+series once quiet and writes the outputs through the runner; `send` delivers SEGs; `watch`
+polls the watch folder; `pickup` reloads the spool after a restart.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import itertools
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_ich.dicom.net import (CT_IMAGE_STORAGE, Destination, OutboxSender, ReceivedInstance, ScpConfig, StoreSCP,
+                                check_instance)
+from edge_ich.dicom.spool import Spool, uid_hash
+from edge_ich.errors import EdgeIchError
+from edge_ich.serve import ServeOptions, write_serve_record
+from edge_ich.serve_series import SeriesState, SliceRec, StreamingInferer, expected_spacing, slice_position
+
+log = logging.getLogger("edge_ich.serve")
+
+
+class Server:
+    """Everything `edge-ich serve` runs, startable and stoppable in-process."""
+
+    def __init__(self, opts: ServeOptions) -> None:
+        from edge_ich.runner import check_out_dir, load_model
+
+        self.opts = opts
+        self.failed: BaseException | None = None
+        self.out = Path(opts.out)
+        check_out_dir(self.out)
+        self.spool = Spool(opts.spool)
+        self.model = load_model(opts.model, opts.backend, opts.threads)
+        self.inferer = StreamingInferer(self.model.backend, opts.batch)
+        self.series: dict[str, SeriesState] = {}
+        self.assoc_series: dict[int, set[str]] = {}
+        self.cond = threading.Condition()
+        self.work_lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self._seq = itertools.count()
+        self.finished = 0
+        cfg = ScpConfig(ae_title=opts.ae_title, host=opts.host, port=opts.port, allow_ae=opts.allowed_aes(),
+                        max_pdu=opts.max_pdu, max_associations=opts.max_associations,
+                        max_instance_bytes=int(opts.max_instance_mb * 1024 * 1024))
+        self.scp = StoreSCP(cfg, self.spool, self.on_instance, self.on_assoc_end, decode=self.decode)
+        self.sender = (OutboxSender(self.spool, Destination.parse(opts.send_to), opts.ae_title, opts.retry_base_s, opts.retry_cap_s)
+                       if opts.send_to else None)
+        self.threads: list[threading.Thread] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        self.spool.prune_done(self.opts.keep_done_s)
+        self.scp.start()
+        targets: list[tuple[str, Any]] = [("infer", self._infer_loop), ("finish", self._finish_loop), ("pickup", self._pickup)]
+        if self.sender is not None:
+            targets.append(("send", lambda: self.sender.run(self.stop_ev)))  # type: ignore[union-attr]
+        if self.opts.watch is not None:
+            targets.append(("watch", self._watch_loop))
+        for name, fn in targets:
+            t = threading.Thread(target=self._guard, args=(fn,), name=f"edge-ich-{name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        card = self.model.card
+        info = self.model.backend.info
+        log.info("listening on %s:%d as %s%s; model %s (%s %s); quiet %.1f s%s%s", self.opts.host, self.scp.port,
+                 self.opts.ae_title, f" for {','.join(self.opts.allowed_aes() or [])}" if self.opts.allow_ae else "",
+                 card.card_id, info.name, info.device, self.opts.quiet_seconds,
+                 f"; sending SEGs to {self.opts.send_to}" if self.opts.send_to else "",
+                 f"; watching {self.opts.watch}" if self.opts.watch else "")
+
+    def _guard(self, fn: Any) -> None:
+        try:
+            fn()
+        except BaseException as exc:  # a dead worker must stop the server loudly, not silently
+            log.exception("worker thread failed")
+            self.failed = exc
+            self.stop_ev.set()
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Stop receiving, let the in-flight batch and completion finish; the rest stays spooled."""
+        self.scp.stop(grace_s)
+        self.stop_ev.set()
+        with self.cond:
+            self.cond.notify_all()
+        if self.sender is not None:
+            self.sender.wake()
+        for t in self.threads:
+            t.join(timeout=120)
+        self.model.close()
+        with self.cond:
+            pending = len(self.series)
+        if pending:
+            log.info("%d series left in the spool for the next start", pending)
+
+    # -- receiving ------------------------------------------------------------------------
+    def decode(self, ds: Any) -> Any:
+        """Pixels -> prepared model input, in the receiving thread (raises InputError when undecodable)."""
+        if str(ds.SOPClassUID) != CT_IMAGE_STORAGE:
+            return None
+        from edge_ich.dicom.pixels import hu_from_dataset
+
+        return self.inferer.prepare(hu_from_dataset(ds))
+
+    def on_instance(self, inst: ReceivedInstance) -> None:
+        """A spooled instance joins its series' state (called from receiving threads)."""
+        ds = inst.dataset
+        with self.cond:
+            st = self.series.get(inst.series_uid)
+            if st is None:
+                st = self.series[inst.series_uid] = SeriesState(inst.series_uid, inst.received, inst.received)
+            st.last_arrival = max(st.last_arrival, inst.received)
+            if inst.assoc_key is not None:
+                st.open_assocs.add(inst.assoc_key)
+                self.assoc_series.setdefault(inst.assoc_key, set()).add(inst.series_uid)
+            if inst.sop_uid in st.slices:
+                st.duplicates += 1
+            else:
+                pos, normal = slice_position(ds)
+                if st.normal is None:
+                    st.normal = normal
+                    st.expected_spacing = expected_spacing(ds)
+                rows, cols = int(ds.Rows), int(ds.Columns)
+                st.add(SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=inst.prepared))
+            self.cond.notify_all()
+
+    def on_assoc_end(self, key: int) -> None:
+        with self.cond:
+            for uid in self.assoc_series.pop(key, set()):
+                st = self.series.get(uid)
+                if st is not None:
+                    st.open_assocs.discard(key)
+            self.cond.notify_all()
+
+    def _load_file(self, path: Path, assoc_key: int | None, received: float, data: bytes | None = None) -> str | None:
+        """Validate, decode and spool one file (pickup and watch); returns why it was refused, or None."""
+        import pydicom
+
+        try:
+            raw = data if data is not None else path.read_bytes()
+            ds = pydicom.dcmread(io.BytesIO(raw))
+            why = check_instance(ds, ds.get("SOPClassUID", ""), ds.get("SOPInstanceUID", ""))
+        except Exception:  # noqa: BLE001 - any parse failure means the file is not usable DICOM
+            return "not a readable DICOM file"
+        if why is not None:
+            return why
+        try:
+            prepared = self.decode(ds)
+        except EdgeIchError as exc:
+            return str(exc)
+        series, sop = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
+        spooled, new = (path, False) if data is None else self.spool.store_instance(series, sop, raw)
+        self.on_instance(ReceivedInstance(series, sop, str(ds.SOPClassUID), spooled, assoc_key, received,
+                                          dataset=ds, prepared=prepared, duplicate=not new))
+        return None
+
+    def _pickup(self) -> None:
+        """Reload what a previous run left in the spool; those series complete after the quiet period."""
+        pending = self.spool.pending_series()
+        for uid, files in pending.items():
+            key = -(next(self._seq) + 1)  # a pseudo-association open while the series is reloaded
+            for p in files:
+                if self.stop_ev.is_set():
+                    return
+                why = self._load_file(p, key, time.perf_counter())
+                if why is not None:
+                    log.warning("spooled file in series %s left out: %s", uid_hash(uid), why)
+            self.on_assoc_end(key)
+        if pending:
+            log.info("picked up %d unfinished series from the spool", len(pending))
+
+    # -- inference ------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        k = self.inferer.card.context
+        while not self.stop_ev.is_set():
+            with self.cond:
+                work = []
+                for st in self.series.values():
+                    if not st.finishing:
+                        work.extend((st, rec, ctx) for rec, ctx in st.ready(k))
+                if not work:
+                    self.cond.wait(timeout=0.5)
+                    continue
+                work = work[: self.inferer.batch]
+                self.work_lock.acquire()
+            try:
+                self.inferer.run_ready(work)
+            finally:
+                self.work_lock.release()
+
+    # -- completion -----------------------------------------------------------------------
+    def _finish_loop(self) -> None:
+        quiet = self.opts.quiet_seconds
+        while not self.stop_ev.is_set():
+            with self.cond:
+                now = time.perf_counter()
+                idle = [st for st in self.series.values() if not st.finishing and not st.open_assocs]
+                due = [st for st in idle if now - st.last_arrival >= quiet]
+                if not due:
+                    wait = min([st.last_arrival + quiet - now for st in idle], default=0.5)
+                    self.cond.wait(timeout=min(0.5, max(0.005, wait)))
+                    continue
+                st = min(due, key=lambda s: s.last_arrival)
+                st.finishing = True
+            with self.work_lock:  # the inference batch in flight (if any) lands first
+                pass
+            self.finish(st)
+
+    def finish(self, st: SeriesState) -> None:
+        """Answer one series: outputs, serve.json, SEG to the outbox, spool to done/."""
+        from edge_ich.dicom.source import series_from_files
+
+        t_complete = time.perf_counter()
+        uid, h = st.uid, uid_hash(st.uid)
+        fresh = self.spool.series_files(uid)
+        names = {p.name for p in fresh}
+        files = fresh + [p for p in self.spool.done_files(uid) if p.name not in names]
+        try:
+            if not files:
+                raise EdgeIchError("no instance left in the spool")
+            src = series_from_files(files)
+            seg, rerun = self.inferer.complete(st, src, list(src.sop_instance_uids))
+            out_dir = self.out / uid
+            report = self._publish(out_dir, src, seg)
+            t_done = time.perf_counter()
+            f = report["finding"]
+            record = {
+                "series_uid_sha256_12": h, "slices": int(src.geometry.shape[0]), "received": len(st.slices),
+                "duplicates": st.duplicates, "skipped": len(src.skipped), "inferred_while_receiving": st.streamed,
+                "inferred_at_completion": rerun, "quiet_seconds": self.opts.quiet_seconds,
+                "last_slice_to_result_s": round(t_done - st.last_arrival, 4),
+                "completion_to_result_s": round(t_done - t_complete, 4),
+                "hemorrhage": f["hemorrhage"], "total_volume_ml": f["total_volume_ml"],
+            }
+            write_serve_record(out_dir / "serve.json", record)
+            if self.sender is not None and (out_dir / "seg.dcm").is_file():
+                self.spool.enqueue_outgoing(uid, out_dir / "seg.dcm")
+                self.sender.wake()
+            self.spool.mark_done(uid, fresh)
+            self.spool.prune_done(self.opts.keep_done_s)
+            self.finished += 1
+            log.info("series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after completion; "
+                     "%d inferred on arrival, %d at completion)", h, record["slices"],
+                     "HEMORRHAGE" if f["hemorrhage"] else "no hemorrhage", f["total_volume_ml"],
+                     record["last_slice_to_result_s"], record["completion_to_result_s"], st.streamed, rerun)
+        except EdgeIchError as exc:
+            dest = self.spool.mark_failed(uid, fresh)
+            log.error("series %s not processed (%d files kept in %s): %s", h, len(fresh), dest, exc)
+        except Exception:
+            dest = self.spool.mark_failed(uid, fresh)
+            log.exception("series %s failed (bug; %d files kept in %s)", h, len(fresh), dest)
+        used = set(fresh)
+        with self.cond:
+            left = {s: r for s, r in st.slices.items() if r.path not in used and r.path.exists()}
+            if left or st.open_assocs:  # arrived while finishing: a later answer covers them too
+                nxt = SeriesState(uid, st.first_arrival, st.last_arrival, normal=st.normal, expected_spacing=st.expected_spacing,
+                                  open_assocs=set(st.open_assocs))
+                for r in left.values():
+                    nxt.add(r)
+                self.series[uid] = nxt
+            else:
+                self.series.pop(uid, None)
+            self.cond.notify_all()
+
+    def _publish(self, out_dir: Path, src: Any, seg: Any) -> dict[str, Any]:
+        """Write the outputs of `edge-ich run` for a segmentation we already have, through the runner."""
+        from edge_ich import runner
+
+        opts = runner.RunOptions(out=out_dir, batch=self.opts.batch, write_seg=True)
+        if "segmentation" in inspect.signature(runner.run).parameters:
+            return runner.run(opts, model=self.model, source=src, segmentation=seg, progress=False).report  # type: ignore[call-arg]
+        # Until run() takes a ready segmentation: the same staging, writers, report and publish as run().
+        import json
+
+        from edge_ich.outputs.atomic import write_text_atomic
+        from edge_ich.pipeline import postprocess
+
+        runner.check_out_dir(out_dir)
+        geo = src.geometry
+        t0 = time.perf_counter()
+        kept, comps = postprocess(seg.mask, geo.spacing, geo.affine_lps, self.model.card.min_component_mm3)
+        seg.timings.add("postprocess", time.perf_counter() - t0, geo.shape[0])
+        stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out_dir))
+        try:
+            t0 = time.perf_counter()
+            outputs = runner.write_outputs(stage, src, self.model, kept, opts)
+            seg.timings.add("write", time.perf_counter() - t0, geo.shape[0])
+            report = runner.build_report(src, self.model, seg, kept, comps, outputs, self.model.load_s)
+            if seg.timings.last_read_at is not None:
+                report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - seg.timings.last_read_at, 4)
+            write_text_atomic(stage / "report.json", json.dumps(report, indent=2) + "\n")
+            runner._publish(stage, out_dir)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        return report
+
+    # -- watch folder ---------------------------------------------------------------------
+    def _watch_loop(self) -> None:
+        """Poll the watch folder; files unchanged for the quiet period are spooled, then removed."""
+        root = Path(self.opts.watch)  # type: ignore[arg-type]
+        root.mkdir(parents=True, exist_ok=True)
+        rejected = root / ".rejected"
+        seen: dict[Path, tuple[int, int, float]] = {}
+        period = min(1.0, max(0.05, self.opts.quiet_seconds / 4))
+        while not self.stop_ev.wait(period):
+            now = time.time()
+            current: dict[Path, tuple[int, int, float]] = {}
+            for p in root.rglob("*"):
+                if any(part.startswith(".") for part in p.relative_to(root).parts) or not p.is_file():
+                    continue
+                try:
+                    stt = p.stat()
+                except OSError:
+                    continue
+                sig = (stt.st_size, stt.st_mtime_ns)
+                old = seen.get(p)
+                current[p] = (sig[0], sig[1], old[2] if old and old[:2] == sig else now)
+            seen = current
+            key = -(next(self._seq) + 1)  # one pseudo-association per poll: no series completes mid-poll
+            for p, (_, mtime_ns, since) in list(seen.items()):
+                if now - since < self.opts.quiet_seconds or now - mtime_ns / 1e9 < self.opts.quiet_seconds:
+                    continue
+                age = max(0.0, now - mtime_ns / 1e9)
+                try:
+                    why = self._load_file(p, key, time.perf_counter() - age, data=p.read_bytes())
+                except OSError as exc:
+                    why = f"cannot be spooled: {exc.strerror or exc}"
+                if why is None:
+                    p.unlink(missing_ok=True)
+                else:
+                    rejected.mkdir(exist_ok=True)
+                    p.replace(rejected / p.name)
+                    log.warning("watch folder: %s moved to .rejected (%s)", p.name, why)
+                seen.pop(p, None)
+            self.on_assoc_end(key)
