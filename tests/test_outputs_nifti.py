@@ -130,3 +130,59 @@ def test_wrong_shapes_and_paths(tmp_path: Path) -> None:
     with pytest.raises(OutputError):
         write_mask_nifti(blocker / "m.nii.gz", np.zeros((2, 128, 128), bool), series)
     assert not list(tmp_path.glob("*.nii*"))
+
+
+@pytest.mark.parametrize("opts", [{"reverse": True}, {"flip": True}, {"tilt": 12.0}])
+def test_runtime_dicom_series_overlays(tmp_path: Path, opts: dict) -> None:
+    """With the runtime's DicomSeries geometry, marked voxels land on their DICOM pixels."""
+    from edge_ich.dicom.source import series_from_files
+    from tests.dicomkit import make_series as kit_series
+
+    series = series_from_files(kit_series(tmp_path / "src", 4, size=64, **opts))
+    z, y, x = series.geometry.shape
+    marks = [(0, 1, 2), (z - 1, y - 3, x - 1), (2, y // 2, 5)]
+    mask = np.zeros((z, y, x), dtype=bool)
+    for m in marks:
+        mask[m] = True
+    out = tmp_path / "mask.nii.gz"
+    write_mask_nifti(out, mask, series)
+    img = nib.load(out)
+    data = np.asarray(img.dataobj)
+    for k, r, c in marks:
+        assert data[c, r, k] == 1
+        world_ras = img.affine @ np.array([c, r, k, 1.0])
+        np.testing.assert_allclose(world_ras[:3], pixel_lps(series.header(k), r, c) * LPS_TO_RAS, atol=1e-2)
+    assert int(data.sum()) == len(marks)
+
+
+@pytest.mark.parametrize("axcodes", [("R", "A", "S"), ("L", "P", "S"), ("P", "R", "I")])
+def test_runtime_nifti_volume_round_trip(tmp_path: Path, axcodes: tuple[str, str, str]) -> None:
+    """The runtime's NiftiVolume: the mask has the input's shape and affine, and each voxel keeps its world position."""
+    from nibabel.orientations import axcodes2ornt, inv_ornt_aff, ornt_transform
+
+    from edge_ich.nifti_source import NiftiVolume
+
+    base = np.diag([0.45, 0.45, 5.0, 1.0])
+    base[:3, 3] = [-50.0, -40.0, -20.0]  # RAS+ base grid, then re-stored in `axcodes` order
+    shape_ras = (14, 12, 6)
+    t = ornt_transform(axcodes2ornt(("R", "A", "S")), axcodes2ornt(axcodes))
+    vol = nib.orientations.apply_orientation(np.zeros(shape_ras, np.int16), t)
+    aff = base @ inv_ornt_aff(t, shape_ras)
+    inp = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(vol, aff), inp)
+    src = NiftiVolume(inp)
+    z, y, x = src.geometry.shape
+    marks = [(0, 0, 1), (z - 1, y - 1, 2), (z // 2, 3, x - 1)]
+    mask = np.zeros(src.geometry.shape, dtype=bool)
+    for m in marks:
+        mask[m] = True
+    out = tmp_path / "mask.nii.gz"
+    write_mask_nifti(out, mask, src)
+    img, ref = nib.load(out), nib.load(inp)
+    assert img.shape == ref.shape
+    np.testing.assert_allclose(img.affine, ref.affine, atol=1e-6)
+    data = np.asarray(img.dataobj)
+    assert int(data.sum()) == len(marks)
+    got = sorted(tuple(np.round((img.affine @ np.array([*ijk, 1.0]))[:3], 4)) for ijk in np.argwhere(data == 1))
+    want = sorted(tuple(np.round((src.geometry.affine_lps @ np.array([c, r, k, 1.0]))[:3] * LPS_TO_RAS, 4)) for k, r, c in marks)
+    np.testing.assert_allclose(got, want, atol=1e-3)

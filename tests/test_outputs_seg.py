@@ -194,3 +194,18 @@ def test_dcmtk_agrees_it_is_a_segmentation(tmp_path: Path) -> None:
     out = _write(tmp_path, series, blob_mask(series.geometry.shape))
     proc = subprocess.run([dcmdump, "+P", "SOPClassUID", str(out)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "SegmentationStorage" in proc.stdout
+
+
+@pytest.mark.parametrize("opts", [{}, {"reverse": True}, {"flip": True}, {"reverse": True, "flip": True}, {"tilt": 12.0}])
+def test_seg_from_the_runtime_dicom_series(tmp_path: Path, opts: dict) -> None:
+    """The runtime's own DicomSeries (sorting, headers) feeding the writer, as the runner does."""
+    from edge_ich.dicom.source import series_from_files
+    from tests.dicomkit import make_series as kit_series
+
+    series = series_from_files(kit_series(tmp_path / "src", 5, size=128, **opts))
+    headers = [series.header(i) for i in range(len(series))]
+    mask = blob_mask(series.geometry.shape, seed=7)
+    out = tmp_path / "seg.dcm"
+    write_seg(out, mask, headers, algorithm_name="edge-ich-test", algorithm_version="1")
+    assert dciodvfy_errors(out) == []
+    np.testing.assert_array_equal(read_seg_mask(out, series.sop_instance_uids), mask)

@@ -5,7 +5,8 @@ mm, lesion area on the slice, the window; no patient data), the slice below it. 
 shown at square physical pixels and at least `MIN_SIDE` pixels on its long side, upsampled by
 nearest neighbour, so a 512x512 slice maps 1:1 and the pixels are the windowed HU themselves.
 The mask is drawn as a light red tint inside and a solid red outline just outside, so every
-lesion pixel stays visible under the overlay.
+lesion pixel stays visible under the overlay. Patient-direction letters (R/L, A/P, S/I, from the
+affine) mark the image edges, so a mirrored acquisition cannot be misread left for right.
 """
 
 from __future__ import annotations
@@ -65,28 +66,85 @@ def render_slice(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int], window
     return rgb
 
 
-def _caption_strip(lines: Sequence[str], width: int) -> np.ndarray:
-    """RGB uint8 [h, width, 3]: white text on black, font scaled to the width."""
+_LETTERS = (("R", "L"), ("A", "P"), ("I", "S"))  # (negative, positive) along LPS x, y, z
+
+
+def _direction_letter(v: np.ndarray) -> str:
+    """Patient direction of a vector in LPS by its dominant axis."""
+    axis = int(np.argmax(np.abs(v)))
+    return _LETTERS[axis][1 if v[axis] > 0 else 0]
+
+
+def edge_letters(affine_lps: np.ndarray) -> dict[str, str]:
+    """Patient direction at each edge of the displayed slice: {"left", "right", "top", "bottom"}."""
+    a = np.asarray(affine_lps, dtype=float)
+    col_dir, row_dir = a[:3, 0], a[:3, 1]  # increasing column, increasing row
+    return {"left": _direction_letter(-col_dir), "right": _direction_letter(col_dir),
+            "top": _direction_letter(-row_dir), "bottom": _direction_letter(row_dir)}
+
+
+def _text_layer(width: int, height: int, draw: Any, bg: tuple[int, int, int] | None) -> np.ndarray:
+    """RGBA uint8 [height, width, 4] drawn by `draw(fig)` on an Agg canvas of that pixel size."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    font_px = max(11.0, width / 40.0)
+    dpi = 100.0
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    if bg is None:
+        fig.patch.set_alpha(0.0)
+    else:
+        fig.patch.set_facecolor(np.asarray(bg) / 255.0)
+    canvas = FigureCanvasAgg(fig)
+    draw(fig)
+    canvas.draw()
+    drawn = np.asarray(canvas.buffer_rgba())
+    out = np.zeros((height, width, 4), dtype=np.uint8)
+    if bg is not None:
+        out[..., :3] = bg
+        out[..., 3] = 255
+    h, w = min(height, drawn.shape[0]), min(width, drawn.shape[1])
+    out[:h, :w] = drawn[:h, :w]
+    return out
+
+
+def _font_px(width: int) -> float:
+    return max(11.0, width / 40.0)
+
+
+def _draw_letters(rgb: np.ndarray, letters: dict[str, str]) -> np.ndarray:
+    """Blend white, black-edged direction letters onto the edges of the image region."""
+    from matplotlib import patheffects
+
+    h, w = rgb.shape[:2]
+    size_pt = _font_px(w) * 1.1 * 72.0 / 100.0
+    pad_x, pad_y = 6.0 / w, 6.0 / h
+    spots = {"left": (pad_x, 0.5, "left", "center"), "right": (1 - pad_x, 0.5, "right", "center"),
+             "top": (0.5, 1 - pad_y, "center", "top"), "bottom": (0.5, pad_y, "center", "bottom")}
+
+    def draw(fig: Any) -> None:
+        for edge, (x, y, ha, va) in spots.items():
+            fig.text(x, y, letters[edge], color="white", ha=ha, va=va, fontsize=size_pt, family="DejaVu Sans",
+                     weight="bold", path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
+
+    layer = _text_layer(w, h, draw, None)
+    alpha = layer[..., 3:4].astype(np.float32) / 255.0
+    blended = rgb.astype(np.float32) * (1.0 - alpha) + layer[..., :3].astype(np.float32) * alpha
+    return np.rint(blended).astype(np.uint8)
+
+
+def _caption_strip(lines: Sequence[str], width: int) -> np.ndarray:
+    """RGB uint8 [h, width, 3]: white text on black, font scaled to the width."""
+    font_px = _font_px(width)
     line_px = font_px * 1.35
     height = int(np.ceil(line_px * len(lines) + font_px * 0.8))
-    dpi = 100.0
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor=np.asarray(CAPTION_BG) / 255.0)
-    canvas = FigureCanvasAgg(fig)
-    for k, line in enumerate(lines):
-        y = 1.0 - (font_px * 0.4 + line_px * (k + 0.5)) / height
-        fig.text(font_px * 0.5 / width, y, line, color="white", va="center", ha="left",
-                 fontsize=font_px * 72.0 / dpi, family="DejaVu Sans")
-    canvas.draw()
-    drawn = np.asarray(canvas.buffer_rgba())[..., :3]
-    strip = np.zeros((height, width, 3), dtype=np.uint8)
-    strip[:] = CAPTION_BG
-    h, w = min(height, drawn.shape[0]), min(width, drawn.shape[1])
-    strip[:h, :w] = drawn[:h, :w]
-    return strip
+
+    def draw(fig: Any) -> None:
+        for k, line in enumerate(lines):
+            y = 1.0 - (font_px * 0.4 + line_px * (k + 0.5)) / height
+            fig.text(font_px * 0.5 / width, y, line, color="white", va="center", ha="left",
+                     fontsize=font_px * 72.0 / 100.0, family="DejaVu Sans")
+
+    return _text_layer(width, height, draw, CAPTION_BG)[..., :3]
 
 
 def _caption(source: Any, i: int, n: int, mask: np.ndarray, window: tuple[float, float]) -> list[str]:
@@ -107,7 +165,7 @@ def key_image(source: Any, mask_zyx: np.ndarray, i: int, window: tuple[float, fl
         raise ValueError(f"slice index {i} outside 0..{shape[0] - 1}")
     hu = source.read_hu(i)
     size = display_size(shape[1:], tuple(source.geometry.spacing[1:]))
-    img = render_slice(hu, mask_zyx[i], size, window)
+    img = _draw_letters(render_slice(hu, mask_zyx[i], size, window), edge_letters(source.geometry.affine_lps))
     strip = _caption_strip(_caption(source, i, shape[0], mask_zyx[i], window), size[1])
     return np.concatenate([strip, img], axis=0)
 
