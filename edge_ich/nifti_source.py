@@ -31,13 +31,13 @@ class NiftiVolume:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise InputError(f"NIfTI file not found: {self.path.name}")
+            raise InputError("the --volume file does not exist")
         try:
             img = nib.load(str(self.path))
         except (ImageFileError, OSError, EOFError, ValueError) as exc:
-            raise InputError(f"cannot read {self.path.name} as NIfTI: {type(exc).__name__}") from None
+            raise InputError(f"the --volume file cannot be read as NIfTI ({type(exc).__name__})") from None
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-            raise InputError(f"{self.path.name} is not a NIfTI-1/2 image")
+            raise InputError("the --volume file is not a NIfTI-1/2 image")
         shape = tuple(int(x) for x in img.shape)
         self.input_shape: tuple = shape
         if len(shape) == 4 and shape[3] == 1:
@@ -79,6 +79,7 @@ class NiftiVolume:
                                  spacing=(float(spacing_xyz[2]), float(spacing_xyz[1]), float(spacing_xyz[0])),
                                  affine_lps=affine_lps, warnings=warnings)
         self.skipped: list[Skipped] = []
+        self._is_nifti2 = isinstance(img, nib.Nifti2Image)
         self._proxy = img.dataobj
         self._compressed = self.path.name.lower().endswith(".gz")
         self._array: np.ndarray | None = None
@@ -142,7 +143,7 @@ class NiftiVolume:
         g = self.geometry
         return {
             "kind": self.kind,
-            "file": self.path.name,
+            "format": "nifti2" if self._is_nifti2 else "nifti1",
             "input_shape": list(self.input_shape),
             "input_affine_ras": np.asarray(self.input_affine, dtype=float).round(6).tolist(),
             "n_slices": g.shape[0],
@@ -159,5 +160,5 @@ def open_volume(path: Path) -> NiftiVolume:
     path = Path(path)
     name = path.name.lower()
     if not (name.endswith(".nii") or name.endswith(".nii.gz")):
-        raise InputError(f"--volume expects a .nii or .nii.gz file, got {path.name}")
+        raise InputError("--volume expects a .nii or .nii.gz file")
     return NiftiVolume(path)

@@ -104,9 +104,9 @@ def test_summary_is_non_identifying_and_complete(tmp_path: Path) -> None:
     v = open_volume(tmp_path / "case.nii")
     s = v.summary()
     json.dumps(s)
-    assert s["kind"] == "nifti" and s["n_slices"] == NZ and s["file"] == "case.nii"
+    assert s["kind"] == "nifti" and s["n_slices"] == NZ and s["format"] == "nifti1"
     assert s["input_shape"] == [NX, NY, NZ]
-    assert str(tmp_path) not in json.dumps(s)
+    assert "case" not in json.dumps(s)
 
 
 def test_oblique_volume_warns_and_keeps_affine(tmp_path: Path) -> None:

@@ -167,6 +167,8 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
             else:
                 implicit, little = _encoding(ds, ts)
                 status = _pixel_status(fp, size, little, implicit)
+                if status is SkipReason.NO_PIXELS and fp.tell() >= size and _cut_short(ds):
+                    return ds, SkipReason.TRUNCATED, "file ends inside the header"
     except (InvalidDicomError, EOFError, struct.error) as exc:
         return None, SkipReason.UNREADABLE, type(exc).__name__
     except (OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError, OverflowError) as exc:
@@ -175,6 +177,16 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
     if status is not None:
         return ds, status, ""
     return ds, None, ""
+
+
+def _cut_short(ds: Any) -> bool:
+    """pydicom returns what it could read of a cut file: a short last value or missing key tags mean truncation."""
+    if not all(k in ds for k in ("SOPClassUID", "SeriesInstanceUID", "Modality")):
+        return True
+    last = ds.get_item(max(ds.keys()))
+    value = getattr(last, "value", None)
+    length = getattr(last, "length", None)
+    return isinstance(value, (bytes, bytearray)) and length is not None and length != _UNDEFINED and len(value) < length
 
 
 def _looks_raw(head: bytes) -> bool:
@@ -264,7 +276,7 @@ def discover(root: Path) -> DiscoveryResult:
     """Walk root, group CT axial single-frame images by SeriesInstanceUID; list every other file with a reason."""
     root = Path(root)
     if not root.exists():
-        raise InputError(f"input folder does not exist: {root}")
+        raise InputError("the input folder does not exist")
     skipped: list[Skipped] = []
     groups: dict[str, SeriesCandidate] = {}
     for path in iter_files(root):
@@ -274,8 +286,8 @@ def discover(root: Path) -> DiscoveryResult:
             continue
         ds, bad, detail = read_header(path)
         if ds is None or bad is not None:
-            # A header with a readable class but no pixels: say the more specific thing first.
-            if ds is not None:
+            # A readable header that is not a CT axial image: say that first (but a cut file is a cut file).
+            if ds is not None and not (bad is SkipReason.TRUNCATED and detail):
                 why, det = classify(ds)
                 if why is not None:
                     bad, detail = why, det

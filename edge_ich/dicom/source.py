@@ -103,9 +103,9 @@ def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
     """Discover the CT axial series under root, pick one (rule or UID), sort and measure it."""
     root = Path(root)
     if not root.exists():
-        raise InputError(f"input folder does not exist: {root}")
+        raise InputError("the --series folder does not exist")
     if not root.is_dir():
-        raise InputError(f"--series expects a folder, got a file: {root.name}")
+        raise InputError("--series expects a folder of DICOM files, got a single file")
     result = discover(root)
     chosen, others = choose_series(result, series_uid)
     return DicomSeries(chosen, root=root, skipped=result.skipped, other_series=others)
