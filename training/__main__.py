@@ -1,0 +1,106 @@
+"""`python -m training <command>`: train (weakly or fully supervised, exports ONNX + card) and experiment.
+
+Runs under torchrun unchanged (`torchrun --nproc_per_node N -m training train ...`).
+User errors (EdgeIchError) print one line and exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from edge_ich.errors import EdgeIchError
+
+
+def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model and training length")
+    g.add_argument("--size", type=int, default=128, help="model input size (square)")
+    g.add_argument("--context", type=int, default=1, help="neighbour slices each side stacked as channels")
+    g.add_argument("--seq-len", type=int, default=8, help="classifier window of contiguous slices")
+    g.add_argument("--cls-steps", type=int, default=400)
+    g.add_argument("--cls-batch", type=int, default=4, help="windows per classifier step")
+    g.add_argument("--seg-steps", type=int, default=800)
+    g.add_argument("--seg-batch", type=int, default=16)
+    g.add_argument("--seg-base", type=int, default=12, help="U-Net width of the first level")
+    g.add_argument("--min-component-mm3", type=float, default=10.0)
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
+    from training.pipeline import PipelineConfig
+
+    return PipelineConfig(size=a.size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
+                          seg_steps=a.seg_steps, seg_batch=a.seg_batch, seg_base=a.seg_base,
+                          min_component_mm3=a.min_component_mm3, device=a.device, amp=a.amp, seed=a.seed)
+
+
+def _add_phantom_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("phantom data")
+    g.add_argument("--difficulty", default="standard", choices=["easy", "standard", "hard"])
+    g.add_argument("--slices", type=int, default=24)
+    g.add_argument("--thickness", type=float, default=5.0)
+    g.add_argument("--gen-size", type=int, default=None, help="generate phantoms at this size, then resize like the runtime")
+    g.add_argument("--cache", type=Path, default=Path("runs/cache"), help="folder for cached volumes (.npz)")
+    g.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train a segmenter and export it as ONNX with its card")
+    t.add_argument("--data", default="phantom", help="phantom, rsna, physionet, instance, bhsd or generic")
+    t.add_argument("--root", type=Path, default=None, help="dataset folder (not for phantoms)")
+    t.add_argument("--cases", type=int, default=120, help="phantom training cases")
+    t.add_argument("--val-cases", type=int, default=12)
+    t.add_argument("--test-cases", type=int, default=24)
+    t.add_argument("--supervision", default="weak", choices=["weak", "full"])
+    t.add_argument("--work", type=Path, default=Path("runs/train"), help="checkpoints and stage outputs (resumable)")
+    t.add_argument("--out", type=Path, default=Path("engines/ich_segmenter.onnx"), help="ONNX model path (card beside it)")
+    t.add_argument("--no-export", action="store_true")
+    t.add_argument("--name", default="ich_segmenter")
+    _add_pipeline_args(t)
+    _add_phantom_args(t)
+
+    e = sub.add_parser("experiment", help="the in-silico experiment on phantoms: table, plot, p-values")
+    e.add_argument("--out", type=Path, default=Path("benchmarks/reports/experiment"))
+    e.add_argument("--work", type=Path, default=Path("runs/experiment"))
+    e.add_argument("--large", type=int, default=300, help="phantoms with slice labels only")
+    e.add_argument("--small", type=int, default=20, help="phantoms with voxel masks (k-fold)")
+    e.add_argument("--test", type=int, default=40, help="held-out phantoms")
+    e.add_argument("--folds", type=int, default=5)
+    e.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="fractions of the large set's bleed slices")
+    e.add_argument("--reduced", action="store_true", help="label the results as a reduced configuration")
+    _add_pipeline_args(e)
+    _add_phantom_args(e)
+    e.set_defaults(size=64, seg_base=8, cls_steps=300, seg_steps=400, min_component_mm3=10.0)
+
+    a = ap.parse_args(argv)
+    try:
+        if a.cmd == "train":
+            from training.train import TrainOptions, train_main
+
+            o = TrainOptions(data=a.data, root=a.root, cases=a.cases, val_cases=a.val_cases, test_cases=a.test_cases,
+                             seed=a.seed, difficulty=a.difficulty, slices=a.slices, thickness=a.thickness, gen_size=a.gen_size,
+                             supervision=a.supervision, work=a.work, cache=a.cache, out=None if a.no_export else a.out,
+                             name=a.name, workers=a.workers, pipeline=_pipeline(a))
+            train_main(o)
+        elif a.cmd == "experiment":
+            from training.experiment import ExperimentOptions, run_experiment
+
+            run_experiment(ExperimentOptions(out=a.out, work=a.work, large=a.large, small=a.small, test=a.test, folds=a.folds,
+                                             fractions=tuple(float(f) for f in a.fractions.split(",")), reduced=a.reduced,
+                                             difficulty=a.difficulty, slices=a.slices, thickness=a.thickness, gen_size=a.gen_size,
+                                             cache=a.cache, workers=a.workers, pipeline=_pipeline(a),
+                                             argv=list(sys.argv[1:] if argv is None else argv)))
+    except EdgeIchError as exc:
+        print(f"training: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

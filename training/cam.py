@@ -1,0 +1,59 @@
+"""Class activation maps through the sequence classifier (Grad-CAM across the LSTM).
+
+For slice t the Grad-CAM weights are the gradients of slice t's logit with respect to slice
+t's pooled feature vector, taken through the bidirectional LSTM (so the neighbours' evidence
+shapes them). Because the encoder pools by a global mean, these equal (up to the constant
+1/(h*w)) the spatial means of the gradients on the last convolutional maps, i.e. Grad-CAM.
+Windows overlap by half; each slice's map and probability are averaged over its windows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from edge_ich.card import Window
+from edge_ich.preprocess import DEFAULT_WINDOWS
+from training.models import SliceSequenceClassifier
+from training.volumes import Volume, sequence_window, window_starts
+
+
+def _window_cams(model: SliceSequenceClassifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [1, T, C, H, W] -> (cams [T, h, w] >= 0, probabilities [T])."""
+    with torch.no_grad():
+        feats = model.features(x)[0]  # [T, F, h, w]
+    pooled = feats.mean(dim=(-2, -1)).unsqueeze(0).clone().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model.head_from_pooled(pooled)[0]  # [T]
+        t_len = logits.shape[0]
+        weights = torch.stack([torch.autograd.grad(logits[t], pooled, retain_graph=True)[0][0, t] for t in range(t_len)])
+    cams = F.relu(torch.einsum("tf,tfhw->thw", weights, feats))
+    return cams.detach(), torch.sigmoid(logits.detach())
+
+
+@torch.no_grad()
+def volume_cams(model: SliceSequenceClassifier, vol: Volume, length: int, device: str = "cpu",
+                windows: Sequence[Window] = DEFAULT_WINDOWS) -> tuple[np.ndarray, np.ndarray]:
+    """CAMs [Z, H, W] in [0, 1] (each slice scaled by its own maximum) and slice probabilities [Z]."""
+    model.eval()
+    h, w = vol.hu.shape[1:]
+    acc = np.zeros((vol.n, h, w), np.float32)
+    prob = np.zeros(vol.n, np.float32)
+    cnt = np.zeros(vol.n, np.float32)
+    for s in window_starts(vol.n, length, max(1, length // 2)):
+        x, valid = sequence_window(vol, s, length, windows)
+        cams, p = _window_cams(model, torch.from_numpy(x)[None].to(device))
+        up = F.interpolate(cams[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0].cpu().numpy()
+        for t in range(length):
+            if valid[t] > 0:
+                acc[s + t] += up[t]
+                prob[s + t] += float(p[t])
+                cnt[s + t] += 1
+    acc /= cnt[:, None, None].clip(min=1)
+    prob /= cnt.clip(min=1)
+    peak = acc.reshape(vol.n, -1).max(axis=1)
+    acc /= np.where(peak > 0, peak, 1.0)[:, None, None]
+    return acc, prob

@@ -1,0 +1,125 @@
+"""Evaluation of predicted masks against voxel truth, with the conventions stated.
+
+Per volume: Dice over the whole volume (empty prediction on an empty truth counts 1.0),
+Dice on positive slices (only the slices where truth has blood; undefined on negative
+scans), absolute volume error in mL, and per-subtype Dice (each predicted voxel is assigned
+the subtype of the nearest truth voxel). Detection: a scan or slice is called positive when
+the mask (after the runtime's small-component removal) is not empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy import ndimage, stats
+
+from edge_ich.metrics import dice, sens_spec, volume_ml
+
+SUBTYPE_NAMES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
+
+
+@dataclass
+class CaseScores:
+    case_id: str
+    dice: float
+    dice_pos_slices: float
+    abs_volume_error_ml: float
+    truth_ml: float
+    pred_ml: float
+    scan_truth: bool
+    scan_pred: bool
+    slice_truth: np.ndarray
+    slice_pred: np.ndarray
+    subtype_dice: dict[str, float]
+
+
+def remove_small(mask: np.ndarray, spacing: tuple[float, float, float], min_mm3: float) -> np.ndarray:
+    """Drop 26-connected components under `min_mm3`, as the runtime's postprocess does."""
+    mask = np.asarray(mask, dtype=bool)
+    if min_mm3 <= 0 or not mask.any():
+        return mask
+    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
+    keep = sizes >= min_mm3
+    keep[0] = False
+    return keep[labels]
+
+
+def subtype_dice(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Dice per subtype present in `truth` (codes 1..5); predicted voxels take the nearest truth subtype."""
+    out: dict[str, float] = {}
+    codes = [int(c) for c in np.unique(truth) if c > 0]
+    if not codes:
+        return out
+    if pred.any():
+        _, idx = ndimage.distance_transform_edt(truth == 0, return_indices=True)
+        nearest = truth[tuple(idx)]
+    else:
+        nearest = truth
+    for c in codes:
+        if 1 <= c <= len(SUBTYPE_NAMES):
+            out[SUBTYPE_NAMES[c - 1]] = dice(pred & (nearest == c), truth == c)
+    return out
+
+
+def score_case(case_id: str, pred: np.ndarray, truth: np.ndarray, spacing: tuple[float, float, float]) -> CaseScores:
+    pred = np.asarray(pred, dtype=bool)
+    t = np.asarray(truth) > 0
+    st = t.reshape(t.shape[0], -1).any(axis=1)
+    sp = pred.reshape(pred.shape[0], -1).any(axis=1)
+    d_pos = dice(pred[st], t[st]) if st.any() else float("nan")
+    tv, pv = volume_ml(t, spacing), volume_ml(pred, spacing)
+    return CaseScores(case_id, dice(pred, t, empty=1.0), d_pos, abs(pv - tv), tv, pv, bool(st.any()), bool(sp.any()),
+                      st, sp, subtype_dice(pred, np.asarray(truth)))
+
+
+def summarize(scores: Sequence[CaseScores]) -> dict[str, Any]:
+    """Means and detection rates over cases; the per-case Dice list is kept for paired tests."""
+    d = np.array([s.dice for s in scores])
+    pos = [s for s in scores if s.scan_truth]
+    dpos = np.array([s.dice_pos_slices for s in pos]) if pos else np.array([np.nan])
+    scan_sens, scan_spec = sens_spec(np.array([s.scan_pred for s in scores]), np.array([s.scan_truth for s in scores]))
+    sl_sens, sl_spec = sens_spec(np.concatenate([s.slice_pred for s in scores]), np.concatenate([s.slice_truth for s in scores]))
+    sub: dict[str, list[float]] = {}
+    for s in scores:
+        for k, v in s.subtype_dice.items():
+            sub.setdefault(k, []).append(v)
+    return {
+        "cases": len(scores),
+        "positive_cases": len(pos),
+        "dice_all": float(d.mean()) if d.size else float("nan"),
+        "dice_positive_cases": float(np.mean([s.dice for s in pos])) if pos else float("nan"),
+        "dice_positive_slices": float(np.nanmean(dpos)) if pos else float("nan"),
+        "abs_volume_error_ml": float(np.mean([s.abs_volume_error_ml for s in scores])) if scores else float("nan"),
+        "scan_sensitivity": scan_sens,
+        "scan_specificity": scan_spec,
+        "slice_sensitivity": sl_sens,
+        "slice_specificity": sl_spec,
+        "subtype_dice": {k: float(np.mean(v)) for k, v in sorted(sub.items())},
+        "per_case_dice": [float(v) for v in d],
+        "convention": "Dice per volume over all cases; empty prediction on empty truth = 1.0; "
+                      "dice_positive_slices over truth-positive slices of positive scans",
+    }
+
+
+def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided paired Wilcoxon signed-rank p-value (nan when the pairs do not differ)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    if x.shape != y.shape or x.size == 0 or np.allclose(x, y):
+        return float("nan")
+    return float(stats.wilcoxon(x, y, zero_method="wilcox").pvalue)
+
+
+def choose_threshold(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], spacings: Sequence[tuple[float, float, float]],
+                     min_mm3: float, grid: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> tuple[float, float]:
+    """Threshold with the best mean per-volume Dice on a validation set -> (threshold, Dice)."""
+    best = (0.5, -1.0)
+    for th in grid:
+        ds = [dice(remove_small(p >= th, sp, min_mm3), t > 0) for p, t, sp in zip(probs, truths, spacings)]
+        m = float(np.mean(ds)) if ds else 0.0
+        if m > best[1] + 1e-9:
+            best = (float(th), m)
+    return best

@@ -1,0 +1,190 @@
+"""The weakly supervised pipeline and its fully supervised twin, on lists of Volumes.
+
+weakly supervised: slice labels -> ResNet-BiLSTM classifier -> Grad-CAM per slice ->
+unsupervised refinement -> pseudo-masks -> 2.5D U-Net (pseudo-masks on positive slices,
+empty masks on negative ones). Fully supervised: the same U-Net on the true masks.
+Each stage writes its result into a work folder and is skipped when it is already there,
+so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_ich.card import Window
+from edge_ich.errors import InputError
+from edge_ich.metrics import dice
+from edge_ich.preprocess import DEFAULT_WINDOWS
+from training.cam import volume_cams
+from training.evaluate import choose_threshold, remove_small
+from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
+from training.models import SliceSequenceClassifier, UNet25D
+from training.refine import RefineParams, pseudo_masks
+from training.volumes import ClassifierSampler, SegmenterSampler, Volume
+
+
+@dataclass
+class PipelineConfig:
+    """Sizes and lengths of one training run (defaults: the bundled model)."""
+
+    size: int = 128
+    context: int = 1
+    seq_len: int = 8
+    cls_widths: tuple[int, ...] = (16, 32, 64, 128)
+    cls_hidden: int = 64
+    cls_steps: int = 400
+    cls_batch: int = 4
+    cls_lr: float = 1e-3
+    seg_base: int = 12
+    seg_steps: int = 800
+    seg_batch: int = 16
+    seg_lr: float = 2e-3
+    min_component_mm3: float = 10.0
+    device: str = "cpu"
+    amp: bool = False
+    seed: int = 0
+    refine: RefineParams = field(default_factory=RefineParams)
+    windows: tuple[Window, ...] = DEFAULT_WINDOWS
+
+    @property
+    def in_channels(self) -> int:
+        return (2 * self.context + 1) * len(self.windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["windows"] = [asdict(w) for w in self.windows]
+        return d
+
+
+def _loop(cfg: PipelineConfig, steps: int, batch: int, lr: float, ckpt: Path, name: str, seed_off: int) -> LoopConfig:
+    return LoopConfig(steps=steps, batch=batch, lr=lr, seed=cfg.seed + seed_off, device=cfg.device, amp=cfg.amp,
+                      ckpt=ckpt, ckpt_every=max(50, steps // 5), log_every=max(10, steps // 20), name=name)
+
+
+def new_classifier(cfg: PipelineConfig) -> SliceSequenceClassifier:
+    return SliceSequenceClassifier(len(cfg.windows), cfg.cls_widths, cfg.cls_hidden)
+
+
+def new_segmenter(cfg: PipelineConfig) -> UNet25D:
+    return UNet25D(cfg.in_channels, cfg.seg_base)
+
+
+def train_classifier(vols: Sequence[Volume], cfg: PipelineConfig, work: Path) -> SliceSequenceClassifier:
+    """Stage 1: the slice classifier on 'any hemorrhage' labels (weak labels only)."""
+    sampler = ClassifierSampler(vols, cfg.seq_len, cfg.windows)
+    model = new_classifier(cfg)
+    loop = _loop(cfg, cfg.cls_steps, cfg.cls_batch, cfg.cls_lr, Path(work) / "classifier.pt", "classifier", 1)
+    return train_loop(model, sampler.sample, classifier_loss, loop)  # type: ignore[return-value]
+
+
+def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cfg: PipelineConfig,
+                      cache: Path | None = None) -> list[np.ndarray]:
+    """Stage 2+3: CAM per positive slice, refined without supervision; cached as .npz in the work folder."""
+    if cache is not None and Path(cache).is_file():
+        with np.load(cache) as d:
+            if list(d["ids"]) == [v.case_id for v in vols]:
+                return [d[f"m{i}"].astype(bool) for i in range(len(vols))]
+    rank, world = dist_info()
+    mine: dict[int, np.ndarray] = {}
+    for i in range(rank, len(vols), world):
+        v = vols[i]
+        labels = np.asarray(v.slice_labels, dtype=bool)
+        if not labels.any():
+            mine[i] = np.zeros(v.hu.shape, dtype=bool)
+            continue
+        cams, _ = volume_cams(model, v, cfg.seq_len, cfg.device, cfg.windows)
+        mine[i] = pseudo_masks(v.hu, cams, labels, v.brain(), cfg.refine)
+    if world > 1:
+        gathered: list[Any] = [None] * world
+        torch.distributed.all_gather_object(gathered, {k: np.packbits(m) for k, m in mine.items()})
+        mine = {k: np.unpackbits(p)[: vols[k].hu.size].reshape(vols[k].hu.shape).astype(bool) for g in gathered for k, p in g.items()}
+    masks = [mine[i] for i in range(len(vols))]
+    if cache is not None and rank == 0:
+        Path(cache).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(str(cache) + ".tmp.npz")
+        np.savez_compressed(tmp, ids=np.array([v.case_id for v in vols]), **{f"m{i}": m for i, m in enumerate(masks)})
+        tmp.replace(cache)
+    return masks
+
+
+def pseudo_mask_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> dict[str, float]:
+    """Pseudo-mask quality against voxel truth where the volumes have it (phantoms)."""
+    pairs = [(m, v.truth_binary()) for v, m in zip(vols, masks) if v.truth is not None]
+    if not pairs:
+        return {}
+    pos = [(m, t) for m, t in pairs if t.any()]
+    allv = np.concatenate([m.ravel() for m, _ in pos]) if pos else np.zeros(0, bool)
+    allt = np.concatenate([t.ravel() for _, t in pos]) if pos else np.zeros(0, bool)
+    return {"dice_positive_cases": float(np.mean([dice(m, t) for m, t in pos])) if pos else float("nan"),
+            "dice_pooled_positive": dice(allv, allt), "cases": len(pairs)}
+
+
+def train_segmenter(vols: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig, work: Path, name: str = "segmenter") -> UNet25D:
+    """Stage 4: the 2.5D U-Net on (pseudo-)masks, negatives as empty masks."""
+    sampler = SegmenterSampler(vols, targets, cfg.context, cfg.windows)
+    model = new_segmenter(cfg).to(memory_format=torch.channels_last)
+    loop = _loop(cfg, cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2)
+    return train_loop(model, sampler.sample, segmenter_loss, loop)  # type: ignore[return-value]
+
+
+def predict_probs(model: UNet25D, vols: Sequence[Volume], cfg: PipelineConfig) -> list[np.ndarray]:
+    """Sigmoid probabilities [Z,H,W] per volume on the model grid."""
+    model = model.to(cfg.device)
+    out = []
+    for v in vols:
+        logits = predict_volume(model, lambda z, v=v: v.stack(z, cfg.context, cfg.windows), v.n, cfg.device)
+        out.append(1.0 / (1.0 + np.exp(-logits)))
+    return out
+
+
+def binarize(probs: Sequence[np.ndarray], vols: Sequence[Volume], threshold: float, min_mm3: float) -> list[np.ndarray]:
+    return [remove_small(p >= threshold, v.spacing, min_mm3) for p, v in zip(probs, vols)]
+
+
+@dataclass
+class TrainResult:
+    segmenter: UNet25D
+    threshold: float
+    summary: dict[str, Any]
+    classifier: SliceSequenceClassifier | None = None
+    pseudo: list[np.ndarray] | None = None
+
+
+def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path) -> TrainResult:
+    """All weakly supervised stages; the threshold is chosen on `val` against its pseudo-masks (no voxel truth)."""
+    if any(v.slice_labels is None for v in list(train) + list(val)):
+        raise InputError("weakly supervised training needs slice labels on every training and validation case")
+    work = Path(work)
+    clf = train_classifier(train, cfg, work)
+    pseudo = make_pseudo_masks(clf, train, cfg, work / "pseudo_train.npz")
+    log(f"[pseudo] train pseudo-mask Dice vs truth: {pseudo_mask_dice(train, pseudo)}")
+    seg = train_segmenter(train, pseudo, cfg, work)
+    th, vdice = 0.5, float("nan")
+    if val:
+        pv = make_pseudo_masks(clf, val, cfg, work / "pseudo_val.npz")
+        th, vdice = choose_threshold(predict_probs(seg, val, cfg), [m.astype(np.uint8) for m in pv], [v.spacing for v in val], cfg.min_component_mm3)
+    summary = {"method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net)",
+               "train_cases": len(train), "train_slices": int(sum(v.n for v in train)),
+               "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
+               "val_cases": len(val), "threshold": th, "val_dice_vs_pseudo": vdice,
+               "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False}
+    return TrainResult(seg, th, summary, clf, pseudo)
+
+
+def run_fully_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path, name: str = "segmenter_fs") -> TrainResult:
+    """The same U-Net on true masks; threshold chosen on `val` against its true masks."""
+    if any(v.truth is None for v in list(train) + list(val)):
+        raise InputError("fully supervised training needs voxel masks on every training and validation case")
+    seg = train_segmenter(train, [v.truth_binary() for v in train], cfg, Path(work), name)
+    th, vdice = 0.5, float("nan")
+    if val:
+        th, vdice = choose_threshold(predict_probs(seg, val, cfg), [v.truth for v in val], [v.spacing for v in val], cfg.min_component_mm3)  # type: ignore[misc]
+    summary = {"method": "fully supervised (true voxel masks -> 2.5D U-Net)", "train_cases": len(train),
+               "val_cases": len(val), "threshold": th, "val_dice": vdice, "voxel_truth_used": True}
+    return TrainResult(seg, th, summary)
