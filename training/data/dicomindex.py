@@ -191,9 +191,12 @@ def load_series(root: Path, entry: IndexedSeries) -> tuple[np.ndarray, Spacing]:
         raise InputError(f"series {entry.series_uid}: {len(missing)} indexed file(s) no longer exist "
                          f"(e.g. {missing[0].name}); reopen the dataset")
     with disable_value_validation():
-        series = series_from_files(files)
-        if list(series.sop_instance_uids) != list(entry.sop_uids):
-            raise InputError(f"series {entry.series_uid} changed on disk since the dataset was opened; reopen it")
-        vol = stack_slices(series.read_hu, len(series))
+        try:
+            series = series_from_files(files)
+            vol = stack_slices(series.read_hu, len(series)) if list(series.sop_instance_uids) == list(entry.sop_uids) else None
+        except InputError as exc:  # the runtime's line, told which series it is about
+            raise InputError(f"series {entry.series_uid}: {exc}") from None
+    if vol is None:
+        raise InputError(f"series {entry.series_uid} changed on disk since the dataset was opened; reopen it")
     return vol, tuple(float(v) for v in series.geometry.spacing)  # type: ignore[return-value]
 

@@ -8,20 +8,28 @@ result is checked against the runtime's inverse (`NiftiVolume.to_input_grid`).
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from nibabel.filebasedimages import ImageFileError
 
 from edge_ich.errors import InputError
 from training.data.base import Spacing, check_mask, stack_slices
+
+#: What nibabel raises on a broken or truncated file (a user's data problem, not a bug).
+NIFTI_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
 
 
 def open_scan(path: Path) -> Any:
     """The runtime's NiftiVolume for a scan (header only; pixels stay on disk)."""
     from edge_ich.nifti_source import open_volume
 
-    return open_volume(path)
+    try:
+        return open_volume(path)
+    except InputError as exc:  # the runtime's line, told which of many files it is about
+        raise InputError(f"{Path(path).name}: {exc}") from None
 
 
 def _to_display_ornt(scan: Any) -> np.ndarray:
@@ -50,7 +58,10 @@ def input_slice_of_display(scan: Any) -> np.ndarray:
 def load_scan(path: Path) -> tuple[np.ndarray, Spacing]:
     """HU float32 [Z, Y, X] in the display frame, ascending, and spacing (slice, row, col) mm."""
     scan = open_scan(path)
-    vol = stack_slices(scan.read_hu, scan.geometry.shape[0])
+    try:
+        vol = stack_slices(scan.read_hu, scan.geometry.shape[0])
+    except InputError as exc:
+        raise InputError(f"{Path(path).name}: {exc}") from None
     return vol, tuple(float(v) for v in scan.geometry.spacing)  # type: ignore[return-value]
 
 
@@ -59,7 +70,7 @@ def check_label_header(scan: Any, label_path: Path, case_id: str) -> None:
     nib = _nib()
     try:
         img = nib.load(str(label_path))
-    except Exception as exc:  # nibabel raises many kinds on broken files; the name is enough
+    except NIFTI_READ_ERRORS as exc:  # a broken file: its class name is enough
         raise InputError(f"case {case_id}: cannot read label map {label_path.name} as NIfTI: {type(exc).__name__}") from None
     shape = tuple(int(v) for v in img.shape)
     if shape != tuple(scan.input_shape):
@@ -84,7 +95,7 @@ def load_label(scan_path: Path, label_path: Path, case_id: str, max_code: int, s
     nib = _nib()
     try:
         raw = np.asanyarray(nib.load(str(label_path)).dataobj)
-    except Exception as exc:  # truncated gzip, bad header: one line
+    except NIFTI_READ_ERRORS as exc:  # truncated gzip, bad header: one line
         raise InputError(f"case {case_id}: cannot read label map {label_path.name}: {type(exc).__name__}") from None
     if raw.ndim == 4:
         raw = raw[..., 0]

@@ -21,7 +21,7 @@ from edge_ich.errors import InputError
 from edge_ich.volume import Skipped
 from training.data.base import (SUBTYPES, Case, CaseList, MissingPolicy, Spacing, Subtype, check_mask, coerce_enum,
                                 parse_flag, parse_int, read_table, require_dir)
-from training.data.niftiutil import (check_label_header, input_slice_of_display, list_nifti, load_label, load_scan,
+from training.data.niftiutil import (NIFTI_READ_ERRORS, check_label_header, input_slice_of_display, list_nifti, load_label, load_scan,
                                      nifti_stem, open_scan)
 
 CSV_NAME = "hemorrhage_diagnosis_raw_ct.csv"
@@ -142,7 +142,7 @@ def _rot90_read(path: Path) -> tuple[np.ndarray, Spacing]:
     try:
         img = nib.load(str(path))
         raw = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # a broken file: its class name only
+    except NIFTI_READ_ERRORS as exc:  # a broken file: its class name only
         raise InputError(f"cannot read {path.name} as NIfTI: {type(exc).__name__}") from None
     if raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
