@@ -368,3 +368,14 @@ def test_open_dataset_refuses_unknown_kind_and_option(generic: tuple[Path, dict]
     with pytest.raises(InputError) as e:
         open_dataset("generic", generic[0], colour="red")
     one_line_error(e, "generic dataset", "colour")
+
+
+def test_cases_pickle_for_worker_processes(physionet: tuple[Path, dict], rsna: fx.RsnaFixture) -> None:
+    """DataLoader workers and torchrun ranks may receive Cases by pickling: loaders must survive it."""
+    import pickle
+
+    for kind, root in (("physionet", physionet[0]), ("rsna", rsna.root)):
+        case = open_dataset(kind, root)[0]
+        copy = pickle.loads(pickle.dumps(case))
+        np.testing.assert_array_equal(copy.load()[0], case.load()[0])
+        np.testing.assert_array_equal(copy.slice_labels, case.slice_labels)

@@ -9,6 +9,7 @@ Series are found, grouped and ordered by the runtime's DICOM code; labels follow
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +93,7 @@ def open_generic(root: Path, labels: Path | None = None, missing: str | MissingP
 
 
 def _case(root: Path, entry: IndexedSeries, rows: np.ndarray, has_sub: bool) -> Case:
-    def load() -> tuple[np.ndarray, tuple[float, float, float]]:
-        return load_series(root, entry)
-
-    return Case(case_id=entry.series_uid, load=load, slice_labels=rows[:, 5].copy(),
+    return Case(case_id=entry.series_uid, load=partial(load_series, root, entry), slice_labels=rows[:, 5].copy(),
                 subtype_labels=rows[:, :5].copy() if has_sub else None, load_mask=None,
                 meta={"dataset": "generic", "series_uid": entry.series_uid, "study_uid": entry.study_uid,
                       "n_slices": len(entry.files), "shape": list(entry.shape), "spacing": list(entry.spacing),

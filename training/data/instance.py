@@ -8,13 +8,14 @@ opened (one read of each mask; this also proves each mask matches its scan's gri
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from edge_ich.errors import InputError
 from edge_ich.volume import Skipped
-from training.data.base import Case, CaseList, MissingPolicy, Spacing, coerce_enum, mask_to_labels, require_dir
+from training.data.base import Case, CaseList, MissingPolicy, coerce_enum, mask_to_labels, require_dir
 from training.data.niftiutil import check_label_header, list_nifti, load_label, load_scan, nifti_stem, open_scan
 
 
@@ -58,16 +59,8 @@ def nifti_case(dataset: str, case_id: str, path: Path, label: Path | None, max_c
         check_label_header(scan, label, case_id)
         mask = load_label(path, label, case_id, max_code=max_code)
         slice_labels, subtype_labels = mask_to_labels(mask, subtype_codes=max_code > 1)
-
-    def load() -> tuple[np.ndarray, Spacing]:
-        return load_scan(path)
-
-    def load_mask() -> np.ndarray:
-        assert label is not None
-        return load_label(path, label, case_id, max_code=max_code)
-
-    return Case(case_id=case_id, load=load, slice_labels=slice_labels, subtype_labels=subtype_labels,
-                load_mask=load_mask if label is not None else None,
+    return Case(case_id=case_id, load=partial(load_scan, path), slice_labels=slice_labels, subtype_labels=subtype_labels,
+                load_mask=partial(load_label, path, label, case_id, max_code=max_code) if label is not None else None,
                 meta={"dataset": dataset, "file": path.name, "mask_file": label.name if label else None,
                       "n_slices": int(scan.geometry.shape[0]), "shape": list(scan.geometry.shape),
                       "spacing": [float(v) for v in scan.geometry.spacing]})

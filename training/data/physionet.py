@@ -13,6 +13,7 @@ lost (spacing then comes from the header's voxel sizes).
 from __future__ import annotations
 
 from enum import Enum
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -116,17 +117,10 @@ def _case(number: int, path: Path, masks_dir: Path, slices: dict[int, np.ndarray
     else:
         k_of_z = np.arange(scan.input_shape[2])
     rows = np.stack([slices[int(k) + 1] for k in k_of_z])
-
-    def load() -> tuple[np.ndarray, Spacing]:
-        return load_scan(path) if orient is Orientation.AFFINE else _rot90_scan(path)
-
-    def load_mask() -> np.ndarray:
-        assert mask_path is not None
-        if orient is Orientation.AFFINE:
-            return load_label(path, mask_path, case_id, max_code=1, scale_255=True)
-        raw, _ = _rot90_read(mask_path)
-        return check_mask((raw > 0).astype(np.float32), tuple(raw.shape), case_id, 1)
-
+    if orient is Orientation.AFFINE:
+        load, load_mask = partial(load_scan, path), partial(load_label, path, mask_path, case_id, max_code=1, scale_255=True)
+    else:
+        load, load_mask = partial(_rot90_scan, path), partial(_rot90_mask, mask_path, case_id)
     return Case(case_id=case_id, load=load, slice_labels=rows[:, 5].copy(), subtype_labels=rows[:, :5].copy(),
                 load_mask=load_mask if mask_path is not None else None,
                 meta={"dataset": "physionet", "patient_number": number, "file": path.name, "n_slices": int(len(rows)),
@@ -151,6 +145,11 @@ def _rot90_read(path: Path) -> tuple[np.ndarray, Spacing]:
     dx, dy, dz = (float(v) for v in img.header.get_zooms()[:3])
     vol = np.ascontiguousarray(np.rot90(raw, k=1, axes=(0, 1)).transpose(2, 0, 1))
     return vol, (dz, dy, dx)
+
+
+def _rot90_mask(path: Path, case_id: str) -> np.ndarray:
+    raw, _ = _rot90_read(path)
+    return check_mask((raw > 0).astype(np.float32), tuple(raw.shape), case_id, 1)
 
 
 def _rot90_scan(path: Path) -> tuple[np.ndarray, Spacing]:

@@ -15,6 +15,7 @@ Decisions (see docs/datasets.md):
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -82,12 +83,9 @@ def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None
 
 
 def _case(image_dir: Path, entry: IndexedSeries, keys: list[str], rows: np.ndarray) -> Case:
-    def load() -> tuple[np.ndarray, tuple[float, float, float]]:
-        return load_series(image_dir, entry)
-
     return Case(
         case_id=entry.series_uid,
-        load=load,
+        load=partial(load_series, image_dir, entry),
         slice_labels=rows[:, 5].astype(np.uint8),
         subtype_labels=rows[:, :5].astype(np.uint8),
         load_mask=None,
