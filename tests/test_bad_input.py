@@ -299,3 +299,43 @@ def test_nan_voxels_refused_on_read(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         v.read_hu(2)
     assert "non-finite" in _assert_clean(err.value)
+
+
+def test_corrupted_bytes_never_crash(tmp_path: Path) -> None:
+    """Randomly damaged copies of a real-slice series: every outcome is a series or a one-line InputError."""
+    import random
+    import warnings
+
+    from edge_ich.dicom.discover import discover
+    from edge_ich.dicom.source import DicomSeries
+
+    paths = make_series(tmp_path / "src", n=4, size=64)
+    rng = random.Random(1)
+    root = tmp_path / "damaged"
+    root.mkdir()
+    for k in range(60):
+        data = bytearray(paths[k % 4].read_bytes())
+        for _ in range(rng.randint(1, 20)):
+            i = rng.randrange(128, 1800)
+            data[i] = rng.randrange(256)
+        if k % 3 == 0:
+            data = data[: rng.randrange(100, len(data))]
+        (root / f"f{k}").write_bytes(bytes(data))
+    (root / "noise").write_bytes(bytes(rng.randrange(256) for _ in range(1000)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = discover(root)
+        assert result.skipped and all(s.reason for s in result.skipped)
+        outcomes = 0
+        for cand in result.candidates:
+            try:
+                s = DicomSeries(cand, root=root)
+                for i in range(len(s)):
+                    try:
+                        assert s.read_hu(i).dtype == np.float32
+                    except InputError as err:
+                        _assert_clean(err)
+            except InputError as err:
+                _assert_clean(err)
+            outcomes += 1
+    assert outcomes == len(result.candidates)

@@ -342,3 +342,39 @@ def test_pixels_decoded_only_when_read(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         s.read_hu(1)
     assert "\n" not in str(err.value) and "decoded" in str(err.value)
+
+
+def test_preamble_less_implicit_and_deflated_files(tmp_path: Path) -> None:
+    """Raw datasets without preamble/meta (old archives) and Deflated Explicit VR both read."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    for p in make_series(tmp_path / "raw", n=3, size=64):
+        ds = pydicom.dcmread(p)
+        del ds.file_meta
+        ds.preamble = None
+        pydicom.dcmwrite(p, ds, implicit_vr=True, little_endian=True)
+        assert p.read_bytes()[:2] == b"\x08\x00"
+    for p in make_series(tmp_path / "defl", n=3, size=64):
+        edit(p, lambda ds: setattr(ds.file_meta, "TransferSyntaxUID", DeflatedExplicitVRLittleEndian))
+    for name in ("raw", "defl"):
+        s = open_series(tmp_path / name)
+        assert _markers(s) == [0, 1, 2] and s.skipped == []
+
+
+def test_other_image_objects_in_a_ct_series_are_skipped(tmp_path: Path) -> None:
+    """A screen capture (Secondary Capture, modality CT) stored in the series is left out with its SOP class."""
+    from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
+
+    paths = make_series(tmp_path / "s", n=3, size=64)
+    sc = Path(shutil.copy(paths[0], tmp_path / "s" / "capture"))
+
+    def to_sc(ds) -> None:
+        ds.SOPClassUID = SecondaryCaptureImageStorage
+        ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+        ds.SOPInstanceUID = generate_uid()
+
+    edit(sc, to_sc)
+    s = open_series(tmp_path / "s")
+    assert len(s) == 3
+    assert s.skipped[0].reason == f"not a CT image object (SOP class {SecondaryCaptureImageStorage})"

@@ -26,6 +26,12 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 #: |slice normal . patient z| at or above this counts as axial (allows ~45 degrees of gantry/oblique tilt).
 AXIAL_MIN_COS = 0.7
 
+#: Header tags the reader relies on (converted during discovery so corrupt values surface there).
+USED_TAGS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
+             "Modality", "ImageType", "Rows", "Columns", "NumberOfFrames", "ImagePositionPatient",
+             "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "BitsAllocated", "BitsStored",
+             "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "SamplesPerPixel", "PhotometricInterpretation")
+
 _PIXEL_TAG = (0x7FE0, 0x0010)
 _ITEM = (0xFFFE, 0xE000)
 _SEQ_DELIM = (0xFFFE, 0xE0DD)
@@ -157,6 +163,8 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
                 return None, SkipReason.NOT_DICOM, ""
             if not has_magic and "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
                 return None, SkipReason.NOT_DICOM, ""
+            for keyword in USED_TAGS:  # convert now, so a corrupt value is this file's problem, not a crash later
+                ds.get(keyword)
             meta = getattr(ds, "file_meta", None)
             ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
             if str(getattr(meta, "MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or \
@@ -169,10 +177,10 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
                 status = _pixel_status(fp, size, little, implicit)
                 if status is SkipReason.NO_PIXELS and fp.tell() >= size and _cut_short(ds):
                     return ds, SkipReason.TRUNCATED, "file ends inside the header"
-    except (InvalidDicomError, EOFError, struct.error) as exc:
+    except PermissionError as exc:
         return None, SkipReason.UNREADABLE, type(exc).__name__
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError, OverflowError) as exc:
-        # pydicom raises a variety of these on corrupt headers; keep the class name only (no values).
+    except Exception as exc:  # noqa: BLE001 - arbitrary files: pydicom's parser fails in many ways on junk
+        # Keep the class name only (no values, which could hold patient data).
         return None, (SkipReason.UNREADABLE if has_magic else SkipReason.NOT_DICOM), type(exc).__name__
     if status is not None:
         return ds, status, ""

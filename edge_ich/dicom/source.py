@@ -24,9 +24,28 @@ def _read_full(path: Path) -> Any:
     from pydicom.errors import InvalidDicomError
 
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=True)  # discovery already vetted it; force admits preamble-less files
     except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
         raise InputError(f"a slice file became unreadable: {type(exc).__name__}") from None
+    _ensure_transfer_syntax(ds)
+    return ds
+
+
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """A file without meta header has no TransferSyntaxUID: state the encoding it was read with."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None and meta.get("TransferSyntaxUID"):
+        return
+    implicit, little = getattr(ds, "original_encoding", (None, None))
+    if meta is None:
+        ds.file_meta = meta = FileMetaDataset()
+    if implicit:
+        meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    else:
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian if little in (True, None) else ExplicitVRBigEndian
 
 
 def _hu_of_path(path: Path) -> np.ndarray:
