@@ -201,7 +201,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
     prior: EngineManifest | None = None
     if card.precision != Precision.FP32.value:
         if card.precision != precision.value:
-            raise InputError(f"{model.name} is already a {card.precision} model; ask for --precision {card.precision} "
+            raise InputError(f"{model.name} is already a precision ONNX ({card.precision}); ask for --precision {card.precision} "
                              "or start from the FP32 model")
         if manifest_path_for(model).is_file():
             prior = load_manifest(model)
