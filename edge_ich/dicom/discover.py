@@ -163,6 +163,7 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
                 return None, SkipReason.NOT_DICOM, ""
             if not has_magic and "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
                 return None, SkipReason.NOT_DICOM, ""
+            cut = fp.tell() >= size and _cut_short(ds)  # before conversion: raw values show a short read
             for keyword in USED_TAGS:  # convert now, so a corrupt value is this file's problem, not a crash later
                 ds.get(keyword)
             meta = getattr(ds, "file_meta", None)
@@ -175,7 +176,7 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
             else:
                 implicit, little = _encoding(ds, ts)
                 status = _pixel_status(fp, size, little, implicit)
-                if status is SkipReason.NO_PIXELS and fp.tell() >= size and _cut_short(ds):
+                if status is SkipReason.NO_PIXELS and cut:
                     return ds, SkipReason.TRUNCATED, "file ends inside the header"
     except PermissionError as exc:
         return None, SkipReason.UNREADABLE, type(exc).__name__

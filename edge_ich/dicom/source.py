@@ -119,7 +119,11 @@ class DicomSeries:
 
 
 def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
-    """Discover the CT axial series under root, pick one (rule or UID), sort and measure it."""
+    """Discover the CT axial series under root, pick one (rule or UID), sort and measure it.
+
+    Without a UID, a candidate whose geometry is refused gives way to the next one by the rule; the
+    refusal is listed in `other_series`. With a UID, that series or an InputError.
+    """
     root = Path(root)
     if not root.exists():
         raise InputError("the --series folder does not exist")
@@ -127,7 +131,27 @@ def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
         raise InputError("--series expects a folder of DICOM files, got a single file")
     result = discover(root)
     chosen, others = choose_series(result, series_uid)
-    return DicomSeries(chosen, root=root, skipped=result.skipped, other_series=others)
+    if series_uid is not None:
+        return DicomSeries(chosen, root=root, skipped=result.skipped, other_series=others)
+    refused: list[dict] = []
+    first_error: InputError | None = None
+    for cand in result.candidates:
+        try:
+            series = DicomSeries(cand, root=root)
+        except InputError as exc:
+            first_error = first_error or exc
+            refused.append({"series_uid": cand.series_uid, "n_files": cand.n_files,
+                            "reason_not_chosen": f"refused: {exc}"})
+            continue
+        rest = [o for o in others if o["series_uid"] != cand.series_uid and
+                all(o["series_uid"] != r["series_uid"] for r in refused)]
+        series.skipped = list(result.skipped) + series.skipped
+        series.other_series = refused + rest
+        return series
+    assert first_error is not None
+    if len(result.candidates) == 1:
+        raise first_error
+    raise InputError(f"{first_error} (and the {len(result.candidates) - 1} other CT series found were refused too)")
 
 
 def series_from_files(files: list[Path]) -> DicomSeries:
