@@ -8,6 +8,7 @@ with `marker_of(hu)`. New UIDs, positions along the normal, shuffled file names 
 
 from __future__ import annotations
 
+import copy
 import random
 import shutil
 import subprocess
@@ -86,6 +87,7 @@ def make_series(
     out_dir.mkdir(parents=True, exist_ok=True)
     src = pydicom.dcmread(from_file or default_source())
     base = src.pixel_array.astype(np.int32)
+    del src.PixelData  # each slice is a deep copy of the header with new pixels
     ps = [float(x) for x in src.PixelSpacing]
     if size is not None and size < base.shape[0]:
         f = max(1, base.shape[0] // size)
@@ -105,7 +107,7 @@ def make_series(
     names = [f"{rng.getrandbits(40):010x}" + (".dcm" if rng.random() < 0.5 else "") for _ in range(n)]
     paths: list[Path] = []
     for k in range(n):
-        ds = src.copy()
+        ds = copy.deepcopy(src)
         img = np.roll(base, k, axis=0)
         if flip:
             img = img[:, ::-1]
@@ -113,9 +115,8 @@ def make_series(
         raw[0, :4] = round((MARKER_BASE + k - intercept) / slope)
         lo, hi = (-32768, 32767) if int(src.PixelRepresentation) == 1 else (0, 65535)
         raw = np.clip(raw, lo, hi).astype(np.int16 if int(src.PixelRepresentation) == 1 else np.uint16)
-        ds.file_meta = src.file_meta.copy()
         ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-        ds.PixelData = raw.tobytes()
+        ds.add_new(0x7FE00010, "OW", raw.tobytes())
         ds.Rows, ds.Columns = rows, cols
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelSpacing = [f"{ps[0]:.6f}", f"{ps[1]:.6f}"]
