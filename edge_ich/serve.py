@@ -79,6 +79,11 @@ def setup_logging() -> None:
         root.addHandler(h)
     root.setLevel(logging.INFO)
     root.propagate = False
+    # pydicom's value warnings quote the offending value, which may be a patient's name: keep them out
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"pydicom(\..*)?$")
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 
 
 def serve_forever(opts: ServeOptions) -> None:

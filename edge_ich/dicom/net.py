@@ -333,10 +333,10 @@ class OutboxSender:
         if ok:
             self.spool.delivered(entry)
             self.delivered += 1
-            log.info("SEG %s delivered to %s", entry.name[:12], self.dest)
+            log.info("SEG of series %s delivered to %s", uid_hash(entry.name), self.dest)
             return True
         self.spool.failed_attempt(entry, why, self.base_s, self.cap_s)
-        log.warning("SEG %s not delivered to %s (attempt %d, %s); retrying later", entry.name[:12], self.dest, entry.attempts, why)
+        log.warning("SEG of series %s not delivered to %s (attempt %d, %s); retrying later", uid_hash(entry.name), self.dest, entry.attempts, why)
         return False
 
     def run(self, stop: threading.Event) -> None:
