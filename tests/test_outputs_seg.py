@@ -209,3 +209,38 @@ def test_seg_from_the_runtime_dicom_series(tmp_path: Path, opts: dict) -> None:
     write_seg(out, mask, headers, algorithm_name="edge-ich-test", algorithm_version="1")
     assert dciodvfy_errors(out) == []
     np.testing.assert_array_equal(read_seg_mask(out, series.sop_instance_uids), mask)
+
+
+def test_empty_frame_of_reference_value_is_replaced_without_touching_the_caller(tmp_path: Path) -> None:
+    series = make_series(tmp_path / "src", 2, base="CT_small.dcm")
+    for h in series.headers:
+        h.FrameOfReferenceUID = ""
+    _write(tmp_path, series, blob_mask(series.geometry.shape))
+    assert all(h.FrameOfReferenceUID == "" for h in series.headers)
+    seg = pydicom.dcmread(tmp_path / "out" / "seg.dcm", stop_before_pixels=True)
+    assert seg.FrameOfReferenceUID == derived_frame_of_reference_uid(series.headers[0])
+
+
+def test_missing_slice_thickness_is_filled_from_positions(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    series = make_series(tmp_path / "src", 3, base="CT_small.dcm", slice_mm=2.5, reverse=True)
+    for h in series.headers:
+        del h.SliceThickness
+    mask = blob_mask(series.geometry.shape)
+    with caplog.at_level(logging.WARNING, logger="edge_ich.outputs.seg"):
+        out = _write(tmp_path, series, mask)
+    assert any("SliceThickness" in r.getMessage() for r in caplog.records)
+    assert all("SliceThickness" not in h for h in series.headers)
+    seg = pydicom.dcmread(out, stop_before_pixels=True)
+    measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+    assert float(measures.SliceThickness) == pytest.approx(2.5)
+    assert dciodvfy_errors(out) == []
+    np.testing.assert_array_equal(read_seg_mask(out, series.sop_instance_uids), mask)
+
+
+def test_warm_up_builds_a_throwaway_seg_and_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_ich.outputs.seg import warm_up
+
+    monkeypatch.chdir(tmp_path)
+    seconds = warm_up()
+    assert isinstance(seconds, float) and seconds >= 0.0
+    assert list(tmp_path.iterdir()) == []

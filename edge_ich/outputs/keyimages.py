@@ -127,9 +127,11 @@ def _draw_letters(rgb: np.ndarray, letters: dict[str, str]) -> np.ndarray:
                      weight="bold", path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
 
     layer = _text_layer(w, h, draw, None)
-    alpha = layer[..., 3:4].astype(np.float32) / 255.0
-    blended = rgb.astype(np.float32) * (1.0 - alpha) + layer[..., :3].astype(np.float32) * alpha
-    return np.rint(blended).astype(np.uint8)
+    hit = layer[..., 3] > 0  # blend only where text was drawn
+    alpha = layer[hit, 3:4].astype(np.float32) / 255.0
+    out = rgb.copy()
+    out[hit] = np.rint(rgb[hit].astype(np.float32) * (1.0 - alpha) + layer[hit, :3].astype(np.float32) * alpha).astype(np.uint8)
+    return out
 
 
 def _caption_strip(lines: Sequence[str], width: int) -> np.ndarray:

@@ -7,9 +7,11 @@ ReferencedSeriesSequence, so a reader reconstructs the empty slices as zeros (se
 mask is written with all frames, since a SEG needs at least one frame.
 
 Frame of reference: highdicom needs a FrameOfReferenceUID. When no source slice carries one
-(some anonymised datasets drop it), the SEG uses a UID derived deterministically from the
-series UID (same series -> same UID) and logs a warning; frames still reference their source
-slices by SOP Instance UID, which is what viewers match on. Slices that disagree are refused.
+(some anonymised datasets drop it, e.g. the CQ500 slice in pydicom-data), the SEG uses a UID
+derived deterministically from the study and series UIDs (same series -> same UID) and logs a
+warning; frames still reference their source slices by SOP Instance UID, which is what viewers
+match on. Slices that disagree are refused. A missing SliceThickness (highdicom needs it for
+the pixel measures) is filled with the slice spacing measured from the positions.
 """
 
 from __future__ import annotations
@@ -77,23 +79,57 @@ def derived_frame_of_reference_uid(header: pydicom.Dataset) -> str:
     return str(generate_uid(entropy_srcs=sources))
 
 
-def _with_frame_of_reference(headers: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
-    """The headers as given when they share one FrameOfReferenceUID; copies with a derived one when none has it."""
+def _thickness_ok(h: pydicom.Dataset) -> bool:
+    try:
+        return float(h.get("SliceThickness") or 0.0) > 0.0
+    except (TypeError, ValueError):
+        return False
+
+
+def _spacing_from_positions(headers: Sequence[pydicom.Dataset]) -> float:
+    """Median distance between adjacent slice positions along the slice normal (mm)."""
+    iop = np.asarray(headers[0].ImageOrientationPatient, dtype=float)
+    normal = np.cross(iop[:3], iop[3:])
+    d = np.sort([float(np.dot(np.asarray(h.ImagePositionPatient, dtype=float), normal)) for h in headers])
+    gaps = np.diff(d)
+    gaps = gaps[gaps > 1e-6]
+    if gaps.size == 0:
+        raise InputError("the source slices lack SliceThickness and their positions do not give a spacing")
+    return float(np.median(gaps))
+
+
+def _complete_headers(headers: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
+    """The headers as given when highdicom can use them; else copies with the gaps filled.
+
+    Filled: a FrameOfReferenceUID derived from the series when no slice has one (slices that
+    disagree are refused), and SliceThickness from the position spacing when it is missing.
+    """
     import pydicom
 
     fors = {str(h.get("FrameOfReferenceUID", "") or "") for h in headers}
-    if len(fors) == 1 and "" not in fors:
-        return list(headers)
-    if fors != {""}:
+    if len(fors) > 1:
         raise InputError("the source slices disagree on FrameOfReferenceUID; cannot build a DICOM Segmentation")
-    uid = derived_frame_of_reference_uid(headers[0])
-    log.warning("source series has no FrameOfReferenceUID; the SEG uses one derived from the series UID")
+    need_for = fors == {""}
+    need_thickness = not all(_thickness_ok(h) for h in headers)
+    if not (need_for or need_thickness):
+        return list(headers)
+    uid = derived_frame_of_reference_uid(headers[0]) if need_for else None
+    if need_for:
+        log.warning("source series has no FrameOfReferenceUID; the SEG uses one derived from the series UID")
+    thickness = _spacing_from_positions(headers) if need_thickness else None
+    if need_thickness:
+        log.warning("source slices lack SliceThickness; the SEG uses the slice spacing from positions")
     out = []
     for h in headers:
-        dup = pydicom.Dataset(dict(h.items()))  # own element dict: the caller's datasets stay untouched
-        dup.FrameOfReferenceUID = uid
-        if "PositionReferenceIndicator" not in dup:
-            dup.PositionReferenceIndicator = ""
+        # Own element dict sharing the element objects (cheap); add_new puts NEW elements in it,
+        # so the caller's datasets stay untouched (plain attribute assignment would edit shared ones).
+        dup = pydicom.Dataset(dict(h.items()))
+        if uid is not None:
+            dup.add_new(0x00200052, "UI", uid)  # FrameOfReferenceUID
+            if not dup.get("PositionReferenceIndicator"):
+                dup.add_new(0x00201040, "LO", "")  # PositionReferenceIndicator (Type 2)
+        if thickness is not None and not _thickness_ok(dup):
+            dup.add_new(0x00180050, "DS", f"{thickness:.6g}")  # SliceThickness
         out.append(dup)
     return out
 
@@ -151,7 +187,7 @@ def build_seg(
     if not source_headers:
         raise InputError("no source slices given; cannot build a DICOM Segmentation")
     mask = _check_mask(mask_zyx, source_headers)
-    headers = _with_frame_of_reference(source_headers)
+    headers = _complete_headers(source_headers)
     with warnings.catch_warnings():
         # highdicom quotes the patient's name in this warning: keep patient data out of logs.
         warnings.filterwarnings("ignore", message=r".*person name.*")
@@ -179,6 +215,45 @@ def build_seg(
     seg.SeriesDescription = SERIES_DESCRIPTION
     _complete_deidentification(seg, headers[0])
     return seg
+
+
+def _synthetic_headers(n: int = 2, size: int = 4) -> list[pydicom.Dataset]:
+    """A tiny in-memory CT series (no patient data) for `warm_up`."""
+    import pydicom
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for k in range(n):
+        ds = pydicom.Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "CT", "", "", "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "", "", "", ""
+        ds.Rows = ds.Columns = size
+        ds.PixelSpacing = [1.0, 1.0]
+        ds.SliceThickness = 1.0
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [0.0, 0.0, float(k)]
+        out.append(ds)
+    return out
+
+
+def warm_up() -> float:
+    """Import highdicom and load its DICOM-standard tables now; return the seconds it took.
+
+    The first SEG in a process pays about a second or two for this (highdicom's JSON tables,
+    numpy.ma); later ones do not. A caller can run this on a background thread while inference
+    runs so the SEG written at the end of a run costs only its warm time.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    headers = _synthetic_headers()
+    mask = np.zeros((len(headers), int(headers[0].Rows), int(headers[0].Columns)), dtype=np.uint8)
+    mask[0, 1, 1] = 1
+    build_seg(mask, headers, algorithm_name="warm-up", algorithm_version="0")
+    return time.perf_counter() - t0
 
 
 def write_seg(
