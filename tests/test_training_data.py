@@ -125,6 +125,11 @@ def test_rsna_loading_is_lazy(rsna: fx.RsnaFixture, tmp_path: Path) -> None:
         cases[0].load()
     one_line_error(e, "no longer exist", "reopen")
     cases[1].load()  # the other series still loads
+    other = root / "stage_2_train" / f"{cases[1].meta['image_ids'][0]}.dcm"
+    shutil.copy(other, root / "stage_2_train" / f"{cases[1].meta['image_ids'][1]}.dcm")  # replaced in place
+    with pytest.raises(InputError) as e:
+        cases[1].load()
+    one_line_error(e, "changed on disk", "reopen")
 
 
 def _rewrite_csv(root: Path, edit) -> None:  # type: ignore[no-untyped-def]
@@ -379,3 +384,11 @@ def test_cases_pickle_for_worker_processes(physionet: tuple[Path, dict], rsna: f
         copy = pickle.loads(pickle.dumps(case))
         np.testing.assert_array_equal(copy.load()[0], case.load()[0])
         np.testing.assert_array_equal(copy.slice_labels, case.slice_labels)
+
+
+def test_rsna_parallel_header_reading_gives_the_same_index(tmp_path: Path) -> None:
+    big = fx.make_rsna(tmp_path, n_series=4, n_slices=16)  # 64 files: enough to use the process pool
+    serial = open_dataset("rsna", tmp_path)
+    parallel = open_dataset("rsna", tmp_path, workers=2)
+    assert [c.meta["image_ids"] for c in parallel] == [c.meta["image_ids"] for c in serial]
+    assert sorted(c.case_id for c in parallel) == sorted(big.cases)

@@ -66,36 +66,33 @@ def _list_files(root: Path) -> list[Path]:
     return [p for p in iter_files(root) if p.name.upper() != "DICOMDIR"]
 
 
-def build_index(root: Path, files: Iterable[Path] | None = None, progress: Callable[[int, int], None] | None = None) -> DicomIndex:
+def build_index(root: Path, files: Iterable[Path] | None = None, workers: int = 1,
+                progress: Callable[[int, int], None] | None = None) -> DicomIndex:
     """Read headers, group by SeriesInstanceUID, sort each series by the runtime's rules.
 
     A series the runtime refuses (a gap, two images at one position, one slice) is left out as
     a whole with the runtime's one-line reason; unreadable or non-CT files are left out singly.
+    workers > 1 reads headers in that many processes (the slow part on a large folder).
     """
     from pydicom.config import disable_value_validation
 
     root = Path(root)
     paths = list(files) if files is not None else _list_files(root)
-    with disable_value_validation():  # RSNA's `ID_...` UIDs would warn once per file
-        return _build_index(root, paths, progress)
+    with disable_value_validation():  # RSNA's `ID_...` UIDs would warn once per file (also when unpickled)
+        return _build_index(root, paths, workers, progress)
 
 
-def _build_index(root: Path, paths: list[Path], progress: Callable[[int, int], None] | None) -> DicomIndex:
-    from edge_ich.dicom.discover import SeriesCandidate, classify, read_header
+def _build_index(root: Path, paths: list[Path], workers: int, progress: Callable[[int, int], None] | None) -> DicomIndex:
+    from edge_ich.dicom.discover import SeriesCandidate
     from edge_ich.dicom.source import DicomSeries
 
     skipped: list[Skipped] = []
     groups: dict[str, SeriesCandidate] = {}
-    for n, path in enumerate(paths):
+    for n, (path, ds, reason) in enumerate(_read_headers(paths, workers)):
         if progress is not None and n % 1000 == 0:
             progress(n, len(paths))
-        rel = _rel(path, root)
-        ds, bad, detail = read_header(path)
-        why, det = (bad, detail) if ds is None else classify(ds)
-        if why is None and bad is not None:
-            why, det = bad, detail
-        if why is not None:
-            skipped.append(Skipped(rel, f"{why.value} ({det})" if det else why.value))
+        if ds is None:
+            skipped.append(Skipped(_rel(path, root), reason))
             continue
         uid = str(ds.SeriesInstanceUID)
         cand = groups.get(uid)
@@ -104,7 +101,7 @@ def _build_index(root: Path, paths: list[Path], progress: Callable[[int, int], N
                 series_uid=uid, study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
                 frame_of_reference_uid=None, files=[], modality="CT", n_files=0)
         cand.files.append(path)
-        cand.headers[path] = _slim(ds)
+        cand.headers[path] = ds
         cand.n_files += 1
     series: list[IndexedSeries] = []
     for uid in sorted(groups):
@@ -115,11 +112,36 @@ def _build_index(root: Path, paths: list[Path], progress: Callable[[int, int], N
             skipped.append(Skipped(f"series {uid}", f"series refused: {exc}"))
             continue
         skipped.extend(s.skipped)
-        series.append(IndexedSeries(uid, cand.study_uid, [_rel(p, root) for p in s.files], list(s.sop_instance_uids),
-                                    tuple(int(v) for v in s.geometry.shape),  # type: ignore[arg-type]
+        series.append(IndexedSeries(uid, cand.study_uid, [_rel(p, root) for p in s.files],
+                                    list(s.sop_instance_uids), tuple(int(v) for v in s.geometry.shape),  # type: ignore[arg-type]
                                     tuple(float(v) for v in s.geometry.spacing),  # type: ignore[arg-type]
                                     list(s.geometry.warnings)))
     return DicomIndex(root, series, skipped)
+
+
+def _read_one(path: Path) -> tuple[Path, Any, str]:
+    """(path, slim header, "") for a usable CT axial image, else (path, None, reason)."""
+    from pydicom.config import disable_value_validation
+
+    from edge_ich.dicom.discover import classify, read_header
+
+    with disable_value_validation():  # RSNA's `ID_...` UIDs would warn once per file
+        ds, bad, detail = read_header(path)
+        why, det = (bad, detail) if ds is None else classify(ds)
+        if why is None and bad is not None:
+            why, det = bad, detail
+        if why is not None:
+            return path, None, f"{why.value} ({det})" if det else why.value
+        return path, _slim(ds), ""
+
+
+def _read_headers(paths: list[Path], workers: int) -> Iterable[tuple[Path, Any, str]]:
+    if workers <= 1 or len(paths) < 64:
+        return map(_read_one, paths)
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_read_one, paths, chunksize=256))
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -129,7 +151,7 @@ def _rel(path: Path, root: Path) -> str:
         return Path(path).as_posix()
 
 
-def open_index(root: Path, cache: Path | None = None, files: Iterable[Path] | None = None) -> DicomIndex:
+def open_index(root: Path, cache: Path | None = None, files: Iterable[Path] | None = None, workers: int = 1) -> DicomIndex:
     """`build_index`, reusing `cache` (JSON) when it lists exactly the files now under root."""
     root = Path(root)
     paths = list(files) if files is not None else _list_files(root)
@@ -138,7 +160,7 @@ def open_index(root: Path, cache: Path | None = None, files: Iterable[Path] | No
         idx = _read_cache(Path(cache), root, names)
         if idx is not None:
             return idx
-    idx = build_index(root, paths)
+    idx = build_index(root, paths, workers=workers)
     if cache is not None:
         _write_cache(Path(cache), idx, names)
     return idx
@@ -180,10 +202,12 @@ def _read_cache(path: Path, root: Path, names: list[str]) -> DicomIndex | None:
 
 
 def load_series(root: Path, entry: IndexedSeries) -> tuple[np.ndarray, Spacing]:
-    """Read one indexed series' pixels in HU through the runtime (DicomSeries.read_hu), ascending."""
-    from pydicom.config import disable_value_validation
+    """Read one indexed series' pixels in HU, ascending, with the runtime's decoder (hu_from_dataset).
 
-    from edge_ich.dicom.source import series_from_files
+    Each file is read once; its SOP Instance UID must still be the indexed one, so a folder
+    changed since the index was built is caught instead of silently mislabelled.
+    """
+    from pydicom.config import disable_value_validation
 
     files = [Path(root) / f for f in entry.files]
     missing = [f for f in files if not f.is_file()]
@@ -191,12 +215,26 @@ def load_series(root: Path, entry: IndexedSeries) -> tuple[np.ndarray, Spacing]:
         raise InputError(f"series {entry.series_uid}: {len(missing)} indexed file(s) no longer exist "
                          f"(e.g. {missing[0].name}); reopen the dataset")
     with disable_value_validation():
-        try:
-            series = series_from_files(files)
-            vol = stack_slices(series.read_hu, len(series)) if list(series.sop_instance_uids) == list(entry.sop_uids) else None
-        except InputError as exc:  # the runtime's line, told which series it is about
-            raise InputError(f"series {entry.series_uid}: {exc}") from None
-    if vol is None:
-        raise InputError(f"series {entry.series_uid} changed on disk since the dataset was opened; reopen it")
-    return vol, tuple(float(v) for v in series.geometry.spacing)  # type: ignore[return-value]
+        vol = stack_slices(lambda i: _read_slice(files[i], entry, i), len(files))
+    return vol, entry.spacing
 
+
+def _read_slice(path: Path, entry: IndexedSeries, i: int) -> np.ndarray:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    from edge_ich.dicom.pixels import hu_from_dataset
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"series {entry.series_uid}: {path.name} became unreadable: {type(exc).__name__}") from None
+    if str(ds.get("SOPInstanceUID", "")) != entry.sop_uids[i]:
+        raise InputError(f"series {entry.series_uid} changed on disk since the dataset was opened; reopen it")
+    try:
+        hu = hu_from_dataset(ds)
+    except InputError as exc:  # the runtime's line, told which file it is about
+        raise InputError(f"series {entry.series_uid}: {path.name}: {exc}") from None
+    if hu.shape != tuple(entry.shape[1:]):
+        raise InputError(f"series {entry.series_uid}: {path.name} decodes to {hu.shape}, not {tuple(entry.shape[1:])}")
+    return hu

@@ -57,7 +57,7 @@ def read_generic_labels(path: Path) -> tuple[str, dict[str, np.ndarray], bool]:
 
 
 def open_generic(root: Path, labels: Path | None = None, missing: str | MissingPolicy = "error",
-                 cache: Path | None = None) -> CaseList:
+                 cache: Path | None = None, workers: int = 1) -> CaseList:
     """One Case per labelled CT axial series under root."""
     from edge_ich.dicom.discover import iter_files
 
@@ -67,7 +67,7 @@ def open_generic(root: Path, labels: Path | None = None, missing: str | MissingP
     key, table, has_sub = read_generic_labels(label_path)
     skip_paths = {label_path.resolve()} | ({Path(cache).resolve()} if cache is not None else set())
     files = [p for p in iter_files(root) if p.resolve() not in skip_paths and p.name.upper() != "DICOMDIR"]
-    index = open_index(root, cache=cache, files=files)
+    index = open_index(root, cache=cache, files=files, workers=workers)
     cases = CaseList(skipped=index.skipped, meta={"dataset": "generic", "labels": label_path.name, "key": key})
     found: set[str] = set()
     for entry in index.series:

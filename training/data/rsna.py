@@ -43,7 +43,7 @@ def _find(root: Path, labels: Path | None, images: Path | None) -> tuple[Path, P
 
 
 def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None, missing: str | MissingPolicy = "error",
-              cache: Path | None = None) -> CaseList:
+              cache: Path | None = None, workers: int = 1) -> CaseList:
     """One Case per RSNA series, with slice and subtype labels in ascending slice order.
 
     root: the competition folder (holding `stage_2_train.csv` and `stage_2_train/`); labels and
@@ -65,7 +65,7 @@ def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None
             raise InputError(f"{label_path.name} labels {len(absent)} image(s) with no file in {image_dir.name}/ "
                              f"(e.g. {absent[0]}.dcm); point at the full image folder or pass missing='skip'")
         skipped.extend(Skipped(f"{i}.dcm", "labelled image not on disk") for i in absent)
-    index = open_index(image_dir, cache=cache, files=files)
+    index = open_index(image_dir, cache=cache, files=files, workers=workers)
     skipped.extend(index.skipped)
     cases = CaseList(skipped=skipped)
     for entry in index.series:
