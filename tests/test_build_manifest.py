@@ -147,3 +147,18 @@ def test_build_options_are_validated(tiny_model: Path, field: str, value: object
     opts = dataclasses.replace(BuildOptions(model=tiny_model), **{field: value})
     with pytest.raises(InputError, match=msg):
         opts.validate()
+
+
+def test_card_for_plan_is_tied_by_the_manifest(tmp_path: Path, tiny_model: Path) -> None:
+    from edge_ich.build.manifest import card_for_plan
+
+    plan, m = _written(tmp_path, tiny_model)
+    card = dataclasses.replace(load_card(tiny_model), model_file="tiny_int8.onnx", model_sha256=m.onnx_sha256, precision="int8")
+    with pytest.raises(ModelError, match="has no card"):
+        card_for_plan(plan)
+    card.save(tmp_path / "tiny_int8.card.json")
+    got = card_for_plan(plan)
+    assert got.precision == "int8" and got.model_sha256 == m.onnx_sha256
+    dataclasses.replace(card, model_sha256="00" * 32).save(tmp_path / "tiny_int8.card.json")
+    with pytest.raises(EngineMismatch, match="describes another ONNX"):
+        card_for_plan(plan)

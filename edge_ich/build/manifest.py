@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edge_ich.card import ModelCard, sha256_file
+from edge_ich.card import ModelCard, card_path_for, sha256_file
 from edge_ich.errors import ModelError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -283,3 +283,29 @@ def find_matching_plan(model_path: Path, card: ModelCard) -> Path | None:
         if not mismatches(m, card, machine, plan):
             ok.append((_PREFERENCE.get(m.precision, 9), plan))
     return min(ok)[1] if ok else None
+
+
+def card_for_plan(plan_path: Path) -> ModelCard:
+    """The card of the ONNX a plan was built from (`X.card.json` beside `X.plan`), tied to it by the manifest.
+
+    The card's hash names the precision ONNX, not the plan, so it is checked against the manifest's
+    `onnx_sha256`; the plan's own bytes are checked against the manifest when the backend loads it.
+    """
+    plan_path = Path(plan_path)
+    if not plan_path.is_file():
+        raise ModelError(f"engine file not found: {plan_path}")
+    m = load_manifest(plan_path)
+    cpath = card_path_for(plan_path)
+    if not cpath.is_file():
+        raise ModelError(f"engine {plan_path.name} has no card ({cpath.name} expected beside it); rebuild it: {m.rebuild_command}")
+    try:
+        data = json.loads(cpath.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"card {cpath.name} is not readable JSON: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"card {cpath.name} is not a JSON object")
+    card = ModelCard.from_dict(data)
+    if card.model_sha256 != m.onnx_sha256:
+        raise EngineMismatch(f"card {cpath.name} describes another ONNX (sha256 {card.model_sha256[:12]}) than engine "
+                             f"{plan_path.name} was built from ({m.onnx_sha256[:12]}); rebuild it: {m.rebuild_command}")
+    return card
