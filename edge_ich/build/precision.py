@@ -235,7 +235,8 @@ def _int8_modelopt(src: Path, dst: Path, input_name: str, calib: np.ndarray, met
     try:
         mq.quantize(onnx_path=str(work), quantize_mode="int8", calibration_data={input_name: calib.astype(np.float32)},
                     calibration_method="max" if method is CalibMethod.MINMAX else "entropy",
-                    calibration_eps=["cpu"], nodes_to_exclude=keep, output_path=str(tmp_out))
+                    calibration_eps=["cpu"], nodes_to_exclude=keep, high_precision_dtype="fp32", use_zero_point=False,
+                    output_path=str(tmp_out))
         _save(_onnx().load(str(tmp_out)), dst)
     finally:
         for p in (work, tmp_out):
