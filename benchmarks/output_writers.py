@@ -103,6 +103,9 @@ def main() -> None:
     if args.child_cold:
         _child_cold(args.slices, args.child_cold == "warm")
         return
+    import os
+
+    load_before = os.getloadavg()
     cold = {"no warm-up": _cold(args.slices, False), "after warm_up()": _cold(args.slices, True)}
 
     from edge_ich.outputs.keyimages import write_key_images
@@ -152,13 +155,18 @@ def main() -> None:
         "cold_first_seg_in_fresh_process_s": cold,
         "seconds": {k: v.to_dict() for k, v in stats.items()},
         "bytes": sizes,
+        "cpus": os.cpu_count(),
+        "loadavg_1_5_15_before": load_before,
+        "loadavg_1_5_15_after": os.getloadavg(),
     }
     md = [
         "# Output writers",
         "",
         f"Command: `{doc['command']}`",
         "",
-        f"Series: {z} x {y} x {x} (real CQ500 slice copies), lesion on {len(lesion)} slices.",
+        f"Series: {z} x {y} x {x} (real CQ500 slice copies), lesion on {len(lesion)} slices. "
+        f"{os.cpu_count()} CPUs, load average (1 min) {load_before[0]:.1f} before, {os.getloadavg()[0]:.1f} after: "
+        "a load above the CPU count inflates every number here.",
         "",
         "First SEG in a fresh process (highdicom loads its DICOM-standard tables once per process):",
         "",

@@ -42,7 +42,9 @@ def mask_image(mask_zyx: np.ndarray, source: Any) -> Any:
     if source.kind == "dicom":
         if tuple(mask.shape) != tuple(source.geometry.shape):
             raise ValueError(f"mask shape {mask.shape} does not match the series {tuple(source.geometry.shape)}")
-        data = np.ascontiguousarray(mask.transpose(2, 1, 0))  # [z, y, x] -> (x=col, y=row, z=slice)
+        # [z, y, x] -> (x=col, y=row, z=slice) as a view: a C-ordered [z, y, x] array is already in
+        # NIfTI's on-disk (Fortran, x fastest) order, so no copy is made before writing.
+        data = np.ascontiguousarray(mask).transpose(2, 1, 0)
         affine = lps_to_ras(np.asarray(source.geometry.affine_lps, dtype=float))
     elif source.kind == "nifti":
         data = np.asarray(source.to_input_grid(mask))
