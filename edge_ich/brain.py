@@ -1,0 +1,49 @@
+"""Intracranial soft-tissue mask of head CT from HU alone (no model): skull ring -> filled -> soft tissue.
+
+Used by the threshold baseline, by pseudo-mask refinement and by the phantom realism report.
+Works per axial slice so it also works on single slices and on tilted or partial series.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from edge_ich.errors import InputError
+
+BONE_HU = 250.0  # above: skull (cortical and most diploic bone)
+SOFT_HU = (-15.0, 135.0)  # intracranial soft tissue, CSF to dense clot and faint calcification
+
+
+def brain_mask(hu: np.ndarray) -> np.ndarray:
+    """Boolean mask of intracranial soft tissue, same shape as `hu` ([Y, X] or [Z, Y, X], in HU)."""
+    a = np.asarray(hu)
+    if a.ndim == 2:
+        return _slice_mask(a)
+    if a.ndim == 3:
+        return np.stack([_slice_mask(s) for s in a]) if len(a) else np.zeros(a.shape, bool)
+    raise InputError(f"brain_mask wants a 2D slice or a 3D volume, got {a.ndim} dimensions")
+
+
+def _slice_mask(s: np.ndarray) -> np.ndarray:
+    """One slice: close the skull ring at half resolution, fill it, keep soft tissue inside it."""
+    h, w = s.shape
+    f = 2 if min(h, w) >= 384 else 1
+    small = s[: h - h % f, : w - w % f].reshape(h // f, f, w // f, f).max(axis=(1, 3)) if f > 1 else s
+    bone = small > BONE_HU
+    if bone.sum() < 20:
+        return np.zeros(s.shape, bool)
+    r = max(2, round(min(small.shape) / 64))
+    closed = ndimage.binary_closing(np.pad(bone, r + 1), iterations=r)[r + 1:-r - 1, r + 1:-r - 1]
+    inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed)
+    if f > 1:
+        inside = np.repeat(np.repeat(inside, f, 0), f, 1)
+        inside = np.pad(inside, ((0, h - inside.shape[0]), (0, w - inside.shape[1])))
+    m = inside & (s >= SOFT_HU[0]) & (s <= SOFT_HU[1])
+    lab, n = ndimage.label(m)
+    if n == 0:
+        return m
+    sizes = np.bincount(lab.ravel())[1:]
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = sizes >= max(0.1 * sizes.max(), 0.002 * s.size)
+    return keep[lab]
