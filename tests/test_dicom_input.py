@@ -184,6 +184,7 @@ def test_cq500_slice_without_frame_of_reference(tmp_path: Path, real_ct_files: d
         ds.save_as(tmp_path / "q" / f"slice{k}")
     s = open_series(tmp_path / "q")
     assert s.frame_of_reference_uid is None and len(s) == 2
+    assert "the series has no FrameOfReferenceUID" in s.geometry.warnings
     assert s.read_hu(0).shape == (512, 512)
 
 

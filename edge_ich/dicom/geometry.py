@@ -195,6 +195,8 @@ def sort_and_measure(items: list[tuple[Path, Any]], root: Path | None = None,
     fors = {str(s.ds.get("FrameOfReferenceUID", "")) for s in kept}
     if len(fors) > 1:
         warnings.append("slices carry more than one FrameOfReferenceUID")
+    elif fors == {""}:
+        warnings.append("the series has no FrameOfReferenceUID")
 
     orientation = np.concatenate([r, c])
     affine = affine_from_dicom(orientation, first, row_mm, col_mm, step)
