@@ -152,7 +152,7 @@ def load_card(model_path: Path, verify_hash: bool = True) -> ModelCard:
     """Read and validate the card beside `model_path`; refuse a model without a valid card."""
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise ModelError(f"model file not found: {model_path}")
+        raise ModelError(f"model file not found: {model_path.name}")
     cpath = card_path_for(model_path)
     if not cpath.is_file():
         raise ModelError(f"model {model_path.name} has no card ({cpath.name} expected beside it); refusing to run it")

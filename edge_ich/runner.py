@@ -103,15 +103,15 @@ def open_source(opts: RunOptions) -> SliceSource:
     if opts.series is not None:
         series = Path(opts.series)
         if not series.exists():
-            raise InputError(f"series folder not found: {series}")
+            raise InputError("--series folder not found")
         if not series.is_dir():
-            raise InputError(f"--series must be a folder: {series}")
+            raise InputError("--series must be a folder, not a file")
         from edge_ich.dicom.source import open_series
 
         return open_series(series, opts.series_uid)
     volume = Path(opts.volume)  # type: ignore[arg-type]
     if not volume.is_file():
-        raise InputError(f"volume file not found: {volume}")
+        raise InputError("--volume file not found")
     from edge_ich.nifti_source import open_volume
 
     return open_volume(volume)
@@ -121,14 +121,14 @@ def check_out_dir(out: Path) -> None:
     """Fail early, before any work, when `out` cannot hold our outputs."""
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise OutputError(f"--out exists and is not a folder: {out}")
+        raise OutputError("--out exists and is not a folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".edge-ich-probe-", dir=out)
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
-        raise OutputError(f"cannot write to --out {out}: {exc.strerror or type(exc).__name__}") from None
+        raise OutputError(f"cannot write to --out: {exc.strerror or type(exc).__name__}") from None
 
 
 def _stats_ms(values: list[float]) -> dict[str, float]:
