@@ -169,6 +169,17 @@ class Server:
 
         from edge_ich.outputs import keyimages, nifti, seg  # noqa: F401
 
+        warm = getattr(seg, "warm_up", None)
+        if warm is not None:
+            warm()
+        import importlib
+
+        for mod in ("nibabel", "scipy.ndimage", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.image",
+                    "matplotlib.patheffects", "PIL.PngImagePlugin"):
+            try:
+                importlib.import_module(mod)
+            except ImportError:  # a missing writer dependency is reported when that output is written
+                pass
         card = self.inferer.card
         with self.inferer.lock:
             self.model.backend.infer(np.zeros((1, card.in_channels, *card.input_size), np.float32))
