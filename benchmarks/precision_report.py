@@ -56,7 +56,9 @@ def _phantoms(cases: int, slices: int, size: int, seed: int, work: Path) -> tupl
         root = work / "phantoms"
         write_dataset(root, cases=cases, seed=seed, layout="dicom", difficulty="standard", slices=slices, thickness=5.0, compress=False)
         series, _ = read_folder(root)
-        return series, f"{cases} phantom series (edge-ich phantom, seed {seed}, {slices} slices of 5 mm) read as DICOM"
+        rows, cols = series[0].source.geometry.shape[1:]
+        return series, (f"{cases} phantom series (edge_ich.phantom_io.write_dataset, seed {seed}, standard difficulty, {slices} "
+                        f"slices of 5 mm, {rows}x{cols}) written as DICOM and read back with the runtime reader")
     from edge_ich.phantom import case_seed, generate_case
     from edge_ich.volume import ArraySource
 

@@ -41,6 +41,15 @@ def test_short_data_is_split_proportionally(tiny_model: Path) -> None:
     split = split_slices(_series(2), load_card(tiny_model), n_calib=500)  # 24 slices for 500 + 250 wanted
     assert len(split.calib) + len(split.heldout) == 24 and len(split.heldout) == 8
     assert any("only 24 slices" in n for n in split.notes)
+    assert int(split.heldout.positive.sum()) == 4 and int(split.calib.positive.sum()) == 8  # bleed split 1:2 like the sets
+
+
+def test_scarce_bleed_is_shared_in_proportion(tiny_model: Path) -> None:
+    series = _series(6)  # 72 slices, 36 with blood; drop the blood from four series' truth
+    for s in series[2:]:
+        s.labels = np.zeros_like(s.labels)
+    split = split_slices(series, load_card(tiny_model), n_calib=500)
+    assert int(split.heldout.positive.sum()) == 4 and int(split.calib.positive.sum()) == 8
 
 
 def test_without_truth_the_fp32_model_calls_the_strata(tmp_path: Path) -> None:

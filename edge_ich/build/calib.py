@@ -134,14 +134,16 @@ def _stratified(rng: np.random.Generator, pos: list[int], neg: list[int], n_cali
         n_calib = total - n_held
         notes.append(f"only {total} slices available: calibrating on {n_calib}, holding out {n_held}")
     pos, neg = list(rng.permutation(pos)), list(rng.permutation(neg))
-    out = []
-    for want in (n_held, n_calib):
-        take_pos = min(len(pos), want // 2 + want % 2)
-        take_neg = min(len(neg), want - take_pos)
-        take_pos = min(len(pos), want - take_neg)
-        out.append(pos[:take_pos] + neg[:take_neg])
-        pos, neg = pos[take_pos:], neg[take_neg:]
-    held, calib = out
+    # Held-out first, each stratum in proportion to what exists (so a short folder keeps bleed in both sets).
+    frac = n_held / (n_calib + n_held)
+    h_pos = min(len(pos), (n_held + 1) // 2, max(1, round(len(pos) * frac))) if pos else 0
+    h_neg = min(len(neg), n_held - h_pos)
+    h_pos = min(len(pos), n_held - h_neg)
+    held, pos, neg = pos[:h_pos] + neg[:h_neg], pos[h_pos:], neg[h_neg:]
+    c_pos = min(len(pos), (n_calib + 1) // 2)
+    c_neg = min(len(neg), n_calib - c_pos)
+    c_pos = min(len(pos), n_calib - c_neg)
+    calib = pos[:c_pos] + neg[:c_neg]
     return [int(i) for i in calib], [int(i) for i in held], notes
 
 
