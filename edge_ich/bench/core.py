@@ -213,10 +213,13 @@ def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, An
         finally:
             lm.close()
 
-    stages = {st: _stats_ms(v) for st, v in per_stage.items() if v}
+    # a CPU backend has no device copies: its h2d/d2h stages are all zero and are left out
+    per_stage = {st: v for st, v in per_stage.items() if v and any(x > 0.0 for x in v)}
+    stages_s = {st: summarize(v) for st, v in per_stage.items()}
+    stages = {st: s.scaled(1000.0) for st, s in stages_s.items()}
     series_stats = _stats_ms(series_s)
     busy_msg = load["message"] or (pre["message"] if pre.get("busy") else None)
-    warns = timing_warnings(series_stats, stages, busy=busy_msg, throttled=_throttle_note())
+    warns = timing_warnings(summarize(series_s), stages_s, busy=busy_msg, throttled=_throttle_note())
     model_info = {
         "file": lm.path.name,
         "card_id": lm.card.card_id,

@@ -118,6 +118,8 @@ def versions() -> dict[str, str | None]:
         except Exception:  # a broken TensorRT install must not stop a CPU benchmark
             out["tensorrt"] = "present but not importable"
     cuda = _cuda_versions()
+    if not gpu_info():  # cuda-python reports its bundled runtime even where no GPU exists
+        cuda["cuda_runtime"] = cuda["cuda_driver"] = None
     out.update(cuda)
     return out
 

@@ -64,7 +64,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
         f"{m['in_channels']} channels{', the bundled model' if m['bundled'] else ', NOT the bundled model'})  ",
         f"Backend: {b['name']} on {b['device']} ({b['precision']}), batch {doc['settings']['batch']}, "
         f"threads {env.get('threads_used')}  ",
-        f"Input: {inp['kind']} series, {inp['slices']} slices of {inp['rows']}x{inp['cols']}  ",
+        f"Input: {'generated phantom' if inp['kind'] == 'phantom' else 'DICOM'} series, {inp['slices']} slices of "
+        f"{inp['rows']}x{inp['cols']}  ",
         f"Passes: {ss['passes']} measured after {ss['warmup_passes']} warm-up pass(es), {ss['measured_wall_s']:.1f} s",
         "",
     ]
@@ -85,7 +86,8 @@ def markdown(doc: Mapping[str, Any]) -> str:
         "",
         "Batched stages (h2d, compute, d2h) are split evenly over the slices of their batch; "
         "postprocess includes each slice's share of the 3D component labelling; write is the series' "
-        "outputs (report, mask, SEG, key images) shared over its slices.",
+        "outputs (report, mask, SEG, key images) shared over its slices. Stages that took no time at all (host <-> "
+        "device copies on a CPU backend) are left out.",
         "",
     ]
     rows = {STAGE_LABELS.get(k, k): v for k, v in ss["stages_ms"].items()}
