@@ -15,6 +15,7 @@ from __future__ import annotations
 from enum import Enum
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -124,8 +125,16 @@ def _case(number: int, path: Path, masks_dir: Path, slices: dict[int, np.ndarray
     return Case(case_id=case_id, load=load, slice_labels=rows[:, 5].copy(), subtype_labels=rows[:, :5].copy(),
                 load_mask=load_mask if mask_path is not None else None,
                 meta={"dataset": "physionet", "patient_number": number, "file": path.name, "n_slices": int(len(rows)),
+                      "shape": [int(len(rows)), *_plane_shape(scan, orient)],
                       "orientation": orient.value, "mask_file": mask_path.name if mask_path else None,
                       "file_slice_of_display_slice": [int(k) for k in k_of_z]})
+
+
+def _plane_shape(scan: Any, orient: Orientation) -> list[int]:
+    """(rows, cols) of a display slice under the chosen orientation."""
+    if orient is Orientation.AFFINE:
+        return [int(v) for v in scan.geometry.shape[1:]]
+    return [int(scan.input_shape[1]), int(scan.input_shape[0])]
 
 
 def _rot90_read(path: Path) -> tuple[np.ndarray, Spacing]:
