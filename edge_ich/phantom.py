@@ -94,7 +94,7 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
     size: in-plane matrix (512 real; 256/128 for fast tests), pixel spacing scales so the head keeps
     its physical size. slices/thickness: default a full head coverage at a random 1-5 mm.
     """
-    from edge_ich.phantom_anatomy import coarse_fields, render, sample_anatomy
+    from edge_ich.phantom_anatomy import coarse_fields, finish, render, sample_anatomy
     from edge_ich.phantom_fields import Grid, ct_noise, rotation
     from edge_ich.phantom_lesions import sample_lesions, render_lesions
 
@@ -174,6 +174,7 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
         lps_y = _lps_linear(affine, 1, (z0, z1, r0, r1, c0, c1))
         lab = labels[z0:z1, r0:r1, c0:c1]
         render_lesions(sg, lesions, r, lps_y, lab)
+        finish(r)
         _streaks(sg, a, r)
         mm = mimic_map[z0:z1, r0:r1, c0:c1]
         for name, m in r.mimic_masks.items():
@@ -244,7 +245,7 @@ def _streaks(sg: Any, a: Any, r: Any) -> None:
         for x, y, ang, amp in items:
             p = hv @ np.array([x, y, zs[k], 1.0])
             d = np.abs((cols - np.float32(p[0])) * np.float32(np.sin(ang)) - (rows - np.float32(p[1])) * np.float32(np.cos(ang)))
-            d *= np.float32(sg.pixel_mm / 1.3)
+            d *= np.float32(sg.pixel_mm / 0.9)
             acc += np.float32(amp * taper) / (1 + d * d)
         m = r.incav[k]
         r.hu[k] += acc * m

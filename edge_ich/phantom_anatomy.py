@@ -58,7 +58,7 @@ def sample_anatomy(rng: np.random.Generator, mimic: float) -> Anatomy:
         center=np.array([0.0, rng.uniform(0, 5), -5.0]),
         skull_mm=rng.uniform(5.0, 8.0), scalp_mm=rng.uniform(4.0, 7.0),
         gap_mm=0.8 + 3.0 * atrophy, vent=0.8 + 1.0 * atrophy + rng.uniform(-0.1, 0.2),
-        ctx_mm=rng.uniform(2.3, 3.2), sulc_w=0.6 + 2.0 * atrophy, sulc_depth=rng.uniform(12, 18),
+        ctx_mm=rng.uniform(2.3, 3.2), sulc_w=0.6 + 2.0 * atrophy, sulc_depth=rng.uniform(9, 15),
         hu=hu, bh=rng.uniform(6, 14) * mimic,
     )
     side = [-1, 1]
@@ -79,7 +79,7 @@ def sample_anatomy(rng: np.random.Generator, mimic: float) -> Anatomy:
     for s in side:
         for _ in range(rng.integers(2, 5)):
             a.streaks.append((s * rng.uniform(25, 40), rng.uniform(5, 20), rng.uniform(0, np.pi),
-                              rng.choice([-1, 1]) * rng.uniform(12, 35) * mimic))
+                              rng.choice([-1, 1]) * rng.uniform(8, 25) * mimic))
     return a
 
 
@@ -140,6 +140,10 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     lam = 13.0
     sul = band_noise(rng, (nz, g.coarse, g.coarse), tuple(s / 4 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)),
                      tuple(s / 2 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)))
+    # gyri run roughly perpendicular to the surface: mix radial clefts (wiggled) with the labyrinth
+    theta = np.arctan2(y - c[1], x)
+    wig = smooth_noise(rng, (nz, g.coarse, g.coarse), (8 / g.thickness_mm, 8 / cpx, 8 / cpx))
+    sul = (0.6 * np.sin(theta * F32(70 * 2 * np.pi / 17) + 1.8 * wig) / 0.707 + 0.5 * sul).astype(F32)
     gy, gx = np.gradient(sul, axis=(1, 2))
     sulc_scale = float(cpx / np.mean(np.sqrt(gx * gx + gy * gy) + 1e-6))
     var = (smooth_noise(rng, (nz, g.coarse, g.coarse), (2.5 / g.thickness_mm, 2.5 / cpx, 2.5 / cpx)) + 0.8 * low).astype(F32)
@@ -180,7 +184,7 @@ def _base_fields(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Gen
     air += [sph, np.minimum(eth, np.where(cells > -0.3, 3.0, -3.0)), front, nasal]
     orbits = [_edist(x, y, z, (s * 31, -70, -42), (15, 19, 14)) for s in (-1, 1)]
     globes = [_edist(x, y, z, (s * 31, -82, -42), (12, 12, 12)) for s in (-1, 1)]
-    low = _edist(x, y, z, (0, -12, -80), (64, 100, 58))
+    low = _edist(x, y, z, (0, -22, -88), (50, 74, 56))
     return {"bone": np.max(bone, axis=0), "air": np.max(air, axis=0), "fat": np.maximum(*orbits),
             "globe": np.maximum(*globes), "low": low}
 
@@ -215,14 +219,17 @@ def _union(g: Grid, out: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, f
 class Rendered:
     """One chunk of normal anatomy plus the maps lesions need."""
 
-    hu: np.ndarray  # float32 [z, N, N]
+    hu: np.ndarray  # float32 [z, H, W]: intracranial HU until finish(), then the whole image
     cav: np.ndarray  # cavity distance (mm)
-    incav: np.ndarray  # cavity occupancy after skull-base bone
-    sub: np.ndarray  # subarachnoid CSF occupancy (sulci, fissures, cisterns, gap)
-    vent: np.ndarray  # ventricle occupancy
-    paren: np.ndarray  # brain parenchyma occupancy
+    incav: np.ndarray  # cavity occupancy after skull-base bone and air
+    sub: np.ndarray  # subarachnoid CSF occupancy (sulci, fissures, cisterns, gap), of the intracranial part
+    vent: np.ndarray  # ventricle occupancy, of the intracranial part
+    paren: np.ndarray  # brain parenchyma occupancy, of the intracranial part
     var: np.ndarray  # smooth variation (unit std)
     mimic_masks: dict[str, np.ndarray]  # boolean masks of mimics, for the failure table
+    shell: np.ndarray  # HU of bone, scalp and air outside the cavity
+    cavity: np.ndarray  # cavity occupancy before the skull base
+    base_ops: list[tuple[slice, float, np.ndarray]]  # skull-base blends (slices, HU, occupancy)
 
 
 def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
@@ -248,7 +255,7 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     zh = sg.linear(np.array([0, 0, 1.0, 0]))
     yh = sg.linear(np.array([0, 1.0, 0, 0]))
     fiss_lvl = soft(zh - (22 - 0.012 * yh * yh), w)
-    fw = a.sulc_w / 2 + 0.6
+    fw = a.sulc_w / 2 + 0.3
     fiss = soft(F32(fw) - np.abs(xm), sg.pixel_mm) * fiss_lvl
     gm = np.maximum(soft(F32(a.ctx_mm) - db, w), soft(F32(a.sulc_w / 2 + a.ctx_mm) - sd, w) * soft(F32(a.sulc_depth + a.ctx_mm) - db, w))
     gm = np.maximum(gm, soft(F32(fw + a.ctx_mm) - np.abs(xm), w) * fiss_lvl)
@@ -268,9 +275,9 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     sub = np.maximum(sub, fiss)
     cist = np.zeros_like(hu)
     _union(sg, cist, [(np.array([0, -10, -24.0]), np.array([13, 9, 6.0]), 0.0), (np.array([0, 24, -13.0]), np.array([7, 6, 6.0]), 0.0),
-                      (np.array([0, 10, -20.0]), np.array([15, 14, 10.0]), 0.0), (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0)])
+                      (np.array([0, 10, -20.0]), np.array([14.5, 13.5, 9.0]), 0.0), (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0)])
     cist = np.clip(cist - stem, 0, 1)
-    syl = [(np.array([s * 40, -8, -8.0]), np.array([22, 26, 0.8 + a.sulc_w]), 0.0) for s in (-1, 1)]
+    syl = [(np.array([s * 48, -8, -8.0]), np.array([14, 22, 0.8 + a.sulc_w]), 0.0) for s in (-1, 1)]
     for c, ax, _ in syl:
         b = quadric(sg, c, ax, rotation(c[0] * 0.4, 20, -c[0] * 0.5))
         if b is not None:
@@ -316,8 +323,8 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
         vs = [h["cortical"], h["cortical"], h["diploe"], h["diploe"], h["cortical"], h["cortical"], h["soft"], h["soft"],
               h["fat"], h["soft"], h["soft"], -1000.0]
         shell[k] = np.interp(-cav[k], xs, vs)
-    hu = hu * incav + shell * (1 - incav)
-    # skull base
+    # skull base (applied after lesions, in finish())
+    ops: list[tuple[slice, float, np.ndarray]] = []
     bz0, bz1 = max(f.base_z[0], z0), min(f.base_z[1], z1)
     if bz0 < bz1 and f.base:
         ks = slice(bz0 - z0, bz1 - z0)
@@ -325,17 +332,22 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
         bg = sg.sub(bz0 - z0, bz1 - z0)
         bu = lambda name: bg.upsample(f.base[name][bsl])  # noqa: E731
         wb = w[ks]
-        region = hu[ks]
         low = soft(bu("low"), wb) * soft(-cav[ks] - t, wb)
-        region += (h["soft"] - region) * low
         bone = soft(bu("bone"), wb)
-        region += (h["cortical"] * 0.9 - region) * bone
-        region += (h["fat"] - region) * soft(bu("fat"), wb)
-        region += (10.0 - region) * soft(bu("globe"), wb)
         airo = soft(bu("air"), wb)
-        region += (-950.0 - region) * airo
+        ops += [(ks, h["soft"], low), (ks, h["cortical"] * 0.9, bone), (ks, h["fat"], soft(bu("fat"), wb)),
+                (ks, 10.0, soft(bu("globe"), wb)), (ks, -950.0, airo)]
         incav[ks] *= (1 - bone) * (1 - airo)
         mimics["skull_base"] = np.zeros(hu.shape, bool)
         mimics["skull_base"][ks] = bone > 0.05
-    paren = paren * (1 - csf) * incav
-    return Rendered(hu, cav, incav, sub * incav, vent * incav, paren, var, mimics)
+    paren = paren * (1 - csf)
+    return Rendered(hu, cav, incav, sub, vent, paren, var, mimics, shell, soft(cav, w), ops)
+
+
+def finish(r: Rendered) -> None:
+    """Blend the intracranial HU with the skull, scalp and skull base (after lesions are painted)."""
+    r.hu *= r.cavity
+    r.hu += r.shell * (1 - r.cavity)
+    for ks, value, occ in r.base_ops:
+        region = r.hu[ks]
+        region += (F32(value) - region) * occ

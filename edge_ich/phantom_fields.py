@@ -172,7 +172,10 @@ def quadric(g: Grid, center: np.ndarray, axes: np.ndarray, rot: np.ndarray | Non
 
 def soft(d: np.ndarray, width: float | np.ndarray) -> np.ndarray:
     """Partial-volume occupancy of a signed distance d (mm, > 0 inside) over `width` mm."""
-    return np.clip(F32(0.5) + d / width, 0.0, 1.0).astype(F32, copy=False)
+    inv = np.reciprocal(np.asarray(width, dtype=F32))
+    t = np.multiply(d, inv, dtype=F32)
+    t += F32(0.5)
+    return np.clip(t, 0.0, 1.0, out=t)
 
 
 def slab_width(g: Grid, nz: np.ndarray | float) -> np.ndarray | float:
@@ -193,7 +196,7 @@ def block_occupancy(g: Grid, b: Block, center: np.ndarray, axes: np.ndarray, gro
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_vox: tuple[float, float, float]) -> np.ndarray:
     """Gaussian-filtered white noise, rescaled to unit standard deviation (float32)."""
     w = rng.standard_normal(shape, dtype=F32)
-    f = ndimage.gaussian_filter(w, sigma_vox, mode="wrap")
+    f = ndimage.gaussian_filter(w, sigma_vox, mode="wrap", truncate=3.0)
     s = float(f.std()) or 1.0
     return (f / F32(s)).astype(F32, copy=False)
 
@@ -202,17 +205,42 @@ def band_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_lo: 
                sigma_hi: tuple[float, float, float]) -> np.ndarray:
     """Band-pass noise (difference of Gaussians) with unit standard deviation: a labyrinth at its zero set."""
     w = rng.standard_normal(shape, dtype=F32)
-    f = ndimage.gaussian_filter(w, sigma_lo, mode="wrap") - ndimage.gaussian_filter(w, sigma_hi, mode="wrap")
+    f = (ndimage.gaussian_filter(w, sigma_lo, mode="wrap", truncate=3.0)
+         - ndimage.gaussian_filter(w, sigma_hi, mode="wrap", truncate=3.0))
     s = float(f.std()) or 1.0
     return (f / F32(s)).astype(F32, copy=False)
 
 
-def ct_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_hu: float) -> np.ndarray:
-    """Correlated noise like a standard soft-tissue reconstruction kernel: white noise through a small
-    separable kernel with a negative side lobe (grain of ~2 pixels, low frequencies damped)."""
-    w = rng.standard_normal(shape, dtype=F32)
+_BANK = 1536
+
+
+@lru_cache(maxsize=1)
+def _noise_bank() -> np.ndarray:
+    """A fixed tile of correlated unit-variance noise like a soft-tissue reconstruction kernel: white noise
+    through a small separable kernel with a negative side lobe (grain of ~2 pixels, low frequencies damped).
+    Built once per process from a fixed seed; cases cut it at random offsets (cheap, deterministic)."""
+    w = np.random.default_rng(20191).standard_normal((_BANK, _BANK), dtype=F32)
     k = np.array([-0.08, 0.25, 0.62, 0.25, -0.08])
     k = (k / np.sqrt((k**2).sum())).astype(F32)
-    for ax in (-2, -1):
+    for ax in (0, 1):
         w = ndimage.correlate1d(w, k, axis=ax, mode="wrap")
-    return w * F32(sigma_hu)
+    w /= F32(w.std())
+    w.setflags(write=False)
+    return w
+
+
+def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_hu: float) -> np.ndarray:
+    """Correlated CT noise [Z, H, W] in HU: per slice a random cut (and flip/transpose) of the noise bank."""
+    bank = _noise_bank()
+    z, h, w = shape
+    out = np.empty(shape, F32)
+    if h > _BANK or w > _BANK:
+        return rng.standard_normal(shape, dtype=F32) * F32(sigma_hu)
+    for k in range(z):
+        oy, ox = rng.integers(0, _BANK - h + 1), rng.integers(0, _BANK - w + 1)
+        tile = bank[oy:oy + h, ox:ox + w]
+        f = int(rng.integers(0, 4))
+        tile = tile[::-1] if f & 1 else tile
+        out[k] = tile[:, ::-1] if f & 2 else tile
+    out *= F32(sigma_hu)
+    return out

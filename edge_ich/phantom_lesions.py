@@ -102,12 +102,12 @@ def render_lesions(sg: Grid, les: list[Lesion], r: Rendered, lps_y: np.ndarray, 
             e = b.e
             rr = 3.0 / float(np.sum(1.0 / le.axes))
             d = (1 - e) * F32(rr / 2) + F32(2.2) * r.var[b.sl]
-            occ = soft(d, w) * r.incav[b.sl]
+            occ = soft(d, w)
             edema = np.clip(soft(d + F32(le.depth), w) - occ, 0, 1) * r.paren[b.sl]
             reg = r.hu[b.sl]
             reg += (F32(rng_hu(le.hu - 26)) + 2 * r.var[b.sl] - reg) * edema
             reg += (F32(le.hu) + 4 * r.var[b.sl] - reg) * occ
-            labels[b.sl][occ > 0.5] = IPH
+            labels[b.sl][occ * r.incav[b.sl] > 0.5] = IPH
         elif le.code in (EDH, SDH):
             b = quadric(sg, le.center, np.full(3, le.size), margin=1.05)
             if b is None:
@@ -118,18 +118,18 @@ def render_lesions(sg: Grid, les: list[Lesion], r: Rendered, lps_y: np.ndarray, 
             else:
                 dmax = F32(le.depth) * np.minimum(1, F32(2.2) * (1 - b.e))
             xm = sg.sub(b.sl[0].start, b.sl[0].stop).linear(np.array([le.side, 0, 0, 0]))[:, b.sl[1], b.sl[2]]
-            occ = soft(np.minimum(cav, dmax - cav), w) * soft(xm - 1.5, w) * r.incav[b.sl]
+            occ = soft(np.minimum(cav + 3.0, dmax - cav), w) * soft(xm - 1.5, w)
             reg = r.hu[b.sl]
             reg += (F32(le.hu) + 3 * r.var[b.sl] - reg) * occ
-            labels[b.sl][occ > 0.5] = le.code
+            labels[b.sl][occ * r.incav[b.sl] > 0.5] = le.code
         elif le.code == SAH:
             b = quadric(sg, le.center, np.full(3, le.size), margin=1.05)
             if b is None:
                 continue
-            occ = block_occupancy(sg, b, le.center, np.full(3, le.size)) * r.sub[b.sl] * soft(r.cav[b.sl] - 0.3, w)
+            occ = block_occupancy(sg, b, le.center, np.full(3, le.size)) * r.sub[b.sl]
             reg = r.hu[b.sl]
             reg += (F32(le.hu) + 3 * r.var[b.sl] - reg) * occ
-            labels[b.sl][occ > 0.5] = SAH
+            labels[b.sl][occ * r.incav[b.sl] > 0.5] = SAH
         elif le.code == IVH:
             b = quadric(sg, le.center, np.full(3, le.size), margin=1.05)
             if b is None:
@@ -138,7 +138,7 @@ def render_lesions(sg: Grid, les: list[Lesion], r: Rendered, lps_y: np.ndarray, 
             occ = r.vent[b.sl] * lvl
             reg = r.hu[b.sl]
             reg += (F32(le.hu) + 2 * r.var[b.sl] - reg) * occ
-            labels[b.sl][occ > 0.5] = IVH
+            labels[b.sl][occ * r.incav[b.sl] > 0.5] = IVH
 
 
 def rng_hu(v: float) -> float:
