@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"command": command, "model": model_note, "card": card.card_id, "input_size": list(card.input_size),
            "data": data_note, "calibration_slices": len(split.calib), "calibration_bleed": int(split.calib.positive.sum()),
            "heldout_slices": len(split.heldout), "heldout_bleed": rep.n_bleed_slices, "strata": split.truth_source,
-           "notes": split.notes, "recipe": recipe, "qdq": qdq, "gate": {"dice_drop": rep.dice_drop, "sens_drop": rep.sens_drop,
+           "notes": split.notes, "recipe": recipe, "qdq": qdq, "gate": {"dice_drop": rep.dice_drop, "sens_drop": rep.sens_drop, "drops": rep.drops,
            "max_dice_drop": rep.max_dice_drop, "max_sens_drop": rep.max_sens_drop, "passed": rep.passed, "reference": rep.reference},
            "rows": rows, "environment": {"onnxruntime": onnxruntime.__version__, "threads": args.threads, "python": platform.python_version(),
                                          "machine": platform.machine(), "processor": platform.processor() or platform.machine()}}
@@ -140,9 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         md.append(f"| {r['precision']} | {r['size_bytes'] / 1024:.1f} | {f(r.get('latency_ms_per_slice'), 2)} | "
                   f"{f(r.get('dice_vs_truth'))} | {f(r.get('dice_vs_fp32'))} | {f(r.get('sens_vs_fp32'))} | {r['verdict']} |")
-    md += ["", f"Gate: Dice drop {f(rep.dice_drop, 4)} (max {rep.max_dice_drop}), sensitivity drop {f(rep.sens_drop, 4)} "
-           f"(max {rep.max_sens_drop}) against {rep.reference}. Dice is pooled over all held-out pixels; against truth on the "
-           "native grid, against FP32 on the model grid.", ""]
+    md += ["", f"Gate ({'PASS' if rep.passed else 'REFUSED'}): " + rep.lines()[-1].strip().rsplit(":", 1)[0] + ". The drop is "
+           "FP32's score minus INT8's against truth and against the FP32 masks; the worst counts. Dice is pooled over all "
+           "held-out pixels; against truth on the native grid, against FP32 on the model grid.", ""]
     write_text_atomic(args.out / "precision.md", "\n".join(md))
     print("\n".join(md))
     return 0

@@ -52,6 +52,7 @@ def test_int8_build_writes_qdq_onnx_card_and_manifest(data: dict[str, Path], tmp
     assert len(m["recipe"]["calibration_set_sha256"]) == 64
     assert m["validation"]["passed"] and m["validation"]["reference"] == "truth"
     assert m["validation"]["dice_drop"] <= 0.01
+    assert set(m["validation"]["drops"]) == {"dice_vs_truth", "sens_vs_truth", "dice_vs_fp32", "sens_vs_fp32"}
     assert m["profile"]["opt"] == [4, 9, 64, 64]
     # The gate prints FP32 vs INT8 Dice (truth and FP32) and CPU latency for both.
     fp32_line = next(line for line in text.splitlines() if line.strip().startswith("fp32"))
@@ -71,7 +72,7 @@ def test_gate_refuses_int8_whose_activation_range_swallows_the_signal(data: dict
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and err[0].startswith("edge-ich: error: int8 refused by the accuracy gate")
-    assert "Dice drop" in err[0] and "(max 0.01)" in err[0] and "nothing written" in err[0]
+    assert "Dice drop" in err[0] and "max 0.01)" in err[0] and "vs truth" in err[0] and "nothing written" in err[0]
     drop = float(err[0].split("Dice drop ")[1].split()[0])
     assert drop > 0.5
     assert _final_files(out) == []

@@ -2,8 +2,9 @@
 
 Measured on the CPU with ONNX Runtime on held-out slices (a Q/DQ ONNX runs there too):
 Dice and sensitivity against truth masks where they exist (phantoms), and always against the
-FP32 model's own masks. The reference for the drop is truth when present, else the FP32 mask
-(whose Dice against itself is 1). Pooled over all held-out pixels (one Dice, not a mean).
+FP32 model's own masks. The drop is FP32's score minus the candidate's against each reference (truth when present, and
+the FP32 masks, against which FP32 scores 1); the gate judges the worst. Dice is pooled over all
+held-out pixels (one Dice, not a mean).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class GateReport:
     measured: bool
     note: str = ""
     threads: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    drops: dict[str, float] = field(default_factory=dict)  # per reference; dice_drop/sens_drop are the worst
 
     @property
     def passed(self) -> bool:
@@ -81,22 +82,27 @@ class GateReport:
             out.append(f"  {name:5s} Dice vs truth {f(s.dice_vs_truth)}  Dice vs FP32 {f(s.dice_vs_fp32)}  "
                        f"sens vs FP32 {f(s.sens_vs_fp32)}  ORT CPU {f(s.latency_ms_per_slice, 2)} ms/slice")
         if self.measured:
-            out.append(f"  Dice drop {self.dice_drop:.4f} (max {self.max_dice_drop}), sensitivity drop {self.sens_drop:.4f} "
-                       f"(max {self.max_sens_drop}): {'PASS' if self.passed else 'REFUSED'}")
+            out.append(f"  {self._drop_text()}: {'PASS' if self.passed else 'REFUSED'}")
         else:
             out.append(f"  {self.precision}: not measured ({self.note})")
         return out
+
+    def _drop_text(self) -> str:
+        def part(kind: str) -> str:
+            return ", ".join(f"vs {ref} {self.drops[f'{kind}_vs_{ref.lower()}']:.4f}" for ref in ("truth", "FP32")
+                             if f"{kind}_vs_{ref.lower()}" in self.drops)
+
+        return (f"Dice drop {self.dice_drop:.4f} ({part('dice')}; max {self.max_dice_drop}), sensitivity drop "
+                f"{self.sens_drop:.4f} ({part('sens')}; max {self.max_sens_drop})")
 
     def refusal(self) -> str:
         """The one line a refused build ends with."""
         c = self.candidate
         assert c is not None
-        ref = "truth" if self.reference == "truth" else "FP32"
-        return (f"{self.precision} refused by the accuracy gate on {self.n_heldout} held-out slices: Dice vs {ref} "
-                f"{(c.dice_vs_truth if self.reference == 'truth' else c.dice_vs_fp32):.4f} (FP32 "
-                f"{(self.fp32.dice_vs_truth if self.reference == 'truth' else 1.0):.4f}), Dice drop {self.dice_drop:.4f} "
-                f"(max {self.max_dice_drop}), sensitivity drop {self.sens_drop:.4f} (max {self.max_sens_drop}), "
-                f"Dice vs FP32 {c.dice_vs_fp32:.4f}; nothing written (calibrate on representative slices or build fp16)")
+        truth = (f"Dice vs truth FP32 {self.fp32.dice_vs_truth:.4f} -> {c.dice_vs_truth:.4f}, "
+                 if c.dice_vs_truth is not None and self.fp32.dice_vs_truth is not None else "")
+        return (f"{self.precision} refused by the accuracy gate on {self.n_heldout} held-out slices: {self._drop_text()}; "
+                f"{truth}Dice vs FP32 {c.dice_vs_fp32:.4f}; nothing written (calibrate on representative slices or build fp16)")
 
 
 def _probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -172,14 +178,17 @@ def run_gate(fp32_path: Path, cand_path: Path | None, card: ModelCard, held: Sli
 
 
 def _set_drops(report: GateReport) -> None:
-    """Drop = reference score of FP32 minus the candidate's (truth when present, else FP32's own mask)."""
+    """Drop = FP32's score minus the candidate's, against truth (when present) and against FP32's own masks
+    (where FP32 scores 1); the gate judges the worst of them."""
     fp32, cand = report.fp32, report.candidate
     assert cand is not None
-    if report.reference == "truth":
-        report.dice_drop = (fp32.dice_vs_truth or 0.0) - (cand.dice_vs_truth or 0.0)
-        report.sens_drop = (fp32.sens_vs_truth or 0.0) - (cand.sens_vs_truth or 0.0)
-    else:
-        report.dice_drop, report.sens_drop = 1.0 - cand.dice_vs_fp32, 1.0 - cand.sens_vs_fp32
+    d = {"dice_vs_fp32": 1.0 - cand.dice_vs_fp32, "sens_vs_fp32": 1.0 - cand.sens_vs_fp32}
+    if fp32.dice_vs_truth is not None and cand.dice_vs_truth is not None:
+        d["dice_vs_truth"] = fp32.dice_vs_truth - cand.dice_vs_truth
+        d["sens_vs_truth"] = (fp32.sens_vs_truth or 0.0) - (cand.sens_vs_truth or 0.0)
+    report.drops = d
+    report.dice_drop = max(v for k, v in d.items() if k.startswith("dice"))
+    report.sens_drop = max(v for k, v in d.items() if k.startswith("sens"))
 
 
 def enforce(report: GateReport) -> None:
