@@ -37,6 +37,14 @@ class StageTimes:
         share = seconds / max(n, 1)
         self.per_slice[stage].extend([share] * n)
 
+    def spread(self, stage: str, seconds: float) -> None:
+        """Add a per-series cost evenly onto the slices already timed for `stage`."""
+        vals = self.per_slice[stage]
+        if not vals:
+            return
+        share = seconds / len(vals)
+        self.per_slice[stage] = [v + share for v in vals]
+
     def totals(self) -> dict[str, float]:
         return {s: float(sum(v)) for s, v in self.per_slice.items()}
 

@@ -7,6 +7,7 @@ changes every card's preprocessing hash, which makes built engines refuse to loa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -63,11 +64,23 @@ def prepare_volume(hu: np.ndarray, windows: Sequence[Window], size: tuple[int, i
     return np.stack([stack_context(prepared.__getitem__, i, n, context) for i in range(n)])
 
 
+@functools.lru_cache(maxsize=16)
+def _linear_matrix(src: int, dst: int) -> np.ndarray:
+    """[dst, src] matrix of 1D linear interpolation with pixel centres aligned (grid mode), edges clamped."""
+    x = (np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5
+    x = np.clip(x, 0.0, src - 1.0)
+    lo = np.floor(x).astype(np.int64)
+    hi = np.minimum(lo + 1, src - 1)
+    frac = x - lo
+    m = np.zeros((dst, src), dtype=np.float32)
+    m[np.arange(dst), lo] += (1.0 - frac).astype(np.float32)
+    m[np.arange(dst), hi] += frac.astype(np.float32)
+    return m
+
+
 def resize_back(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Model-grid probability [H, W] -> native pixel grid [rows, cols], bilinear."""
+    """Model-grid probability [H, W] -> native pixel grid [rows, cols], bilinear (two small matmuls)."""
     if prob.shape == tuple(shape):
         return prob.astype(np.float32, copy=False)
-    from scipy import ndimage
-
     h, w = prob.shape
-    return ndimage.zoom(prob.astype(np.float32, copy=False), (shape[0] / h, shape[1] / w), order=1, mode="nearest", grid_mode=True)
+    return _linear_matrix(h, shape[0]) @ prob.astype(np.float32, copy=False) @ _linear_matrix(w, shape[1]).T

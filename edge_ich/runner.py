@@ -266,12 +266,23 @@ def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSour
     try:
         if tuple(source.geometry.shape[1:]) and min(source.geometry.shape[1:]) < 16:
             raise InputError(f"slices of {source.geometry.shape[1]}x{source.geometry.shape[2]} pixels are too small to segment")
+        warm = None
+        if opts.write_seg and source.kind == "dicom":
+            # highdicom's one-time table loading (1-2 s) overlaps inference instead of following it
+            import threading
+
+            from edge_ich.outputs.seg import warm_up
+
+            warm = threading.Thread(target=warm_up, name="edge-ich-seg-warm-up", daemon=True)
+            warm.start()
         show = sys.stderr.isatty() if progress is None else progress
         with _progress(show, source.geometry.shape[0]) as cb:
             seg = segment(source, model.backend, batch=opts.batch, progress=cb)
+        if warm is not None:
+            warm.join()
         t0 = time.perf_counter()
         kept, comps = postprocess(seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3)
-        seg.timings.add("postprocess", time.perf_counter() - t0, source.geometry.shape[0])
+        seg.timings.spread("postprocess", time.perf_counter() - t0)
         t0 = time.perf_counter()
         stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out))
         try:
