@@ -449,3 +449,15 @@ def test_phantom_truth_problems_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         open_dataset("phantom", tmp_path / "truth")
     one_line_error(e, "is not a phantom dataset folder")
+
+
+def test_rsna_conflicting_duplicate_resolves_to_positive(rsna: fx.RsnaFixture, tmp_path: Path) -> None:
+    root = fx.copy_tree(rsna.root, tmp_path / "rsna")
+    uid = next(u for u, t in rsna.cases.items() if not t.slice_labels.any())
+    img = rsna.ids[uid][0]
+    _rewrite_csv(root, lambda t: t + f"{img}_subdural,1\n")
+    cases = open_dataset("rsna", root)
+    assert cases.meta["conflicting_duplicates"] == 1
+    case = next(c for c in cases if c.case_id == uid)
+    assert case.slice_labels.tolist() == [1, 0, 0, 0, 0]
+    assert case.subtype_labels[0].tolist() == [0, 0, 0, 0, 1]

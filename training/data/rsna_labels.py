@@ -40,8 +40,7 @@ def read_rsna_labels(path: Path) -> RsnaLabels:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"RSNA label CSV not found: {path}")
-    values: dict[str, np.ndarray] = {}
-    seen: dict[str, np.ndarray] = {}  # which classes each image has a row for
+    rows: dict[str, list[int]] = {}  # image -> six labels, -1 where no row was seen yet (plain ints: fast)
     duplicates = conflicts = 0
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -54,41 +53,40 @@ def read_rsna_labels(path: Path) -> RsnaLabels:
                     continue
                 if len(cells) < 2:
                     raise InputError(f"RSNA label CSV {path.name} line {line_no}: expected 'ID,Label'")
-                key, label = cells[0].strip(), cells[1].strip()
-                image_id, sep, cls = key.rpartition("_")
+                image_id, sep, cls = cells[0].strip().rpartition("_")
                 k = _CLASS_INDEX.get(cls)
                 if not sep or k is None or not image_id.startswith("ID_"):
                     raise InputError(f"RSNA label CSV {path.name} line {line_no}: ID is not 'ID_<id>_<subtype>' "
                                      f"with a subtype in {', '.join(RSNA_CLASSES)}")
-                if label not in ("0", "1"):
+                label = cells[1].strip()
+                if label != "0" and label != "1":
                     raise InputError(f"RSNA label CSV {path.name} line {line_no}: label is not 0 or 1")
                 v = 1 if label == "1" else 0
-                row = values.get(image_id)
+                row = rows.get(image_id)
                 if row is None:
-                    row = values[image_id] = np.zeros(6, dtype=np.uint8)
-                    seen[image_id] = np.zeros(6, dtype=bool)
-                if seen[image_id][k]:
+                    row = rows[image_id] = [-1] * 6
+                if row[k] >= 0:
                     duplicates += 1
                     if row[k] != v:
                         conflicts += 1
-                    row[k] = max(row[k], v)
+                        row[k] = 1
                 else:
                     row[k] = v
-                    seen[image_id][k] = True
     except UnicodeDecodeError:
         raise InputError(f"RSNA label CSV {path.name} is not a UTF-8 text CSV") from None
     except csv.Error as exc:
         raise InputError(f"RSNA label CSV {path.name} is not a valid CSV: {exc}") from None
     except OSError as exc:
         raise InputError(f"cannot read RSNA label CSV {path.name}: {exc.strerror or exc}") from None
-    if not values:
+    if not rows:
         raise InputError(f"RSNA label CSV {path.name} has no label rows")
-    incomplete = [i for i, s in seen.items() if not s.all()]
+    incomplete = [i for i, r in rows.items() if min(r) < 0]
     if incomplete:
         first = incomplete[0]
-        have = int(seen[first].sum())
+        have = sum(1 for v in rows[first] if v >= 0)
         raise InputError(f"RSNA label CSV {path.name}: {len(incomplete)} image(s) lack some of the six classes "
                          f"(e.g. {first} has {have} of 6)")
-    for row in values.values():  # 'any' must cover the subtypes; trust whichever says blood
-        row[5] = max(row[5], row[:5].max())
+    table = np.array(list(rows.values()), dtype=np.uint8).reshape(-1, 6)
+    table[:, 5] = np.maximum(table[:, 5], table[:, :5].max(axis=1))  # 'any' covers the subtypes
+    values = {image_id: table[n] for n, image_id in enumerate(rows)}
     return RsnaLabels(values, duplicates=duplicates, conflicts=conflicts)
