@@ -42,6 +42,7 @@ class ServeOptions:
     backend: str = "auto"
     threads: int | None = None
     batch: int = 4
+    finish_workers: int = 2
     max_associations: int = 16
     max_pdu: int = 262_144
     max_instance_mb: float = 256.0

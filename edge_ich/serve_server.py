@@ -56,12 +56,15 @@ class Server:
         self.sender = (OutboxSender(self.spool, Destination.parse(opts.send_to), opts.ae_title, opts.retry_base_s, opts.retry_cap_s)
                        if opts.send_to else None)
         self.threads: list[threading.Thread] = []
+        self._pending: dict[str, list[Path]] = {}
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         self.spool.prune_done(self.opts.keep_done_s)
+        self._pending = self.spool.pending_series()  # before listening: only what a previous run left
         self.scp.start()
-        targets: list[tuple[str, Any]] = [("infer", self._infer_loop), ("finish", self._finish_loop), ("pickup", self._pickup)]
+        targets: list[tuple[str, Any]] = [("infer", self._infer_loop), ("pickup", self._pickup)]
+        targets += [(f"finish{i}", self._finish_loop) for i in range(max(1, self.opts.finish_workers))]
         if self.sender is not None:
             targets.append(("send", lambda: self.sender.run(self.stop_ev)))  # type: ignore[union-attr]
         if self.opts.watch is not None:
@@ -187,7 +190,7 @@ class Server:
     def _pickup(self) -> None:
         """Reload what a previous run left in the spool; those series complete after the quiet period."""
         self._warm_up()
-        pending = self.spool.pending_series()
+        pending = self._pending
         for uid, files in pending.items():
             key = -(next(self._seq) + 1)  # a pseudo-association open while the series is reloaded
             for p in files:

@@ -228,3 +228,21 @@ def test_killed_mid_series_then_restarted_completes(tmp_path: Path, tiny_model: 
     finally:
         rc = again.stop()
     assert rc == 0 and "stopped" in again.log()
+
+
+def test_sigterm_keeps_unfinished_series_for_the_next_start(tmp_path: Path, tiny_model: Path) -> None:
+    files = make_series(tmp_path / "s", n=12, size=64, seed=40)
+    uid = series_uid_of(files[0])
+    first = ServerProc(tmp_path, tiny_model, quiet=60.0, name="first").start()  # too quiet to complete before SIGTERM
+    r = storescu(first.port, files)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert first.stop() == 0, first.log()
+    assert len(list((first.spool / "series" / uid).glob("*.dcm"))) == 12
+    assert not (first.out / uid / "serve.json").exists()
+    second = ServerProc(tmp_path, tiny_model, quiet=0.3, name="second").start()
+    try:
+        rec = wait_result(second.out, uid, slices=12)
+    finally:
+        second.stop()
+    assert rec is not None and rec["received"] == 12, second.log()
+    assert "picked up 1 unfinished series" in second.log()
