@@ -372,7 +372,7 @@ def test_open_dataset_refuses_unknown_kind_and_option(generic: tuple[Path, dict]
     one_line_error(e, "unknown dataset kind", "rsna")
     with pytest.raises(InputError) as e:
         open_dataset("generic", generic[0], colour="red")
-    one_line_error(e, "generic dataset", "colour")
+    one_line_error(e, "generic dataset has no option colour", "cache")
 
 
 def test_cases_pickle_for_worker_processes(physionet: tuple[Path, dict], rsna: fx.RsnaFixture) -> None:
@@ -446,6 +446,9 @@ def test_phantom_truth_problems_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         open_dataset("phantom", tmp_path)
     one_line_error(e, "phantom case 001", "001.npz not found")
+    with pytest.raises(InputError) as e:
+        open_dataset("phantom", tmp_path, orientation="rot90")
+    one_line_error(e, "phantom instance layout has no option orientation")
     with pytest.raises(InputError) as e:
         open_dataset("phantom", tmp_path / "truth")
     one_line_error(e, "is not a phantom dataset folder")

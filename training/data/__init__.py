@@ -15,8 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from edge_ich.errors import InputError
-from training.data.base import SUBTYPES, Case, CaseList, DatasetKind, MissingPolicy, Subtype, coerce_enum
+from training.data.base import SUBTYPES, Case, CaseList, DatasetKind, MissingPolicy, Subtype, check_options, coerce_enum
 
 __all__ = ["Case", "CaseList", "DatasetKind", "MissingPolicy", "SUBTYPES", "Subtype", "open_dataset"]
 
@@ -41,9 +40,5 @@ def open_dataset(kind: str | DatasetKind, root: Path, **kw: Any) -> CaseList:
         from training.data.bhsd import open_bhsd as fn  # type: ignore[assignment]
     else:
         from training.data.generic import open_generic as fn  # type: ignore[assignment]
-    try:
-        return fn(root, **kw)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise InputError(f"{k.value} dataset: {str(exc).split('() ', 1)[-1]}") from None
-        raise
+    check_options(fn, kw, f"{k.value} dataset")
+    return fn(root, **kw)

@@ -100,6 +100,19 @@ def coerce_enum(enum: type[Enum], value: Any, what: str) -> Any:
         raise InputError(f"unknown {what} {value!r} (expected one of: {allowed})") from None
 
 
+def check_options(fn: Callable[..., Any], kw: dict[str, Any], what: str) -> None:
+    """Refuse keyword options `fn` does not take, with one InputError line listing the ones it does."""
+    import inspect
+
+    params = inspect.signature(fn).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    unknown = sorted(set(kw) - set(params))
+    if unknown:
+        allowed = ", ".join(n for n in params if n != "root")
+        raise InputError(f"{what} has no option {', '.join(unknown)} (options: {allowed})")
+
+
 def require_dir(path: Path, what: str) -> Path:
     """A folder that must exist, or one InputError line."""
     path = Path(path)

@@ -17,7 +17,8 @@ import numpy as np
 
 from edge_ich.errors import InputError
 from edge_ich.volume import Skipped
-from training.data.base import SUBTYPES, Case, CaseList, check_mask, coerce_enum, mask_to_labels, require_dir
+from training.data.base import (SUBTYPES, Case, CaseList, check_mask, check_options, coerce_enum, mask_to_labels,
+                                require_dir)
 from training.data.dicomindex import load_series, open_index
 
 TRUTH = "truth.npz"
@@ -76,6 +77,7 @@ def open_phantom(root: Path, layout: str | None = None, **kw: Any) -> CaseList:
     root = require_dir(Path(root), "phantom")
     lay = coerce_enum(Layout, layout if layout is not None else detect_layout(root), "phantom layout")
     if lay is Layout.dicom:
+        check_options(_open_dicom, kw, "phantom dicom layout")
         cases = _open_dicom(root, **kw)
     elif lay is Layout.rsna:
         cases = _open_rsna(root, **kw)
@@ -112,6 +114,7 @@ def _open_dicom(root: Path, cache: Path | None = None, workers: int = 1) -> Case
 def _open_rsna(root: Path, **kw: Any) -> CaseList:
     from training.data.rsna import open_rsna
 
+    check_options(open_rsna, kw, "phantom rsna layout")
     cases = open_rsna(root, **kw)
     by_first_id: dict[str, tuple[Path, np.ndarray]] = {}
     for f in sorted((root / "truth").glob("case_*.npz")):
@@ -134,10 +137,12 @@ def _open_nifti(root: Path, layout: str, **kw: Any) -> CaseList:
     if layout == "physionet":
         from training.data.physionet import open_physionet
 
+        check_options(open_physionet, kw, "phantom physionet layout")
         cases = open_physionet(root, **kw)
     else:
         from training.data.instance import open_instance
 
+        check_options(open_instance, kw, "phantom instance layout")
         cases = open_instance(root, **kw)
     for case in cases:
         truth = root / "truth" / f"{case.case_id}.npz"
