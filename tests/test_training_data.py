@@ -464,3 +464,15 @@ def test_rsna_conflicting_duplicate_resolves_to_positive(rsna: fx.RsnaFixture, t
     case = next(c for c in cases if c.case_id == uid)
     assert case.slice_labels.tolist() == [1, 0, 0, 0, 0]
     assert case.subtype_labels[0].tolist() == [0, 0, 0, 0, 1]
+
+
+def test_adapters_do_not_need_torch(physionet: tuple[Path, dict]) -> None:
+    """Reading data is torch-free, so data checks run on a machine with the runtime install alone."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pathlib import Path; from training.data import open_dataset; "
+            "import training.data.rsna, training.data.generic, training.data.bhsd, training.data.phantom; "
+            f"c = open_dataset('physionet', Path({str(physionet[0])!r})); c[0].load(); "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
