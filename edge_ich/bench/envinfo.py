@@ -361,7 +361,16 @@ def busy_snapshot(interval: float = 0.5) -> dict[str, Any]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far, in MiB."""
+    """Peak resident set size of this process so far, in MiB.
+
+    Linux: VmHWM of /proc/self/status, the high-water mark of this program's own memory
+    (ru_maxrss would carry over a larger parent's peak across fork + exec).
+    """
+    status = _read("/proc/self/status")
+    if status:
+        m = re.search(r"^VmHWM:\s+(\d+)\s+kB", status, re.MULTILINE)
+        if m:
+            return round(int(m.group(1)) / 1024.0, 1)
     try:
         import resource
 
