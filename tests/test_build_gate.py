@@ -136,3 +136,20 @@ def test_finishing_from_the_precision_onnx_keeps_its_recipe(data: dict[str, Path
     # Asking an INT8 ONNX for another precision is refused.
     assert main(["build-engine", str(first / "deep_int8.onnx"), "--precision", "fp16", "--out", str(tmp_path / "x")]) == 1
     assert "already a precision ONNX (int8)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_int8_on_an_edge_ich_phantom_folder(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The documented route: `edge-ich phantom` then `build-engine --calib` on its DICOM folder."""
+    phantoms, out = tmp_path / "ph", tmp_path / "out"
+    assert main(["phantom", "--out", str(phantoms), "--cases", "2", "--slices", "8", "--thickness", "5", "--seed", "3"]) == 0
+    capsys.readouterr()
+    rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(phantoms), "--out", str(out)])
+    cap = capsys.readouterr()
+    assert "strata by truth" in cap.out and "only 16 slices available" in cap.out  # 2 cases x 8 slices, all read
+    assert any(line.strip().startswith("fp32  Dice vs truth") for line in cap.out.splitlines())
+    assert any(line.strip().startswith("int8  Dice vs truth") for line in cap.out.splitlines())
+    if "PASS" in cap.out:
+        assert rc == 0 and (out / "deep_int8.manifest.json").is_file()
+    else:
+        assert rc == 1 and "refused by the accuracy gate" in cap.err and _final_files(out) == []
