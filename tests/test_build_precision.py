@@ -49,6 +49,8 @@ def test_int8_graph_has_per_channel_symmetric_qdq_and_fp32_ends(deep: Path, tmp_
     assert recipe["fp32_nodes"] == ["conv_first", "conv_head"]
     assert recipe["per_channel_weights"] and recipe["symmetric"]
     assert is_quantized(out) and not is_quantized(deep)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]  # nothing a TensorRT parser would trip on
+    assert {n.op_type for n in model.graph.node} == {"Conv", "Relu", "QuantizeLinear", "DequantizeLinear"}
 
 
 def test_int8_refuses_a_model_with_nothing_left_to_quantize(tiny_model: Path, tmp_path: Path) -> None:

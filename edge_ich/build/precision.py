@@ -153,9 +153,14 @@ def make_fp16(src: Path, dst: Path) -> dict[str, Any]:
 
 
 def _save(model: Any, dst: Path) -> None:
+    """Check and write atomically, dropping opset imports no node uses (ONNX Runtime's optimizer adds several)."""
     from edge_ich.outputs.atomic import atomic_path
 
     onnx = _onnx()
+    used = {n.domain for n in model.graph.node} | {""}
+    keep = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
     onnx.checker.check_model(model)
     with atomic_path(Path(dst)) as tmp:
         onnx.save(model, str(tmp))
