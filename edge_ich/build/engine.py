@@ -21,7 +21,7 @@ from typing import Any, Callable
 from edge_ich.build.manifest import EngineManifest, MachineInfo, load_manifest, manifest_path_for
 from edge_ich.build.precision import CalibMethod, Precision, Quantizer
 from edge_ich.card import ModelCard, card_path_for, load_card, sha256_file
-from edge_ich.errors import InputError, ModelError
+from edge_ich.errors import InputError
 
 FP16_CPU_NOTE = "FP16 is not gated on the CPU: float16 convolutions there are ~200x slower and not a fair check; it is gated on the GPU engine"
 
