@@ -10,6 +10,7 @@ Same seed, same arrays. Writing to disk lives in `edge_ich.phantom_io`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -88,11 +89,14 @@ def max_hu(storage: str, intercept: int) -> int:
 
 
 def generate_case(seed: int, difficulty: str = "standard", slices: int | None = None, thickness: float | None = None,
-                  size: int = 512, positive: bool | None = None, tilt: bool | None = None) -> PhantomCase:
+                  size: int = 512, positive: bool | None = None, tilt: bool | None = None,
+                  subtypes: Sequence[str] | None = None) -> PhantomCase:
     """Render one synthetic head CT series with hemorrhages (or none) and its voxel truth.
 
     size: in-plane matrix (512 real; 256/128 for fast tests), pixel spacing scales so the head keeps
     its physical size. slices/thickness: default a full head coverage at a random 1-5 mm.
+    positive: force a case with (True) or without (False) hemorrhage; default about 2/3 positive.
+    subtypes: force these hemorrhages (SUBTYPES names, one lesion each; implies positive).
     """
     from edge_ich.phantom_anatomy import coarse_fields, finish, render, sample_anatomy
     from edge_ich.phantom_fields import Grid, ct_noise, rotation
@@ -148,13 +152,17 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
     g = Grid((slices, size, size), vox2head, px / scale, thickness / scale, coarse)
     # anatomy, lesions, storage
     a = sample_anatomy(rng, mimic)
-    if positive is None:
-        positive = bool(rng.random() < 0.66)
+    draw = bool(rng.random() < 0.66)
+    force = _subtype_codes(subtypes)
+    if force and positive is False:
+        raise InputError("subtypes given for a case forced negative")
+    positive = bool(force) or (draw if positive is None else bool(positive))
     zs = g.slice_head_z()
     zr = (float(max(zs.min(), -60)), float(min(zs.max(), 65)))
-    n_les = int(rng.choice([1, 2, 3], p=[0.6, 0.28, 0.12])) if positive else 0
+    n_draw = int(rng.choice([1, 2, 3], p=[0.6, 0.28, 0.12]))
+    n_les = (len(force) if force else n_draw) if positive else 0
     level_y = float(trans[1])  # LPS y of the head centre; IVH levels sit posterior to it
-    lesions = sample_lesions(rng, a, n_les, zr, contrast, lsize, subacute_p, level_y) if n_les else []
+    lesions = sample_lesions(rng, a, n_les, zr, contrast, lsize, subacute_p, level_y, force) if n_les else []
     k = rng.choice(len(_STORAGE), p=[s[2] for s in _STORAGE])
     storage, intercept = _STORAGE[k][0], _STORAGE[k][1]
     sigma = rng.uniform(2.6, 4.2) * noise_f * np.sqrt(5.0 / thickness) * (512 / size) ** 0.5 * 0.85
@@ -202,6 +210,22 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
     }
     spacing = (float(thickness), float(px), float(px))
     return PhantomCase(hu, labels, spacing, affine, meta, mimic_map)
+
+
+def _subtype_codes(subtypes: Sequence[str] | None) -> list[int]:
+    """SUBTYPES names (or codes) -> codes; InputError for an unknown name."""
+    if not subtypes:
+        return []
+    names = {v: k for k, v in SUBTYPES.items()}
+    out = []
+    for s in subtypes:
+        if isinstance(s, (int, np.integer)) and int(s) in SUBTYPES:
+            out.append(int(s))
+        elif str(s) in names:
+            out.append(names[str(s)])
+        else:
+            raise InputError(f"unknown hemorrhage subtype {s!r} ({', '.join(SUBTYPES.values())})")
+    return out
 
 
 def _head_box(g: Any, a: Any) -> tuple[int, int, int, int]:

@@ -40,10 +40,9 @@ class Layout(str, Enum):
 
 
 def uid(seed: int, index: int, *parts: object) -> str:
-    """A fixed DICOM UID (2.25 form) derived from the dataset seed, the case and a role."""
-    from pydicom.uid import generate_uid
-
-    return str(generate_uid(prefix=None, entropy_srcs=["edge-ich-phantom", str(seed), str(index), *map(str, parts)]))
+    """A fixed DICOM UID (2.25 + a 128-bit integer, as for UUIDs) hashed from the seed, the case and a role."""
+    h = hashlib.sha256("/".join(["edge-ich-phantom", str(seed), str(index), *map(str, parts)]).encode()).digest()
+    return f"2.25.{int.from_bytes(h[:16], 'big')}"
 
 
 def _hex(*parts: object, n: int = 9) -> str:

@@ -41,11 +41,13 @@ def _surface_point(a: Anatomy, u: np.ndarray) -> np.ndarray:
 
 
 def sample_lesions(rng: np.random.Generator, a: Anatomy, n: int, zrange: tuple[float, float], contrast: float,
-                   size: float, subacute_p: float, level_y: float) -> list[Lesion]:
-    """Draw n hemorrhages whose centres lie within the covered head heights `zrange`."""
+                   size: float, subacute_p: float, level_y: float, force: list[int] | None = None) -> list[Lesion]:
+    """Draw n hemorrhages (subtype codes `force` if given) centred within the covered head heights `zrange`."""
     lo, hi = zrange
     out: list[Lesion] = []
     codes = rng.choice([EDH, IPH, IVH, SAH, SDH], size=n, p=[0.14, 0.28, 0.16, 0.2, 0.22])
+    if force:
+        codes = np.array(force)
     blood = lambda lo_, hi_: 40 + (rng.uniform(lo_, hi_) - 40) * contrast  # noqa: E731
     for code in codes:
         side = int(rng.choice([-1, 1]))
