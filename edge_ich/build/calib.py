@@ -121,7 +121,28 @@ class _Prepared:
         return self.cache[i]
 
     def input(self, i: int) -> np.ndarray:
+        """Network input of slice i; slices below i - context are dropped (callers go in ascending order)."""
+        for j in [j for j in self.cache if j < i - self.card.context]:
+            del self.cache[j]
         return stack_context(self.get, i, self.n, self.card.context)
+
+
+def _stack(prepared: list[_Prepared], keys: list[tuple[int, int]]) -> np.ndarray:
+    """Inputs for (series, slice) keys in ascending order, keeping only a context window of slices in memory."""
+    out = None
+    last = -1
+    for n, (k, i) in enumerate(keys):
+        if k != last and last >= 0:
+            prepared[last].cache.clear()
+        last = k
+        x = prepared[k].input(i)
+        if out is None:
+            out = np.empty((len(keys), *x.shape), np.float32)
+        out[n] = x
+    if last >= 0:
+        prepared[last].cache.clear()
+    assert out is not None
+    return out
 
 
 def _stratified(rng: np.random.Generator, pos: list[int], neg: list[int], n_calib: int, n_held: int) -> tuple[list[int], list[int], list[str]]:
@@ -174,7 +195,7 @@ def split_slices(series: Sequence[LabelledSeries], card: ModelCard, n_calib: int
         positive = np.zeros(len(keys), bool)
         for a in range(0, len(keys), 16):
             chunk = keys[a:a + 16]
-            positive[a:a + len(chunk)] = fp32_calls(np.stack([prepared[k].input(i) for k, i in chunk]))
+            positive[a:a + len(chunk)] = fp32_calls(_stack(prepared, chunk))
         notes.append("bleed/non-bleed strata from the FP32 model's own calls (no truth masks)")
     pos = [j for j in range(len(keys)) if positive[j]]
     neg = [j for j in range(len(keys)) if not positive[j]]
@@ -186,12 +207,9 @@ def split_slices(series: Sequence[LabelledSeries], card: ModelCard, n_calib: int
     def gather(idx: list[int], with_truth: bool) -> SliceSet:
         idx = sorted(idx, key=lambda j: keys[j])
         ks = [keys[j] for j in idx]
-        inputs = np.stack([prepared[k].input(i) for k, i in ks]).astype(np.float32, copy=False)
+        inputs = _stack(prepared, ks)
         shapes = [tuple(series[k].source.geometry.shape[1:]) for k, _ in ks]
         truth = [np.asarray(series[k].labels[i] > 0) for k, i in ks] if with_truth else None  # type: ignore[index]
         return SliceSet(inputs, [(series[k].name, i) for k, i in ks], positive[idx], truth, shapes)  # type: ignore[arg-type]
 
-    split = CalibSplit(gather(calib_idx, False), gather(held_idx, use_truth), "truth" if use_truth else "fp32", notes)
-    for p in prepared:
-        p.cache.clear()
-    return split
+    return CalibSplit(gather(calib_idx, False), gather(held_idx, use_truth), "truth" if use_truth else "fp32", notes)
