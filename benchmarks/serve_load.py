@@ -123,6 +123,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=900.0, help="give up waiting for results after this many seconds")
     a = ap.parse_args()
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edge-ich-serve-load-") as tmp:
         work = Path(tmp)
         t0 = time.perf_counter()
@@ -192,7 +193,8 @@ def main() -> int:
         result = {
             "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
             "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                            "processor": platform.processor() or platform.machine()},
+                            "processor": platform.processor() or platform.machine(),
+                            "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
             "model": {"path": model.name, "kind": model_kind},
             "setup": {"associations": a.associations, "slices": a.slices, "quiet_seconds": a.quiet, "compress": a.compress},
             "all_slices_accounted": all(r["all_accounted"] for r in rows) and len(ok) == len(rows),
@@ -221,7 +223,8 @@ def markdown(r: dict) -> str:
         "# edge-ich serve: concurrent load", "",
         f"Command: `{r['command']}`  ",
         f"Machine: {r['environment']['cpus']} CPUs ({r['environment']['processor']}), Python {r['environment']['python']}; "
-        f"model {r['model']['path']} ({r['model']['kind']})", "",
+        f"model {r['model']['path']} ({r['model']['kind']}); 1-minute load average before/after: "
+        f"{r['environment']['loadavg_1min_before_after']} (a shared machine: other work competes for the 2 cores)", "",
         f"{s['associations']} concurrent dcmtk storescu associations x {s['slices']} slices"
         f"{' (JPEG 2000 lossless)' if s['compress'] else ''}, --quiet-seconds {s['quiet_seconds']}.", "",
         "| what | value |", "|---|---|",

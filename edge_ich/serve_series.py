@@ -48,6 +48,7 @@ class SliceRec:
     mask: np.ndarray | None = None  # uint8 [rows, cols], thresholded probability on the native grid
     max_prob: float = 0.0
     ctx_used: tuple[str, ...] | None = None  # SOP UIDs of the neighbours it was inferred with
+    seq: int = 0  # arrival order across all series (oldest ready slice is inferred first)
 
 
 @dataclass
@@ -66,7 +67,12 @@ class SeriesState:
     streamed: int = 0  # inferences done while receiving
     times: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
     first_infer_s: float | None = None
-    finishing: bool = False
+    finishing: bool = False  # a completion worker holds it (the inference thread keeps off)
+    staged: Any = None  # outputs prepared after the last association ended, published once quiet
+
+    def signature(self) -> tuple[int, float]:
+        """Changes whenever an instance arrives: a staged answer is valid only for the same signature."""
+        return len(self.slices), self.last_arrival
 
     def add(self, rec: SliceRec) -> None:
         if rec.sop_uid in self.slices:

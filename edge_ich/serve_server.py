@@ -8,7 +8,6 @@ polls the watch folder; `pickup` reloads the spool after a restart.
 
 from __future__ import annotations
 
-import inspect
 import io
 import itertools
 import logging
@@ -16,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,25 @@ from edge_ich.serve import ServeOptions, write_serve_record
 from edge_ich.serve_series import SeriesState, SliceRec, StreamingInferer, expected_spacing, slice_position
 
 log = logging.getLogger("edge_ich.serve")
+
+
+@dataclass
+class Staged:
+    """A series' answer written into a staging folder, valid while the series' signature holds."""
+
+    signature: tuple[int, float]
+    fresh: list[Path]
+    started: float
+    ready: float = 0.0
+    stage: Path | None = None
+    out_dir: Path | None = None
+    report: dict[str, Any] | None = None
+    slices: int = 0
+    skipped: int = 0
+    rerun: int = 0
+    breakdown: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    trace: str | None = None
 
 
 class Server:
@@ -48,6 +67,7 @@ class Server:
         self.work_lock = threading.Lock()
         self.stop_ev = threading.Event()
         self._seq = itertools.count()
+        self._arrivals = itertools.count()
         self.finished = 0
         cfg = ScpConfig(ae_title=opts.ae_title, host=opts.host, port=opts.port, allow_ae=opts.allowed_aes(),
                         max_pdu=opts.max_pdu, max_associations=opts.max_associations,
@@ -101,6 +121,8 @@ class Server:
             t.join(timeout=120)
         self.model.close()
         with self.cond:
+            for st in self.series.values():
+                self._discard(st)  # a staged answer not yet due is dropped; its instances stay spooled
             pending = len(self.series)
         if pending:
             log.info("%d series left in the spool for the next start", pending)
@@ -133,7 +155,7 @@ class Server:
                     st.normal = normal
                     st.expected_spacing = expected_spacing(ds)
                 rows, cols = int(ds.Rows), int(ds.Columns)
-                st.add(SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=inst.prepared))
+                st.add(SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=inst.prepared, seq=next(self._arrivals)))
             self.cond.notify_all()
 
     def on_assoc_end(self, key: int) -> None:
@@ -215,6 +237,7 @@ class Server:
                 if not work:
                     self.cond.wait(timeout=0.5)
                     continue
+                work.sort(key=lambda w: w[1].seq)  # fair across series: oldest arrivals first
                 work = work[: self.inferer.batch]
                 self.work_lock.acquire()
             try:
@@ -224,73 +247,147 @@ class Server:
 
     # -- completion -----------------------------------------------------------------------
     def _finish_loop(self) -> None:
+        """Stage a series' answer as soon as its associations ended; publish it once quiet and unchanged."""
         quiet = self.opts.quiet_seconds
         while not self.stop_ev.is_set():
             with self.cond:
                 now = time.perf_counter()
-                idle = [st for st in self.series.values() if not st.finishing and not st.open_assocs]
-                due = [st for st in idle if now - st.last_arrival >= quiet]
-                if not due:
-                    wait = min([st.last_arrival + quiet - now for st in idle], default=0.5)
-                    self.cond.wait(timeout=min(0.5, max(0.005, wait)))
+                idle = sorted((st for st in self.series.values() if not st.finishing and not st.open_assocs), key=lambda s: s.last_arrival)
+                for st in idle:
+                    if st.staged is not None and st.staged.signature != st.signature():
+                        self._discard(st)  # something arrived after staging: stage again
+                due = [st for st in idle if st.staged is not None and now - st.last_arrival >= quiet]
+                fresh = [st for st in idle if st.staged is None]
+                st = (due or fresh or [None])[0]
+                if st is None:
+                    waits = [x.last_arrival + quiet - now for x in idle]
+                    self.cond.wait(timeout=min(0.5, max(0.005, min(waits, default=0.5))))
                     continue
-                st = min(due, key=lambda s: s.last_arrival)
                 st.finishing = True
-            with self.work_lock:  # the inference batch in flight (if any) lands first
-                pass
-            self.finish(st)
+            try:
+                if st.staged is None:
+                    with self.work_lock:  # the inference batch in flight (if any) lands first
+                        pass
+                    st.staged = self._stage(st)
+                else:
+                    self._publish_staged(st)
+            finally:
+                with self.cond:
+                    st.finishing = False
+                    self.cond.notify_all()
 
-    def finish(self, st: SeriesState) -> None:
-        """Answer one series: outputs, serve.json, SEG to the outbox, spool to done/."""
+    def _discard(self, st: SeriesState) -> None:
+        if st.staged is not None and st.staged.stage is not None:
+            shutil.rmtree(st.staged.stage, ignore_errors=True)
+        st.staged = None
+
+    def _stage(self, st: SeriesState) -> "Staged":
+        """Read the series, infer what is left, write every output into a staging folder (not yet visible)."""
+        from edge_ich import runner
         from edge_ich.dicom.source import series_from_files
+        from edge_ich.pipeline import postprocess
 
-        t_complete = time.perf_counter()
-        uid, h = st.uid, uid_hash(st.uid)
+        t0 = time.perf_counter()
+        sig = st.signature()
+        uid = st.uid
         fresh = self.spool.series_files(uid)
         names = {p.name for p in fresh}
         files = fresh + [p for p in self.spool.done_files(uid) if p.name not in names]
+        staged = Staged(signature=sig, fresh=fresh, started=t0)
+        stage: Path | None = None
         try:
             if not files:
                 raise EdgeIchError("no instance left in the spool")
             src = series_from_files(files)
-            t_read = time.perf_counter()
-            seg, rerun = self.inferer.complete(st, src, list(src.sop_instance_uids))
-            t_infer = time.perf_counter()
+            t1 = time.perf_counter()
+            seg, staged.rerun = self.inferer.complete(st, src, list(src.sop_instance_uids))
+            t2 = time.perf_counter()
             out_dir = self.out / uid
-            report = self._publish(out_dir, src, seg)
-            t_done = time.perf_counter()
-            f = report["finding"]
-            record = {
-                "series_uid_sha256_12": h, "slices": int(src.geometry.shape[0]), "received": len(st.slices),
-                "duplicates": st.duplicates, "skipped": len(src.skipped), "inferred_while_receiving": st.streamed,
-                "inferred_at_completion": rerun, "quiet_seconds": self.opts.quiet_seconds,
-                "last_slice_to_result_s": round(t_done - st.last_arrival, 4),
-                "completion_to_result_s": round(t_done - t_complete, 4),
-                "completion_breakdown_s": {"read_series": round(t_read - t_complete, 4), "infer_remaining": round(t_infer - t_read, 4),
-                                           "write_outputs": round(t_done - t_infer, 4)},
-                "hemorrhage": f["hemorrhage"], "total_volume_ml": f["total_volume_ml"],
-            }
-            write_serve_record(out_dir / "serve.json", record)
-            if self.sender is not None and (out_dir / "seg.dcm").is_file():
-                self.spool.enqueue_outgoing(uid, out_dir / "seg.dcm")
-                self.sender.wake()
-            self.spool.mark_done(uid, fresh)
-            self.spool.prune_done(self.opts.keep_done_s)
-            self.finished += 1
-            log.info("series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after completion; "
-                     "%d inferred on arrival, %d at completion)", h, record["slices"],
-                     "HEMORRHAGE" if f["hemorrhage"] else "no hemorrhage", f["total_volume_ml"],
-                     record["last_slice_to_result_s"], record["completion_to_result_s"], st.streamed, rerun)
+            runner.check_out_dir(out_dir)
+            geo = src.geometry
+            kept, comps = postprocess(seg.mask, geo.spacing, geo.affine_lps, self.model.card.min_component_mm3)
+            seg.timings.add("postprocess", time.perf_counter() - t2, geo.shape[0])
+            stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out_dir))
+            t3 = time.perf_counter()
+            opts = runner.RunOptions(out=out_dir, batch=self.opts.batch, write_seg=True)
+            outputs = runner.write_outputs(stage, src, self.model, kept, opts)
+            seg.timings.add("write", time.perf_counter() - t3, geo.shape[0])
+            staged.report = runner.build_report(src, self.model, seg, kept, comps, outputs, self.model.load_s)
+            staged.stage, staged.out_dir = stage, out_dir
+            staged.slices, staged.skipped = int(geo.shape[0]), len(src.skipped)
+            staged.breakdown = {"read_series": round(t1 - t0, 4), "infer_remaining": round(t2 - t1, 4),
+                                "write_outputs": round(time.perf_counter() - t2, 4)}
         except EdgeIchError as exc:
-            dest = self.spool.mark_failed(uid, fresh)
-            log.error("series %s not processed (%d files kept in %s): %s", h, len(fresh), dest, exc)
-        except Exception:
-            dest = self.spool.mark_failed(uid, fresh)
-            log.exception("series %s failed (bug; %d files kept in %s)", h, len(fresh), dest)
-        used = set(fresh)
+            staged.error = str(exc)
+        except Exception:  # a bug: keep its traceback for the log line at publish time
+            import traceback
+
+            staged.error = "internal error"
+            staged.trace = traceback.format_exc()
+        if staged.error and stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+            staged.stage = None
+        staged.ready = time.perf_counter()
+        return staged
+
+    def _publish_staged(self, st: SeriesState) -> None:
+        """Make the staged answer visible: report.json last, then serve.json, outbox, spool to done/."""
+        import json
+
+        from edge_ich import runner
+        from edge_ich.outputs.atomic import write_text_atomic
+
+        staged: Staged = st.staged
+        uid, h = st.uid, uid_hash(st.uid)
+        due = st.last_arrival + self.opts.quiet_seconds
+        try:
+            if staged.error is not None:
+                dest = self.spool.mark_failed(uid, staged.fresh)
+                if staged.trace:
+                    log.error("series %s failed (bug; %d files kept in %s):\n%s", h, len(staged.fresh), dest, staged.trace)
+                else:
+                    log.error("series %s not processed (%d files kept in %s): %s", h, len(staged.fresh), dest, staged.error)
+            else:
+                assert staged.stage is not None and staged.out_dir is not None and staged.report is not None
+                report = staged.report
+                report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - st.last_arrival, 4)
+                write_text_atomic(staged.stage / "report.json", json.dumps(report, indent=2) + "\n")
+                publish = getattr(runner, "publish_staged", None) or runner._publish
+                publish(staged.stage, staged.out_dir)
+                shutil.rmtree(staged.stage, ignore_errors=True)
+                t_done = time.perf_counter()
+                f = report["finding"]
+                record = {
+                    "series_uid_sha256_12": h, "slices": staged.slices, "received": len(st.slices), "duplicates": st.duplicates,
+                    "skipped": staged.skipped, "inferred_while_receiving": st.streamed, "inferred_at_completion": staged.rerun,
+                    "quiet_seconds": self.opts.quiet_seconds,
+                    "last_slice_to_result_s": round(t_done - st.last_arrival, 4),
+                    "completion_to_result_s": round(max(0.0, t_done - max(due, staged.started)), 4),
+                    "staged_before_quiet_ended": staged.ready <= due,
+                    "completion_breakdown_s": staged.breakdown,
+                    "hemorrhage": f["hemorrhage"], "total_volume_ml": f["total_volume_ml"],
+                }
+                write_serve_record(staged.out_dir / "serve.json", record)
+                if self.sender is not None and (staged.out_dir / "seg.dcm").is_file():
+                    self.spool.enqueue_outgoing(uid, staged.out_dir / "seg.dcm")
+                    self.sender.wake()
+                self.spool.mark_done(uid, staged.fresh)
+                self.spool.prune_done(self.opts.keep_done_s)
+                self.finished += 1
+                log.info("series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after the quiet period; "
+                         "%d inferred on arrival, %d at completion)", h, record["slices"],
+                         "HEMORRHAGE" if f["hemorrhage"] else "no hemorrhage", f["total_volume_ml"],
+                         record["last_slice_to_result_s"], record["completion_to_result_s"], st.streamed, staged.rerun)
+        except EdgeIchError as exc:
+            dest = self.spool.mark_failed(uid, staged.fresh)
+            log.error("series %s not processed (%d files kept in %s): %s", h, len(staged.fresh), dest, exc)
+        finally:
+            if staged.stage is not None:
+                shutil.rmtree(staged.stage, ignore_errors=True)
+        used = set(staged.fresh)
         with self.cond:
             left = {s: r for s, r in st.slices.items() if r.path not in used and r.path.exists()}
-            if left or st.open_assocs:  # arrived while finishing: a later answer covers them too
+            if left or st.open_assocs:  # arrived while publishing: a later answer covers them too
                 nxt = SeriesState(uid, st.first_arrival, st.last_arrival, normal=st.normal, expected_spacing=st.expected_spacing,
                                   open_assocs=set(st.open_assocs))
                 for r in left.values():
@@ -299,38 +396,6 @@ class Server:
             else:
                 self.series.pop(uid, None)
             self.cond.notify_all()
-
-    def _publish(self, out_dir: Path, src: Any, seg: Any) -> dict[str, Any]:
-        """Write the outputs of `edge-ich run` for a segmentation we already have, through the runner."""
-        from edge_ich import runner
-
-        opts = runner.RunOptions(out=out_dir, batch=self.opts.batch, write_seg=True)
-        if "segmentation" in inspect.signature(runner.run).parameters:
-            return runner.run(opts, model=self.model, source=src, segmentation=seg, progress=False).report  # type: ignore[call-arg]
-        # Until run() takes a ready segmentation: the same staging, writers, report and publish as run().
-        import json
-
-        from edge_ich.outputs.atomic import write_text_atomic
-        from edge_ich.pipeline import postprocess
-
-        runner.check_out_dir(out_dir)
-        geo = src.geometry
-        t0 = time.perf_counter()
-        kept, comps = postprocess(seg.mask, geo.spacing, geo.affine_lps, self.model.card.min_component_mm3)
-        seg.timings.add("postprocess", time.perf_counter() - t0, geo.shape[0])
-        stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out_dir))
-        try:
-            t0 = time.perf_counter()
-            outputs = runner.write_outputs(stage, src, self.model, kept, opts)
-            seg.timings.add("write", time.perf_counter() - t0, geo.shape[0])
-            report = runner.build_report(src, self.model, seg, kept, comps, outputs, self.model.load_s)
-            if seg.timings.last_read_at is not None:
-                report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - seg.timings.last_read_at, 4)
-            write_text_atomic(stage / "report.json", json.dumps(report, indent=2) + "\n")
-            runner._publish(stage, out_dir)
-        finally:
-            shutil.rmtree(stage, ignore_errors=True)
-        return report
 
     # -- watch folder ---------------------------------------------------------------------
     def _watch_loop(self) -> None:
