@@ -82,14 +82,25 @@ def fold_per_slice(values: list[float], n: int) -> list[float]:
 
 @contextlib.contextmanager
 def phantom_series(seed: int = PHANTOM_SEED, slices: int = PHANTOM_SLICES) -> Iterator[Path]:
-    """A generated phantom DICOM series in a temporary folder, removed afterwards."""
-    try:
-        from edge_ich.phantom_io import write_dataset
-    except ImportError as exc:  # the phantom module is part of the runtime; absent only mid-development
-        raise InputError(f"--phantom needs edge_ich.phantom_io, which is not available: {exc}") from None
+    """A generated phantom DICOM series in a temporary folder, removed afterwards.
+
+    Generated in a child process, so the phantom's working memory does not count in the
+    benchmark's peak RSS.
+    """
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("edge_ich.phantom_io") is None:
+        raise InputError("--phantom needs edge_ich.phantom_io, which is not installed")
+    code = ("import sys; from pathlib import Path; from edge_ich.phantom_io import write_dataset; "
+            "write_dataset(Path(sys.argv[1]), cases=1, seed=int(sys.argv[2]), layout='dicom', difficulty='standard', "
+            "slices=int(sys.argv[3]), thickness=None, compress=False)")
     with tempfile.TemporaryDirectory(prefix="edge-ich-bench-phantom-") as tmp:
-        write_dataset(Path(tmp), cases=1, seed=seed, layout="dicom", difficulty="standard", slices=slices,
-                      thickness=None, compress=False)
+        res = subprocess.run([sys.executable, "-c", code, tmp, str(seed), str(slices)], capture_output=True, text=True,
+                             check=False)
+        if res.returncode != 0:
+            last = (res.stderr.strip().splitlines() or ["no message"])[-1]
+            raise InputError(f"could not generate the phantom series: {last[:200]}")
         found = sorted(Path(tmp).glob("case_*/dicom"))
         yield found[0] if found else Path(tmp)
 
