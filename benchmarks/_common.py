@@ -50,22 +50,34 @@ def default_model() -> tuple[Path, str]:
     return tiny, "the tiny TEST model (two convolutions, 64x64): no bundled model existed when this ran"
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int = 2, min_iters: int = 5, max_iters: int = 50,
-               budget_s: float = 3.0) -> Stats:
-    """Seconds per call of `fn` after `warmup` calls: at least min_iters, then until budget_s or max_iters."""
+def time_calls_with_result(fn: Callable[[], Any], *, warmup: int = 2, min_iters: int = 5, max_iters: int = 50,
+                           budget_s: float = 3.0, shorten_slow: bool = False) -> tuple[Stats, Any]:
+    """Seconds per call of `fn` after `warmup` calls: at least min_iters, then until budget_s or max_iters.
+
+    With shorten_slow, a path whose first call alone takes more than a third of the budget is
+    kept short (one warm-up, three timed calls) so a slow path cannot stretch the run. Returns the statistics
+    and the last call's return value.
+    """
     for i in range(warmup):
         t0 = time.perf_counter()
         fn()
-        if i == 0 and time.perf_counter() - t0 > budget_s / 3:  # a very slow path: keep it short
+        if shorten_slow and i == 0 and time.perf_counter() - t0 > budget_s / 3:
             min_iters, max_iters = min(min_iters, 3), min(max_iters, 3)
             break
     samples: list[float] = []
+    last: Any = None
     t_end = time.perf_counter() + budget_s
     while len(samples) < min_iters or (len(samples) < max_iters and time.perf_counter() < t_end):
         t0 = time.perf_counter()
-        fn()
+        last = fn()
         samples.append(time.perf_counter() - t0)
-    return summarize(samples)
+    return summarize(samples), last
+
+
+def time_calls(fn: Callable[[], Any], *, warmup: int = 2, min_iters: int = 5, max_iters: int = 50,
+               budget_s: float = 3.0) -> Stats:
+    """As time_calls_with_result, statistics only."""
+    return time_calls_with_result(fn, warmup=warmup, min_iters=min_iters, max_iters=max_iters, budget_s=budget_s)[0]
 
 
 def write_report(name: str, doc: dict[str, Any], md_lines: list[str]) -> Path:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 import _common  # noqa: F401  (puts the repo root on sys.path)
-from _common import command_line, default_model, env_block, env_lines, ms, time_calls, write_report
+from _common import command_line, default_model, env_block, env_lines, ms, time_calls_with_result, write_report
 
 from edge_ich.bench import envinfo
 from edge_ich.bench.flops import graph_cost
@@ -153,7 +153,7 @@ def gemm_peak(threads: int, n: int = 2048, budget_s: float = 2.0) -> dict[str, d
     out = {}
     for name, fn in cases.items():
         size = nb if name == "torch_bf16" else n
-        st = time_calls(fn, warmup=1, min_iters=3, max_iters=20, budget_s=budget_s)
+        st = time_calls_with_result(fn, warmup=1, min_iters=3, max_iters=20, budget_s=budget_s, shorten_slow=True)[0]
         f = 2.0 * size**3
         out[name] = {"gflops_median": f / st.median / 1e9, "gflops_best": f / st.min / 1e9, "n": size,
                      "median_ms": st.median * 1e3}
@@ -201,8 +201,8 @@ def run_size(size: int, card: Any, model_path: Path, torch_model: Any, threads: 
     fns["torch_cl_bf16"] = lambda: run_cl(True)
     order = ["ort_fp32", "ort_int8", "torch_fp32", "torch_cl_fp32", "torch_cl_bf16"] + [k for k in sess if k not in PATHS]
     for name in order:
-        st = time_calls(fns[name], warmup=2, min_iters=5, max_iters=40, budget_s=budget)
-        y = fns[name]()
+        st, y = time_calls_with_result(fns[name], warmup=2, min_iters=5, max_iters=40, budget_s=budget,
+                                       shorten_slow=True)
         y = y.float().numpy() if hasattr(y, "numpy") else np.asarray(y)
         outs[name] = y
         res["paths"][name] = {"ms_per_slice": ms(st), "gflops": cost.flops / st.median / 1e9}

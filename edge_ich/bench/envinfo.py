@@ -194,7 +194,16 @@ def gpu_info() -> list[dict[str, Any]]:
 
 
 def gpu_memory_used_mb() -> float | None:
-    """Device memory in use on GPU 0 (all processes), or None without a GPU."""
+    """Device memory in use on GPU 0 (all processes), or None without a GPU.
+
+    nvidia-smi first (it creates no CUDA context in this process); cudaMemGetInfo where
+    nvidia-smi has no figure (Jetson's integrated GPU reports N/A).
+    """
+    smi = _run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"])
+    if smi and re.fullmatch(r"[0-9.]+", smi.splitlines()[0].strip()):
+        return float(smi.splitlines()[0].strip())
+    if not gpu_info():
+        return None
     rt = _cudart()
     if rt is not None:
         try:
@@ -203,9 +212,6 @@ def gpu_memory_used_mb() -> float | None:
                 return round((total - free) / 2**20, 1)
         except Exception:
             pass
-    smi = _run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"])
-    if smi and re.fullmatch(r"[0-9.]+", smi.splitlines()[0].strip()):
-        return float(smi.splitlines()[0].strip())
     return None
 
 
