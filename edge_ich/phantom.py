@@ -194,13 +194,14 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
         hu[z0:z1] = out.astype(np.int16)
     labels[hu < -200] = 0
     vox_ml = float(abs(np.linalg.det(affine[:3, :3]))) / 1000.0
-    vols = {SUBTYPES[c]: round(float(np.count_nonzero(labels == c)) * vox_ml, 3) for c in SUBTYPES if np.any(labels == c)}
+    counts = np.bincount(labels.ravel(), minlength=len(SUBTYPES) + 1)
+    vols = {SUBTYPES[c]: round(float(counts[c]) * vox_ml, 3) for c in SUBTYPES if counts[c]}
     meta: dict[str, Any] = {
         "seed": int(seed), "difficulty": diff.value, "thickness": thickness, "tilt_deg": round(tilt_deg, 3),
         "pixel_mm": px, "size": size, "slices": slices, "positive": bool(vols), "subtypes": sorted(vols),
         "volumes_ml": vols, "volume_ml": round(sum(vols.values()), 3),
         "lesions": [{"subtype": SUBTYPES[le.code], "kind": le.kind} for le in lesions],
-        "mimics": sorted({MIMICS[int(c)] for c in np.unique(mimic_map) if c}),
+        "mimics": sorted(MIMICS[c] for c in np.nonzero(np.bincount(mimic_map.ravel(), minlength=len(MIMICS) + 1))[0] if c),
         "calcifications": [{"kind": c.kind, "hu": round(c.hu, 1)} for c in a.calcs],
         "storage": storage, "intercept": intercept, "noise_hu": round(float(sigma), 2),
         "pose": {"yaw": round(yaw, 2), "pitch": round(pitch, 2), "roll": round(roll, 2), "scale": round(scale, 3),

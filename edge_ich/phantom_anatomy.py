@@ -50,7 +50,7 @@ def sample_anatomy(rng: np.random.Generator, mimic: float) -> Anatomy:
         "wm": wm, "gm": wm + rng.uniform(8, 12), "deep": wm + rng.uniform(6, 10), "csf": rng.uniform(3, 10),
         "cb": wm + rng.uniform(7, 11), "bs": wm + rng.uniform(1, 4),
         "falx": rng.uniform(45, 62) + 12 * (mimic - 1), "sinus": rng.uniform(50, 66) + 8 * (mimic - 1),
-        "cortical": rng.uniform(1300, 1800), "diploe": rng.uniform(450, 800), "fat": rng.uniform(-100, -70),
+        "cortical": rng.uniform(1000, 1600), "diploe": rng.uniform(350, 700), "fat": rng.uniform(-100, -70),
         "soft": rng.uniform(35, 55),
     }
     a = Anatomy(
@@ -156,12 +156,12 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     if idx.size:
         bz = (int(idx.min()), int(idx.max()) + 1)
         sl = slice(*bz)
-        base = _base_fields(x[sl], y[sl], z[sl], rng, cpx, g.thickness_mm)
+        base = _base_fields(x[sl], y[sl], z[sl], rng, cpx, g.thickness_mm, a)
     return Fields(cav, gap, sul, var, tent, base, bz, sulc_scale)
 
 
 def _base_fields(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, cpx: float,
-                 th: float) -> dict[str, np.ndarray]:
+                 th: float, a: Anatomy) -> dict[str, np.ndarray]:
     """Skull base: petrous bones, clivus, sinuses, mastoid air cells, orbits, lower face outline."""
     j = lambda s: rng.normal(0, s)  # noqa: E731  per-case jitter
     cells = smooth_noise(rng, x.shape, (1.5 / th, 1.5 / cpx, 1.5 / cpx))
@@ -173,14 +173,14 @@ def _base_fields(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Gen
         bone.append(mast)
         air.append(np.minimum(mast - 1.5, np.where(cells > 0.2, 3.0, -3.0)))
         orb = _edist(x, y, z, (s * 31, -70 + j(2), -42 + j(2)), (17, 21, 16))
-        bone.append(np.minimum(orb + 2.0, -orb))  # orbital wall shell
+        bone.append(np.minimum(orb + 1.2, -orb))  # orbital wall shell
         air.append(_edist(x, y, z, (s * 27, -52, -78), (15, 18, 18)))  # maxillary sinus
     clivus = _edist(x, y, z, (0, 2 + j(2), -60), (11, 9, 20), pitch=35)
-    sph = _edist(x, y, z, (0, -18 + j(2), -50 + j(2)), (14, 11, 11) * np.array([1 + j(0.1), 1, 1]))
-    eth = _edist(x, y, z, (0, -55, -42), (11, 20, 12))
-    front = _edist(x, y, z, (0, -86, -10 + j(3)), (15 + j(3), 5, 9))
+    sph = _edist(x, y, z, (0, -18 + j(2), -53 + j(2)), (12, 10, 9) * np.array([1 + j(0.1), 1, 1]))
+    eth = _edist(x, y, z, (0, -58, -48), (8, 16, 9))
+    front = _edist(x, y, z, (0, a.center[1] - a.axes[1] - a.skull_mm * 0.5, -22 + j(3)), (11 + j(2), 2.5, 7))
     nasal = _edist(x, y, z, (0, -75, -72), (8, 22, 18))
-    bone += [clivus, sph + 2.5, eth + 1.5, front + 2.5]
+    bone += [clivus, sph + 2.0, eth + 1.2, front + 2.0]
     air += [sph, np.minimum(eth, np.where(cells > -0.3, 3.0, -3.0)), front, nasal]
     orbits = [_edist(x, y, z, (s * 31, -70, -42), (15, 19, 14)) for s in (-1, 1)]
     globes = [_edist(x, y, z, (s * 31, -82, -42), (12, 12, 12)) for s in (-1, 1)]
@@ -241,8 +241,8 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     zs = sg.slice_head_z()
     nzc = np.clip(np.abs(zs - a.center[2]) / a.axes[2], 0, 0.97).astype(F32)
     w = slab_width(sg, nzc).astype(F32)[:, None, None]
-    db = cav - up(f.gap)
     var = up(f.var)
+    db = cav - np.maximum(F32(a.gap_mm) * (1 + F32(0.3) * var), F32(0.3))
     paren = soft(db, w)
     hu = (h["wm"] + 1.2 * var).astype(F32)
     tent = up(f.tent)
@@ -319,9 +319,9 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     for k in range(hu.shape[0]):
         wk = float(w[k, 0, 0])
         ti = 1.6
-        xs = [0, ti, ti + 0.8, t - ti - 0.8, t - ti, t, t + 0.7, t + 0.35 * sc, t + 0.55 * sc, t + 0.75 * sc, t + sc, t + sc + max(wk, 0.5)]
+        xs = [0, ti, ti + 0.8, t - ti - 0.8, t - ti, t, t + 0.7, t + 0.4 * sc, t + 0.55 * sc, t + 0.7 * sc, t + sc, t + sc + max(wk, 0.5)]
         vs = [h["cortical"], h["cortical"], h["diploe"], h["diploe"], h["cortical"], h["cortical"], h["soft"], h["soft"],
-              h["fat"], h["soft"], h["soft"], -1000.0]
+              0.5 * h["fat"], h["soft"], h["soft"], -1000.0]
         shell[k] = np.interp(-cav[k], xs, vs)
     # skull base (applied after lesions, in finish())
     ops: list[tuple[slice, float, np.ndarray]] = []
@@ -341,6 +341,10 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
         mimics["skull_base"] = np.zeros(hu.shape, bool)
         mimics["skull_base"][ks] = bone > 0.05
     paren = paren * (1 - csf)
+    inside = incav > 0.5
+    for name in mimics:
+        if name != "skull_base":
+            mimics[name] &= inside
     return Rendered(hu, cav, incav, sub, vent, paren, var, mimics, shell, soft(cav, w), ops)
 
 

@@ -74,7 +74,7 @@ def sample_lesions(rng: np.random.Generator, a: Anatomy, n: int, zrange: tuple[f
             else:
                 sub = rng.random() < subacute_p
                 hu = rng.uniform(32, 46) if sub else blood(55, 80)
-                out.append(Lesion(SDH, p0, rng.uniform(50, 80), hu, rng.uniform(3, 13) * size, side=side,
+                out.append(Lesion(SDH, p0, rng.uniform(38, 62), hu, rng.uniform(3, 10) * size, side=side,
                                   kind="subacute" if sub else "acute"))
         elif code == SAH:
             if rng.random() < 0.35 and lo < -10:

@@ -43,7 +43,7 @@ def test_case_seed_is_stable_and_distinct() -> None:
 
 def test_shapes_spacing_and_affine() -> None:
     c = _case(3, size=128)
-    assert c.hu.shape == c.labels.shape == (24, 128, 128)
+    assert c.hu.shape == c.labels.shape == (20, 128, 128)
     assert c.spacing[0] == 5.0
     # pixel spacing scales with the matrix so the head keeps its physical size (0.4-0.5 mm at 512)
     assert 0.4 * 4 <= c.spacing[1] <= 0.5 * 4 and c.spacing[1] == c.spacing[2]
