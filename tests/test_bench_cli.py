@@ -82,8 +82,10 @@ def test_markdown_lists_constructed_warnings(series_bench: Path) -> None:
     assert "**transfer-bound**: copies take longer than compute" in md
 
 
+@pytest.mark.slow
 def test_bench_phantom_on_runtime_only_imports(tiny_model: Path, tmp_path: Path) -> None:
-    """`edge-ich bench --phantom` writes the three outputs and never imports torch."""
+    """`edge-ich bench --phantom` writes the three outputs and never imports torch (~30 s: it generates
+    a 40-slice 512x512 phantom series)."""
     pytest.importorskip("edge_ich.phantom_io")
     out = tmp_path / "b"
     code = (

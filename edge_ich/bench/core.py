@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -140,8 +140,65 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
                                                 "difficulty": "standard", "layout": "dicom"})
 
 
+@dataclass
+class Samples:
+    """Everything measured over the steady-state passes (seconds)."""
+
+    n_slices: int
+    per_stage: dict[str, list[float]] = field(default_factory=dict)
+    series: list[float] = field(default_factory=list)
+    discover: list[float] = field(default_factory=list)
+    segment_wall: list[float] = field(default_factory=list)
+    last_to_result: list[float] = field(default_factory=list)
+    slice_sum: list[float] = field(default_factory=list)
+    gpu_peak_mb: float | None = None
+    wall_s: float = 0.0
+
+    def add_pass(self, discover_s: float, series_s: float, res: Any) -> None:
+        """Record one pass of `runner.run` (its RunResult) and our own clock around it."""
+        self.discover.append(discover_s)
+        self.series.append(series_s)
+        self.segment_wall.append(res.timings.wall_s)
+        lt = res.report.get("timings", {}).get("last_slice_to_result_s")
+        if lt is not None:
+            self.last_to_result.append(float(lt))
+        folded = {st: fold_per_slice(v, self.n_slices) for st, v in res.timings.per_slice.items()}
+        for st, v in folded.items():
+            self.per_stage.setdefault(st, []).extend(v)
+        full = [v for v in folded.values() if len(v) == self.n_slices]
+        self.slice_sum.extend(sum(col) for col in zip(*full))
+        if (g := envinfo.gpu_memory_used_mb()) is not None:
+            self.gpu_peak_mb = max(self.gpu_peak_mb or 0.0, g)
+
+
+def _measure(opts: BenchOptions, run_pass: Any, n_slices: int, gpu_mem0: float | None) -> Samples:
+    """Steady-state passes until --iterations or --duration (at least MIN_PASSES for a duration)."""
+    duration = _duration(opts)
+    show = sys.stderr.isatty() if opts.progress is None else opts.progress
+    samples = Samples(n_slices=n_slices, gpu_peak_mb=gpu_mem0)
+    t_m = time.perf_counter()
+    total = float(opts.iterations) if opts.iterations is not None else float(duration or 0)
+    with _pass_bar(show, total, "benchmark passes" if opts.iterations is not None else "benchmark seconds") as tick:
+        while True:
+            samples.add_pass(*run_pass())
+            elapsed = time.perf_counter() - t_m
+            tick(len(samples.series) if opts.iterations is not None else min(elapsed, total))
+            if opts.iterations is not None:
+                if len(samples.series) >= opts.iterations:
+                    break
+            elif elapsed >= (duration or 0) and len(samples.series) >= MIN_PASSES:
+                break
+    samples.wall_s = time.perf_counter() - t_m
+    return samples
+
+
+def _duration(opts: BenchOptions) -> float | None:
+    if opts.iterations is not None:
+        return None
+    return opts.duration_s if opts.duration_s is not None else DEFAULT_DURATION_S
+
+
 def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, Any]) -> dict[str, Any]:
-    from edge_ich.card import bundled_model_path
     from edge_ich.runner import RunOptions, load_model, open_source, run
 
     pre = envinfo.busy_snapshot(0.5)
@@ -149,132 +206,95 @@ def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, An
     t_load = time.perf_counter()
     lm = load_model(opts.model, opts.backend, opts.threads)
     load_total = time.perf_counter() - t_load
-    bundled = bundled_model_path()
     with tempfile.TemporaryDirectory(prefix="edge-ich-bench-run-") as tmp:
         ropts = RunOptions(series=series_dir, model=lm.path, out=Path(tmp) / "out", backend=opts.backend,
                            threads=opts.threads, batch=opts.batch, write_seg=opts.write_seg)
+
+        def run_pass() -> tuple[float, float, Any]:
+            p0 = time.perf_counter()
+            src = open_source(ropts)
+            p1 = time.perf_counter()
+            res = run(ropts, model=lm, source=src, progress=False)
+            return p1 - p0, time.perf_counter() - p0, res
+
         try:
             # cold: the first pass, straight after loading
-            t0 = time.perf_counter()
-            src = open_source(ropts)
-            t1 = time.perf_counter()
-            first = run(ropts, model=lm, source=src, progress=False)
-            t2 = time.perf_counter()
-            n_slices, rows, cols = src.geometry.shape
+            first_discover, first_series, first = run_pass()
+            n_slices, rows, cols = first.mask.shape
             cold = {
                 "card_s": lm.load_s.get("card_s"),
                 "session_s": lm.load_s.get("session_s"),
                 "load_total_s": load_total,
                 "first_inference_s": first.timings.first_infer_s,
-                "first_series_s": t2 - t0,
-                "first_discover_s": t1 - t0,
-                "to_first_result_s": load_total + (t2 - t0),
+                "first_series_s": first_series,
+                "first_discover_s": first_discover,
+                "to_first_result_s": load_total + first_series,
             }
             # warm-up: discarded
             t_w = time.perf_counter()
             warm_passes = 0
             while time.perf_counter() - t_w < opts.warmup_s:
-                run(ropts, model=lm, source=open_source(ropts), progress=False)
+                run_pass()
                 warm_passes += 1
-            # measured passes
-            duration = opts.duration_s if opts.iterations is None else None
-            if opts.iterations is None and duration is None:
-                duration = DEFAULT_DURATION_S
-            show = sys.stderr.isatty() if opts.progress is None else opts.progress
-            per_stage: dict[str, list[float]] = {}
-            series_s: list[float] = []
-            discover_s: list[float] = []
-            segment_wall_s: list[float] = []
-            last_to_result: list[float] = []
-            slice_sum_s: list[float] = []
-            gpu_peak = gpu_mem0
             acct = envinfo.CpuAccount().start()
-            t_m = time.perf_counter()
-            total = float(opts.iterations) if opts.iterations is not None else float(duration or 0)
-            with _pass_bar(show, total, "benchmark passes" if opts.iterations is not None else "benchmark seconds") as tick:
-                while True:
-                    p0 = time.perf_counter()
-                    s = open_source(ropts)
-                    p1 = time.perf_counter()
-                    res = run(ropts, model=lm, source=s, progress=False)
-                    p2 = time.perf_counter()
-                    discover_s.append(p1 - p0)
-                    series_s.append(p2 - p0)
-                    segment_wall_s.append(res.timings.wall_s)
-                    lt = res.report.get("timings", {}).get("last_slice_to_result_s")
-                    if lt is not None:
-                        last_to_result.append(float(lt))
-                    folded = {st: fold_per_slice(v, n_slices) for st, v in res.timings.per_slice.items()}
-                    for st, v in folded.items():
-                        per_stage.setdefault(st, []).extend(v)
-                    full = [v for v in folded.values() if len(v) == n_slices]
-                    slice_sum_s.extend(sum(col) for col in zip(*full))
-                    if (g := envinfo.gpu_memory_used_mb()) is not None:
-                        gpu_peak = max(gpu_peak or 0.0, g)
-                    elapsed = time.perf_counter() - t_m
-                    tick(len(series_s) if opts.iterations is not None else min(elapsed, total))
-                    if opts.iterations is not None:
-                        if len(series_s) >= opts.iterations:
-                            break
-                    elif elapsed >= (duration or 0) and len(series_s) >= MIN_PASSES:
-                        break
-            measured_wall = time.perf_counter() - t_m
+            samples = _measure(opts, run_pass, n_slices, gpu_mem0)
             load = acct.stop(threads_used=_threads(lm))
-            finding = first.report.get("finding", {})
         finally:
             lm.close()
+    doc = _document(opts, lm, samples, cold, warm_passes, {**input_info, "slices": n_slices, "rows": rows, "cols": cols},
+                    pre, load, gpu_mem0, first.report.get("finding", {}))
+    from edge_ich.bench.report import write_all
+
+    per_stage_ms = {st: [v * 1000.0 for v in vals] for st, vals in samples.per_stage.items() if st in doc["steady_state"]["stages_ms"]}
+    doc["outputs"] = write_all(doc, per_stage_ms=per_stage_ms, out=Path(opts.out))
+    return doc
+
+
+def _document(opts: BenchOptions, lm: Any, sm: Samples, cold: dict[str, Any], warm_passes: int, input_info: dict[str, Any],
+              pre: dict[str, Any], load: dict[str, Any], gpu_mem0: float | None, finding: dict[str, Any]) -> dict[str, Any]:
+    """The bench.json content (schema edge_ich/schemas/bench.schema.json) from what was measured."""
+    from edge_ich.card import bundled_model_path
 
     # a CPU backend has no device copies: its h2d/d2h stages are all zero and are left out
-    per_stage = {st: v for st, v in per_stage.items() if v and any(x > 0.0 for x in v)}
-    stages_s = {st: summarize(v) for st, v in per_stage.items()}
-    stages = {st: s.scaled(1000.0) for st, s in stages_s.items()}
-    series_stats = _stats_ms(series_s)
+    stages_s = {st: summarize(v) for st, v in sm.per_stage.items() if v and any(x > 0.0 for x in v)}
     busy_msg = load["message"] or (pre["message"] if pre.get("busy") else None)
-    warns = timing_warnings(summarize(series_s), stages_s, busy=busy_msg, throttled=_throttle_note())
-    model_info = {
-        "file": lm.path.name,
-        "card_id": lm.card.card_id,
-        "sha256": lm.card.model_sha256,
-        "precision": lm.card.precision,
-        "input_size": list(lm.card.input_size),
-        "context": lm.card.context,
-        "in_channels": lm.card.in_channels,
-        "parameters": lm.card.parameters,
-        "flops_per_slice": lm.card.flops_per_slice,
-        "bundled": bundled is not None and bundled.resolve() == lm.path.resolve(),
-    }
-    steady = {
-        "passes": len(series_s),
-        "warmup_passes": warm_passes,
-        "measured_wall_s": measured_wall,
-        "slices_per_series": n_slices,
-        "stages_ms": {st: s.to_dict() for st, s in stages.items()},
-        "slice_sum_ms": _stats_ms(slice_sum_s).to_dict() if slice_sum_s else None,
-        "slice_amortized_ms": _stats_ms([v / n_slices for v in series_s]).to_dict(),
-        "series_ms": series_stats.to_dict(),
-        "discover_ms": _stats_ms(discover_s).to_dict(),
-        "segment_wall_ms": _stats_ms(segment_wall_s).to_dict(),
-        "last_slice_to_result_ms": _stats_ms(last_to_result).to_dict() if last_to_result else None,
-        "throughput": {
-            "slices_per_s": n_slices * len(series_s) / sum(series_s),
-            "series_per_s": len(series_s) / sum(series_s),
-        },
-        "series_samples_ms": [v * 1000.0 for v in series_s],
-    }
-    doc: dict[str, Any] = {
+    warns = timing_warnings(summarize(sm.series), stages_s, busy=busy_msg, throttled=_throttle_note())
+    bundled = bundled_model_path()
+    n = sm.n_slices
+    return {
         "schema": "edge-ich/bench",
         "schema_version": BENCH_SCHEMA_VERSION,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": equivalent_command(opts),
-        "model": model_info,
-        "input": {**input_info, "slices": n_slices, "rows": rows, "cols": cols},
+        "model": {
+            "file": lm.path.name, "card_id": lm.card.card_id, "sha256": lm.card.model_sha256,
+            "precision": lm.card.precision, "input_size": list(lm.card.input_size), "context": lm.card.context,
+            "in_channels": lm.card.in_channels, "parameters": lm.card.parameters,
+            "flops_per_slice": lm.card.flops_per_slice,
+            "bundled": bundled is not None and bundled.resolve() == lm.path.resolve(),
+        },
+        "input": input_info,
         "backend": {"name": lm.backend.info.name, "device": lm.backend.info.device, "precision": lm.backend.info.precision,
                     "details": dict(lm.backend.info.details)},
-        "settings": {"batch": opts.batch, "warmup_s": opts.warmup_s, "duration_s": duration, "iterations": opts.iterations,
-                     "threads": opts.threads, "write_seg": opts.write_seg},
+        "settings": {"batch": opts.batch, "warmup_s": opts.warmup_s, "duration_s": _duration(opts),
+                     "iterations": opts.iterations, "threads": opts.threads, "write_seg": opts.write_seg},
         "cold_start": cold,
-        "steady_state": steady,
-        "memory": {"peak_rss_mb": envinfo.peak_rss_mb(), "gpu_used_mb_before": gpu_mem0, "gpu_used_mb_peak": gpu_peak},
+        "steady_state": {
+            "passes": len(sm.series),
+            "warmup_passes": warm_passes,
+            "measured_wall_s": sm.wall_s,
+            "slices_per_series": n,
+            "stages_ms": {st: s.scaled(1000.0).to_dict() for st, s in stages_s.items()},
+            "slice_sum_ms": _stats_ms(sm.slice_sum).to_dict() if sm.slice_sum else None,
+            "slice_amortized_ms": _stats_ms([v / n for v in sm.series]).to_dict(),
+            "series_ms": _stats_ms(sm.series).to_dict(),
+            "discover_ms": _stats_ms(sm.discover).to_dict(),
+            "segment_wall_ms": _stats_ms(sm.segment_wall).to_dict(),
+            "last_slice_to_result_ms": _stats_ms(sm.last_to_result).to_dict() if sm.last_to_result else None,
+            "throughput": {"slices_per_s": n * len(sm.series) / sum(sm.series), "series_per_s": len(sm.series) / sum(sm.series)},
+            "series_samples_ms": [v * 1000.0 for v in sm.series],
+        },
+        "memory": {"peak_rss_mb": envinfo.peak_rss_mb(), "gpu_used_mb_before": gpu_mem0, "gpu_used_mb_peak": sm.gpu_peak_mb},
         "machine_load": {"before": pre, "during": load},
         "environment": envinfo.environment(threads_used=_threads(lm)),
         "finding": {"hemorrhage": bool(finding.get("hemorrhage", False)),
@@ -282,11 +302,6 @@ def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, An
         "warnings": [w.to_dict() for w in warns],
         "outputs": {},
     }
-    from edge_ich.bench.report import write_all
-
-    doc["outputs"] = write_all(doc, per_stage_ms={st: [v * 1000.0 for v in vals] for st, vals in per_stage.items()},
-                               out=Path(opts.out))
-    return doc
 
 
 def _threads(lm: Any) -> int | None:
