@@ -40,8 +40,8 @@ def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
 def _add_phantom_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("phantom data")
     g.add_argument("--difficulty", default="standard", choices=["easy", "standard", "hard"])
-    g.add_argument("--slices", type=int, default=24)
-    g.add_argument("--thickness", type=float, default=5.0)
+    g.add_argument("--slices", type=int, default=24, help="slices per phantom; 0 = full head coverage")
+    g.add_argument("--thickness", type=float, default=5.0, help="slice thickness mm; 0 = random 1-5 mm per case")
     g.add_argument("--gen-size", type=int, default=None, help="generate phantoms at this size, then resize like the runtime")
     g.add_argument("--cache", type=Path, default=Path("runs/cache"), help="folder for cached volumes (.npz)")
     g.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--work", type=Path, default=Path("runs/experiment"))
     e.add_argument("--large", type=int, default=300, help="phantoms with slice labels only")
     e.add_argument("--small", type=int, default=20, help="phantoms with voxel masks (k-fold)")
+    e.add_argument("--val", type=int, default=20, help="validation phantoms (threshold choice)")
     e.add_argument("--test", type=int, default=40, help="held-out phantoms")
     e.add_argument("--folds", type=int, default=5)
     e.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="fractions of the large set's bleed slices")
@@ -84,17 +85,17 @@ def main(argv: list[str] | None = None) -> int:
             from training.train import TrainOptions, train_main
 
             o = TrainOptions(data=a.data, root=a.root, cases=a.cases, val_cases=a.val_cases, test_cases=a.test_cases,
-                             seed=a.seed, difficulty=a.difficulty, slices=a.slices, thickness=a.thickness, gen_size=a.gen_size,
+                             seed=a.seed, difficulty=a.difficulty, slices=a.slices or None, thickness=a.thickness or None, gen_size=a.gen_size,
                              supervision=a.supervision, work=a.work, cache=a.cache, out=None if a.no_export else a.out,
                              name=a.name, workers=a.workers, pipeline=_pipeline(a))
             train_main(o)
         elif a.cmd == "experiment":
             from training.experiment import ExperimentOptions, run_experiment
 
-            run_experiment(ExperimentOptions(out=a.out, work=a.work, large=a.large, small=a.small, test=a.test, folds=a.folds,
+            run_experiment(ExperimentOptions(out=a.out, work=a.work, large=a.large, small=a.small, val=a.val, test=a.test, folds=a.folds,
                                              fractions=tuple(float(f) for f in a.fractions.split(",")), reduced=a.reduced,
-                                             difficulty=a.difficulty, slices=a.slices, thickness=a.thickness, gen_size=a.gen_size,
-                                             cache=a.cache, workers=a.workers, pipeline=_pipeline(a),
+                                             difficulty=a.difficulty, slices=a.slices or None, thickness=a.thickness or None,
+                                             gen_size=a.gen_size, cache=a.cache, workers=a.workers, pipeline=_pipeline(a),
                                              argv=list(sys.argv[1:] if argv is None else argv)))
     except EdgeIchError as exc:
         print(f"training: error: {' '.join(str(exc).split())}", file=sys.stderr)

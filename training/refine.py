@@ -3,7 +3,7 @@
 No voxel truth is used. On slices labelled positive: the CAM region (above a fraction of
 the slice's peak) inside the brain mask; Hounsfield gating to the acute-blood range;
 two-class k-means on HU inside the CAM region to split blood from the brain around it;
-holes filled; 3D connected components kept only where the CAM is strong and the component
+candidates next to calcification or bone dropped; holes filled; 3D connected components kept only where the CAM is strong and the component
 is big enough; and a neighbouring-slice check that drops small islands that appear in one
 slice only while the slices around it are empty. Slices labelled negative stay empty.
 """
@@ -31,6 +31,8 @@ class RefineParams:
     min_voxels: int = 4
     single_slice_min_voxels: int = 12  # a component in one slice only, with empty neighbours, must be this big
     brain_erode_px: int = 2  # keep away from the inner table (partial-volume skull is blood-bright)
+    dense_hu: float = 130.0  # calcification and bone: their blurred rims look like blood...
+    dense_margin_px: int = 2  # ...so candidates this close to them are dropped
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +66,11 @@ def pseudo_masks(hu: np.ndarray, cam: np.ndarray, positive: np.ndarray, brain: n
     if p.cam_dilate_px > 0:
         region = np.stack([ndimage.binary_dilation(r, iterations=p.cam_dilate_px) if r.any() else r for r in region])
     region &= inner
+    if p.dense_margin_px > 0:
+        dense = hu > p.dense_hu
+        if dense.any():
+            st = ndimage.generate_binary_structure(2, 1)
+            region &= ~np.stack([ndimage.binary_dilation(d, st, iterations=p.dense_margin_px) if d.any() else d for d in dense])
     gate = region & (smooth >= p.hu_low) & (smooth <= p.hu_high)
     split = _kmeans_split(smooth[region & (smooth > -20) & (smooth <= p.hu_high)])
     cand = gate & (smooth >= split)

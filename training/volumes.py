@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -59,7 +60,7 @@ class Volume:
         if self._brain is None:
             from edge_ich.brain import brain_mask
 
-            self._brain = np.asarray(brain_mask(self.hu, self.spacing), dtype=bool)
+            self._brain = np.asarray(brain_mask(self.hu), dtype=bool)
         return self._brain
 
     def truth_binary(self) -> np.ndarray:
@@ -119,7 +120,7 @@ def _make_phantom(args: tuple[PhantomSpec, int, tuple[int, int], str]) -> str:
     case = generate_case(seed, **kw)
     hu, spacing = to_model_grid(np.asarray(case.hu), tuple(case.spacing), size)  # type: ignore[arg-type]
     truth = mask_to_model_grid(np.asarray(case.labels), size)
-    tmp = path.with_suffix(".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # several processes may fill one cache
     np.savez_compressed(tmp, hu=hu.astype(np.float32), truth=truth, spacing=np.array(spacing),
                         slice_labels=(truth.reshape(truth.shape[0], -1).max(1) > 0).astype(np.uint8),
                         meta=json.dumps({"seed": seed, "difficulty": spec.difficulty}))
