@@ -83,7 +83,7 @@ class Server:
         self.spool.prune_done(self.opts.keep_done_s)
         self._pending = self.spool.pending_series()  # before listening: only what a previous run left
         self.scp.start()
-        targets: list[tuple[str, Any]] = [("infer", self._infer_loop), ("pickup", self._pickup)]
+        targets: list[tuple[str, Any]] = [("infer", self._infer_loop), ("pickup", self._pickup), ("warmup", self._warm_up)]
         targets += [(f"finish{i}", self._finish_loop) for i in range(max(1, self.opts.finish_workers))]
         if self.sender is not None:
             targets.append(("send", lambda: self.sender.run(self.stop_ev)))  # type: ignore[union-attr]
@@ -211,7 +211,6 @@ class Server:
 
     def _pickup(self) -> None:
         """Reload what a previous run left in the spool; those series complete after the quiet period."""
-        self._warm_up()
         pending = self._pending
         for uid, files in pending.items():
             key = -(next(self._seq) + 1)  # a pseudo-association open while the series is reloaded

@@ -226,7 +226,8 @@ class StoreSCP:
         if self._server is None:
             return
         deadline = time.monotonic() + grace_s
-        while self._server.active_associations and time.monotonic() < deadline:
+        # only associations that were established carry work (a bare TCP probe waits out its ARTIM timer)
+        while any(a.is_established for a in self._server.active_associations) and time.monotonic() < deadline:
             time.sleep(0.05)
         self._server.shutdown()
         self._server = None
