@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import logging
 import shutil
 import tempfile
@@ -59,7 +60,9 @@ class Server:
         self.out = Path(opts.out)
         check_out_dir(self.out)
         self.spool = Spool(opts.spool)
-        self.model = load_model(opts.model, opts.backend, opts.threads)
+        # half the cores for the network (the other half receives, decodes and writes): no spinning pool on a small box
+        threads = opts.threads or max(1, (os.cpu_count() or 2) // 2)
+        self.model = load_model(opts.model, opts.backend, threads)
         self.inferer = StreamingInferer(self.model.backend, opts.batch)
         self.series: dict[str, SeriesState] = {}
         self.assoc_series: dict[int, set[str]] = {}
