@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_ich.bench.stats import median, percentile
 from edge_ich.outputs.atomic import atomic_path, write_text_atomic
 from edge_ich.pipeline import STAGES
 
@@ -140,9 +141,9 @@ def plot_latency(path: Path, series_ms: Sequence[float], stage_samples_ms: Mappi
                             (axes[1], stage_samples_ms.get("compute", []), "compute per slice (ms)")):
         if len(data):
             ax.hist(list(data), bins=min(40, max(5, len(data) // 3)), color="#3572a5")
-            for q, style in ((50, "-"), (99, "--")):
-                v = sorted(data)[max(0, min(len(data) - 1, int(round(q / 100 * len(data))) - 1))]
-                ax.axvline(v, color="k", linestyle=style, linewidth=1, label=f"p{q} {v:.1f}")
+            ordered = sorted(data)
+            for label_q, v, style in (("median", median(ordered), "-"), ("p99", percentile(ordered, 99), "--")):
+                ax.axvline(v, color="k", linestyle=style, linewidth=1, label=f"{label_q} {v:.1f}")
             ax.legend(fontsize=8)
         ax.set_xlabel(label)
         ax.set_ylabel("count")
