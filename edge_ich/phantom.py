@@ -174,21 +174,21 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
     mimic_map = np.zeros((slices, size, size), np.uint8)
     lo, hi = min_hu(storage, intercept), max_hu(storage, intercept)
     codes = {v: k for k, v in MIMICS.items()}
-    r0, r1, c0, c1 = _head_box(g, a)
     for z0 in range(0, slices, _CHUNK):
         z1 = min(z0 + _CHUNK, slices)
-        sg = g.crop(z0, z1, r0, r1, c0, c1)
-        r = render(sg, a, fields, z0)
-        lps_y = _lps_linear(affine, 1, (z0, z1, r0, r1, c0, c1))
-        lab = labels[z0:z1, r0:r1, c0:c1]
-        render_lesions(sg, lesions, r, lps_y, lab)
-        finish(r)
-        _streaks(sg, a, r)
-        mm = mimic_map[z0:z1, r0:r1, c0:c1]
-        for name, m in r.mimic_masks.items():
-            mm[m & (mm == 0)] = codes[name]
+        r0, r1, c0, c1 = _head_box(g, a, z0, z1)
         out = np.full((z1 - z0, size, size), -1000.0, np.float32)
-        out[:, r0:r1, c0:c1] = r.hu
+        if r1 > r0 and c1 > c0:
+            sg = g.crop(z0, z1, r0, r1, c0, c1)
+            r = render(sg, a, fields, z0)
+            lps_y = _lps_linear(affine, 1, (z0, z1, r0, r1, c0, c1))
+            render_lesions(sg, lesions, r, lps_y, labels[z0:z1, r0:r1, c0:c1])
+            finish(r)
+            _streaks(sg, a, r)
+            mm = mimic_map[z0:z1, r0:r1, c0:c1]
+            for name, m in r.mimic_masks.items():
+                mm[m & (mm == 0)] = codes[name]
+            out[:, r0:r1, c0:c1] = r.hu
         out += ct_noise(noise_rng, out.shape, float(sigma))
         np.clip(np.rint(out), lo, hi, out=out)
         hu[z0:z1] = out.astype(np.int16)
@@ -229,13 +229,22 @@ def _subtype_codes(subtypes: Sequence[str] | None) -> list[int]:
     return out
 
 
-def _head_box(g: Any, a: Any) -> tuple[int, int, int, int]:
-    """Rows and columns that can hold the head (everything else is air)."""
-    ax = a.axes
-    xs, ys, zs = (-ax[0] - 22, ax[0] + 22), (-ax[1] - 40, ax[1] + 25), (-ax[2] - 40, ax[2] + 20)
-    corners = np.array([[x, y, z, 1.0] for x in xs for y in ys for z in zs])
-    v = (g.head2vox @ corners.T).T
+def _head_box(g: Any, a: Any, z0: int, z1: int) -> tuple[int, int, int, int]:
+    """Rows and columns of slices z0..z1-1 that can hold the head (everything else is air)."""
     n = g.shape[1]
+    box = np.array([[c, r, k, 1.0] for c in (0, n - 1) for r in (0, n - 1) for k in (z0, z1 - 1)])
+    hz = (g.vox2head @ box.T)[2]
+    zmin, zmax = float(hz.min()), float(hz.max())
+    ax, cz = a.axes, a.center[2]
+    f = 1.0
+    if zmin > -20:  # above the face: the head narrows towards the vertex
+        zz = min(max(cz, zmin), zmax)
+        f = float(np.sqrt(max(0.05, 1 - ((zz - cz) / (ax[2] + 12)) ** 2)))
+    if zmin > ax[2] + cz + 25:
+        return 0, 0, 0, 0
+    xs, ys = (-(ax[0] + 22) * f, (ax[0] + 22) * f), (-(ax[1] + 40) * f, (ax[1] + 25) * f)
+    corners = np.array([[x, y, z, 1.0] for x in xs for y in ys for z in (zmin - 5, zmax + 5)])
+    v = (g.head2vox @ corners.T).T
     c0, c1 = int(np.clip(np.floor(v[:, 0].min()) - 2, 0, n)), int(np.clip(np.ceil(v[:, 0].max()) + 3, 0, n))
     r0, r1 = int(np.clip(np.floor(v[:, 1].min()) - 2, 0, n)), int(np.clip(np.ceil(v[:, 1].max()) + 3, 0, n))
     if c1 - c0 < 8 or r1 - r0 < 8:

@@ -47,7 +47,7 @@ def sample_anatomy(rng: np.random.Generator, mimic: float) -> Anatomy:
     atrophy = rng.beta(2, 4)
     wm = rng.uniform(24, 30)
     hu = {
-        "wm": wm, "gm": wm + rng.uniform(8, 12), "deep": wm + rng.uniform(6, 10), "csf": rng.uniform(3, 10),
+        "wm": wm, "gm": wm + rng.uniform(8, 12), "deep": wm + rng.uniform(4, 7), "csf": rng.uniform(3, 10),
         "cb": wm + rng.uniform(7, 11), "bs": wm + rng.uniform(1, 4),
         "falx": rng.uniform(45, 62) + 12 * (mimic - 1), "sinus": rng.uniform(50, 66) + 8 * (mimic - 1),
         "cortical": rng.uniform(1000, 1600), "diploe": rng.uniform(350, 700), "fat": rng.uniform(-100, -70),
@@ -209,9 +209,10 @@ def _vent_parts(a: Anatomy) -> list[tuple[np.ndarray, np.ndarray, float]]:
 
 def _union(g: Grid, out: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, float]], grow: float = 0.0) -> np.ndarray:
     for c, ax, yaw in parts:
-        b = quadric(g, c, ax + grow, rotation(yaw))
+        rot = rotation(yaw)
+        b = quadric(g, c, ax + grow, rot)
         if b is not None:
-            np.maximum(out[b.sl], block_occupancy(g, b, c, ax + grow), out=out[b.sl])
+            np.maximum(out[b.sl], block_occupancy(g, b, c, ax + grow, rot=rot), out=out[b.sl])
     return out
 
 
@@ -249,15 +250,16 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     supra = soft(tent, w)
     # cortex and sulci (supratentorial)
     sd = np.abs(up(f.sulci)) * F32(f.sulc_scale)
-    in_depth = soft(F32(a.sulc_depth) - db, w)
+    depth = F32(a.sulc_depth) * (1 + F32(0.35) * var)
+    in_depth = soft(depth - db, w)
     sulc = soft(F32(a.sulc_w / 2) - sd, w) * in_depth
     xm = sg.linear(np.array([1.0, 0, 0, 0]))
     zh = sg.linear(np.array([0, 0, 1.0, 0]))
     yh = sg.linear(np.array([0, 1.0, 0, 0]))
     fiss_lvl = soft(zh - (22 - 0.012 * yh * yh), w)
-    fw = a.sulc_w / 2 + 0.3
+    fw = 0.55 + 0.35 * a.sulc_w
     fiss = soft(F32(fw) - np.abs(xm), sg.pixel_mm) * fiss_lvl
-    gm = np.maximum(soft(F32(a.ctx_mm) - db, w), soft(F32(a.sulc_w / 2 + a.ctx_mm) - sd, w) * soft(F32(a.sulc_depth + a.ctx_mm) - db, w))
+    gm = np.maximum(soft(F32(a.ctx_mm) - db, w), soft(F32(a.sulc_w / 2 + a.ctx_mm) - sd, w) * soft(depth + F32(a.ctx_mm) - db, w))
     gm = np.maximum(gm, soft(F32(fw + a.ctx_mm) - np.abs(xm), w) * fiss_lvl)
     hu += (h["gm"] - h["wm"]) * gm * supra
     deep = np.zeros_like(hu)
@@ -277,18 +279,19 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     _union(sg, cist, [(np.array([0, -10, -24.0]), np.array([13, 9, 6.0]), 0.0), (np.array([0, 24, -13.0]), np.array([7, 6, 6.0]), 0.0),
                       (np.array([0, 10, -20.0]), np.array([14.5, 13.5, 9.0]), 0.0), (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0)])
     cist = np.clip(cist - stem, 0, 1)
-    syl = [(np.array([s * 48, -8, -8.0]), np.array([14, 22, 0.8 + a.sulc_w]), 0.0) for s in (-1, 1)]
+    syl = [(np.array([s * 47, -6, -8.0]), np.array([20, 0.5 + 0.6 * a.sulc_w, 11]), 0.0) for s in (-1, 1)]
     for c, ax, _ in syl:
-        b = quadric(sg, c, ax, rotation(c[0] * 0.4, 20, -c[0] * 0.5))
+        rot = rotation(-np.sign(c[0]) * 30, 0, 0)
+        b = quadric(sg, c, ax, rot)
         if b is not None:
-            np.maximum(cist[b.sl], block_occupancy(sg, b, c, ax), out=cist[b.sl])
+            np.maximum(cist[b.sl], block_occupancy(sg, b, c, ax, rot=rot), out=cist[b.sl])
     sub = np.maximum(sub, cist)
     vent = np.zeros_like(hu)
     _union(sg, vent, _vent_parts(a))
     csf = np.maximum(sub, vent)
     hu += (h["csf"] - hu) * csf
     # dura: falx, tentorium, sinuses
-    falx = soft(F32(0.45) - np.abs(xm), sg.pixel_mm) * fiss_lvl
+    falx = soft(F32(0.6) - np.abs(xm), sg.pixel_mm) * fiss_lvl
     tentm = soft(F32(0.5) - np.abs(tent), w) * soft(yh - 8, 2.0) * soft(np.abs(xm) - 9, 2.0)
     sss = soft(F32(5.0) - cav - np.abs(xm) * 1.4, sg.pixel_mm) * soft(zh + 10, 3.0)
     trans = soft(F32(4.0) - cav, sg.pixel_mm) * soft(F32(4.5) - np.abs(tent + 1.0), 1.0) * soft(yh - 40, 3.0)

@@ -183,12 +183,19 @@ def slab_width(g: Grid, nz: np.ndarray | float) -> np.ndarray | float:
     return np.sqrt(g.pixel_mm**2 + (g.thickness_mm * np.asarray(nz)) ** 2 + 0.1)
 
 
-def block_occupancy(g: Grid, b: Block, center: np.ndarray, axes: np.ndarray, grow: float = 0.0) -> np.ndarray:
-    """Soft occupancy of a quadric block, blurred across the slab where the surface is oblique."""
+def block_occupancy(g: Grid, b: Block, center: np.ndarray, axes: np.ndarray, grow: float = 0.0,
+                    rot: np.ndarray | None = None) -> np.ndarray:
+    """Soft occupancy of a quadric block, blurred across the slab where its surface is oblique to the slice."""
     axes = np.asarray(axes, float)
     r = 3.0 / float(np.sum(1.0 / axes))
-    zc = g.vox2head[2, 3] + g.vox2head[2, 2] * np.arange(b.sl[0].start, b.sl[0].stop)
-    nz = np.clip(np.abs(zc - center[2]) / max(axes[2], 1e-3), 0, 0.95)
+    cov = (np.eye(3) if rot is None else rot) @ np.diag(axes**2) @ (np.eye(3) if rot is None else rot).T
+    ez = float(np.sqrt(cov[2, 2]))  # half height of the (rotated) ellipsoid
+    ein = float(np.sqrt(max(np.linalg.eigvalsh(cov[:2, :2]).min(), 1e-6)))  # in-plane smallest half width
+    zc = g.vox2head[2, 3] + g.vox2head[2, 2] * np.arange(b.sl[0].start, b.sl[0].stop) + g.vox2head[2, 0] * (
+        (b.sl[2].start + b.sl[2].stop) / 2) + g.vox2head[2, 1] * ((b.sl[1].start + b.sl[1].stop) / 2)
+    u = np.clip(np.abs(zc - center[2]) / max(ez, 1e-3), 0, 0.999)
+    gz, gin = u / ez, np.sqrt(1 - u**2) / ein
+    nz = np.clip(gz / np.sqrt(gz**2 + gin**2 + 1e-12), 0, 0.97)
     width = slab_width(g, nz).astype(F32)[:, None, None]
     return soft((1.0 - b.e) * F32(r / 2.0) + F32(grow), width)
 
