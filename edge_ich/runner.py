@@ -234,7 +234,7 @@ def write_outputs(stage: Path, source: SliceSource, model: LoadedModel, kept: np
     return outputs
 
 
-def _publish(stage: Path, out: Path) -> None:
+def publish_staged(stage: Path, out: Path) -> None:
     """Move every staged file into `out` (same filesystem: each move is a rename).
 
     Key images of an earlier run into the same folder are removed so the folder holds one answer.
@@ -294,7 +294,7 @@ def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSour
             from edge_ich.outputs.atomic import write_text_atomic
 
             write_text_atomic(stage / "report.json", json.dumps(report, indent=2) + "\n")
-            _publish(stage, out)
+            publish_staged(stage, out)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     finally:
