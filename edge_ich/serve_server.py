@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -192,25 +192,26 @@ class Server:
         return None
 
     def _warm_up(self) -> None:
-        """Import the output writers and run one inference now, so the first series does not pay for it."""
-        import numpy as np
+        """Import the output writers and run one inference now, so the first series does not pay for it.
 
-        from edge_ich.outputs import keyimages, nifti, seg  # noqa: F401
-
-        warm = getattr(seg, "warm_up", None)
-        if warm is not None:
-            warm()
+        Best effort: a failure here is logged and the error shows again where that output is written.
+        """
         import importlib
 
-        for mod in ("nibabel", "scipy.ndimage", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.image",
-                    "matplotlib.patheffects", "PIL.PngImagePlugin"):
-            try:
+        import numpy as np
+
+        try:
+            from edge_ich.outputs import seg
+
+            seg.warm_up()
+            for mod in ("edge_ich.outputs.nifti", "edge_ich.outputs.keyimages", "nibabel", "scipy.ndimage", "matplotlib.figure",
+                        "matplotlib.backends.backend_agg", "matplotlib.image", "matplotlib.patheffects", "PIL.PngImagePlugin"):
                 importlib.import_module(mod)
-            except ImportError:  # a missing writer dependency is reported when that output is written
-                pass
-        card = self.inferer.card
-        with self.inferer.lock:
-            self.model.backend.infer(np.zeros((1, card.in_channels, *card.input_size), np.float32))
+            card = self.inferer.card
+            with self.inferer.lock:
+                self.model.backend.infer(np.zeros((1, card.in_channels, *card.input_size), np.float32))
+        except Exception as exc:  # noqa: BLE001 - warm-up must never stop the receiver
+            log.warning("warm-up incomplete (%s: %s)", type(exc).__name__, str(exc)[:200])
 
     def _pickup(self) -> None:
         """Reload what a previous run left in the spool; those series complete after the quiet period."""
@@ -354,8 +355,7 @@ class Server:
                 report = staged.report
                 report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - st.last_arrival, 4)
                 write_text_atomic(staged.stage / "report.json", json.dumps(report, indent=2) + "\n")
-                publish = getattr(runner, "publish_staged", None) or runner._publish
-                publish(staged.stage, staged.out_dir)
+                runner.publish_staged(staged.stage, staged.out_dir)
                 shutil.rmtree(staged.stage, ignore_errors=True)
                 t_done = time.perf_counter()
                 f = report["finding"]
