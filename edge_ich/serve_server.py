@@ -345,11 +345,11 @@ class Server:
         due = st.last_arrival + self.opts.quiet_seconds
         try:
             if staged.error is not None:
-                dest = self.spool.mark_failed(uid, staged.fresh)
+                self.spool.mark_failed(uid, staged.fresh)
                 if staged.trace:
-                    log.error("series %s failed (bug; %d files kept in %s):\n%s", h, len(staged.fresh), dest, staged.trace)
+                    log.error("series %s failed (bug; %d files kept in the spool's failed/):\n%s", h, len(staged.fresh), staged.trace)
                 else:
-                    log.error("series %s not processed (%d files kept in %s): %s", h, len(staged.fresh), dest, staged.error)
+                    log.error("series %s not processed (%d files kept in the spool's failed/): %s", h, len(staged.fresh), staged.error)
             else:
                 assert staged.stage is not None and staged.out_dir is not None and staged.report is not None
                 report = staged.report
@@ -381,8 +381,8 @@ class Server:
                          "HEMORRHAGE" if f["hemorrhage"] else "no hemorrhage", f["total_volume_ml"],
                          record["last_slice_to_result_s"], record["completion_to_result_s"], st.streamed, staged.rerun)
         except EdgeIchError as exc:
-            dest = self.spool.mark_failed(uid, staged.fresh)
-            log.error("series %s not processed (%d files kept in %s): %s", h, len(staged.fresh), dest, exc)
+            self.spool.mark_failed(uid, staged.fresh)
+            log.error("series %s not processed (%d files kept in the spool's failed/): %s", h, len(staged.fresh), exc)
         finally:
             if staged.stage is not None:
                 shutil.rmtree(staged.stage, ignore_errors=True)
@@ -435,6 +435,6 @@ class Server:
                 else:
                     rejected.mkdir(exist_ok=True)
                     p.replace(rejected / p.name)
-                    log.warning("watch folder: %s moved to .rejected (%s)", p.name, why)
+                    log.warning("watch folder: a file moved to .rejected/ (%s)", why)  # file names may identify a patient
                 seen.pop(p, None)
             self.on_assoc_end(key)

@@ -161,6 +161,25 @@ def test_refusals_keep_serving(env, tmp_path: Path) -> None:
     assert "refused" in env["server"].log()
 
 
+def test_enhanced_ct_is_received_and_its_series_set_aside(env) -> None:
+    """Enhanced CT is accepted and spooled; the series reader does not read multi-frame CT, so it is set aside with a reason."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pynetdicom import AE
+
+    ds = pydicom.dcmread(get_testdata_file("eCT_Supplemental.dcm"))
+    ae = AE(ae_title="EDGE-TEST")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2.1", str(ds.file_meta.TransferSyntaxUID))
+    assoc = ae.associate(HOST, env["server"].port, ae_title="EDGE-ICH")
+    assert assoc.is_established
+    assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+    failed = env["server"].spool / "failed" / str(ds.SeriesInstanceUID)
+    assert wait_for(lambda: list(failed.glob("*.dcm")), timeout_s=60), env["server"].log()
+    assert "not processed" in env["server"].log()
+    assert env["server"].proc.poll() is None
+
+
 def _file_meta_length(path: Path) -> int:
     """Bytes of preamble + prefix + file meta group of a Part 10 file."""
     from pynetdicom.dsutils import split_dataset
