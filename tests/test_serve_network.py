@@ -96,6 +96,25 @@ def test_store_jpeg2000_series(env) -> None:
     assert "1.2.840.10008.1.2.4.90" in report["input"]["transfer_syntaxes"]
 
 
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.80"], ids=["rle", "jpeg-ls"])
+def test_store_rle_and_jpeg_ls(env, tmp_path: Path, syntax: str) -> None:
+    import pydicom
+    from pynetdicom import AE
+
+    files = make_series(tmp_path, n=6, size=64, seed=50, transfer_syntax=syntax)
+    uid = series_uid_of(files[0])
+    ae = AE(ae_title="EDGE-TEST")
+    ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2", syntax)
+    assoc = ae.associate(HOST, env["server"].port, ae_title="EDGE-ICH")
+    assert assoc.is_established and str(assoc.accepted_contexts[0].transfer_syntax[0]) == syntax
+    assert [assoc.send_c_store(pydicom.dcmread(p)).Status for p in files] == [0] * 6
+    assoc.release()
+    rec = wait_result(env["server"].out, uid, slices=6)
+    assert rec is not None, env["server"].log()
+    report = json.loads((env["server"].out / uid / "report.json").read_text())
+    assert report["input"]["transfer_syntaxes"] == [syntax]
+
+
 def test_refusals_keep_serving(env, tmp_path: Path) -> None:
     import pydicom
     from pydicom.data import get_testdata_file
@@ -209,9 +228,11 @@ def test_watch_folder(env) -> None:
     drop.mkdir(parents=True)
     for p in src:
         shutil.copy2(p, drop / p.name)
+    (drop / "notes.txt").write_text("not DICOM")
     rec = wait_result(env["server"].out, uid, slices=10)
     assert rec is not None, env["server"].log()
-    assert not [p for p in drop.iterdir() if p.is_file()]
+    assert wait_for(lambda: not [p for p in drop.iterdir() if p.is_file()], timeout_s=30)
+    assert (env["watch"] / ".rejected" / "notes.txt").is_file()
 
 
 def test_killed_mid_series_then_restarted_completes(tmp_path: Path, tiny_model: Path) -> None:
