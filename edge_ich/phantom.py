@@ -95,7 +95,8 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
 
     size: in-plane matrix (512 real; 256/128 for fast tests), pixel spacing scales so the head keeps
     its physical size. slices/thickness: default a full head coverage at a random 1-5 mm.
-    positive: force a case with (True) or without (False) hemorrhage; default about 2/3 positive.
+    positive: force a case with (True) or without (False) hemorrhage; default about 2/3 positive
+    (a drawn lesion can still fall outside a short slab: meta['positive'] says what the truth holds).
     subtypes: force these hemorrhages (SUBTYPES names, one lesion each; implies positive).
     """
     from edge_ich.phantom_anatomy import coarse_fields, finish, render, sample_anatomy
@@ -152,7 +153,7 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
     g = Grid((slices, size, size), vox2head, px / scale, thickness / scale, coarse)
     # anatomy, lesions, storage
     a = sample_anatomy(rng, mimic)
-    draw = bool(rng.random() < 0.66)
+    draw = bool(rng.random() < 0.64)
     force = _subtype_codes(subtypes)
     if force and positive is False:
         raise InputError("subtypes given for a case forced negative")

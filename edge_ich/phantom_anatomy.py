@@ -59,7 +59,7 @@ def sample_anatomy(rng: np.random.Generator, mimic: float) -> Anatomy:
         skull_mm=rng.uniform(5.0, 8.0), scalp_mm=rng.uniform(4.0, 7.0),
         gap_mm=0.8 + 3.0 * atrophy, vent=0.8 + 1.0 * atrophy + rng.uniform(-0.1, 0.2),
         ctx_mm=rng.uniform(2.3, 3.2), sulc_w=0.6 + 2.0 * atrophy, sulc_depth=rng.uniform(9, 15),
-        hu=hu, bh=rng.uniform(6, 14) * mimic,
+        hu=hu, bh=rng.uniform(9, 18) * mimic,
     )
     side = [-1, 1]
     if rng.random() < 0.55 + 0.25 * (mimic - 1):
@@ -133,10 +133,12 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     g_sel = np.exp(-((x / 9) ** 2) - ((y + 14) / 8) ** 2)
     floor = -27 - 25 * g_mid - 47 * g_post - 12 * g_sel
     canal = 15 - np.sqrt(x * x + (y - 28) ** 2)
-    cav = np.minimum(d0, np.maximum(z - floor, canal)).astype(F32)
+    above = np.maximum(z - floor, canal)
+    cav = np.minimum(d0, above).astype(F32)
     thick = a.skull_mm * (1 + 0.12 * low) + 6 * _sig(-(z + 25) / 6) + 1.5 * _sig((y - 60) / 8)
     cav = np.where(cav < 0, cav * (a.skull_mm / thick), cav).astype(F32)
-    gap = (a.gap_mm + 0.6 * np.abs(low)).astype(F32)
+    # thin CSF over the skull base: a slice tangent to the fossa floor must not turn into a CSF sheet
+    gap = (a.gap_mm * (1 + 0.3 * low) * np.where(above < d0, 0.3, 1.0)).clip(0.3, None).astype(F32)
     lam = 13.0
     sul = band_noise(rng, (nz, g.coarse, g.coarse), tuple(s / 4 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)),
                      tuple(s / 2 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)))
@@ -243,7 +245,7 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     nzc = np.clip(np.abs(zs - a.center[2]) / a.axes[2], 0, 0.97).astype(F32)
     w = slab_width(sg, nzc).astype(F32)[:, None, None]
     var = up(f.var)
-    db = cav - np.maximum(F32(a.gap_mm) * (1 + F32(0.3) * var), F32(0.3))
+    db = cav - up(f.gap)
     paren = soft(db, w)
     hu = (h["wm"] + 1.2 * var).astype(F32)
     tent = up(f.tent)
@@ -269,7 +271,7 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     infra = 1 - supra
     hu += (h["cb"] + 1.5 * var - hu) * infra
     stem = np.zeros_like(hu)
-    _union(sg, stem, [(np.array([0, 10, -20.0]), np.array([12, 11, 13.0]), 0.0), (np.array([0, 13, -40.0]), np.array([14, 12, 12.0]), 0.0),
+    _union(sg, stem, [(np.array([0, 10, -20.0]), np.array([12, 10.5, 13.0]), 0.0), (np.array([0, 13, -40.0]), np.array([14, 12, 12.0]), 0.0),
                       (np.array([0, 20, -62.0]), np.array([9, 9, 15.0]), 0.0)])
     hu += (h["bs"] - hu) * stem
     # CSF: gap, sulci, fissures, cisterns, ventricles
@@ -277,7 +279,7 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     sub = np.maximum(sub, fiss)
     cist = np.zeros_like(hu)
     _union(sg, cist, [(np.array([0, -10, -24.0]), np.array([13, 9, 6.0]), 0.0), (np.array([0, 24, -13.0]), np.array([7, 6, 6.0]), 0.0),
-                      (np.array([0, 10, -20.0]), np.array([14.5, 13.5, 9.0]), 0.0), (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0)])
+                      (np.array([0, 10, -20.0]), np.array([13.5, 12.5, 9.0]), 0.0), (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0)])
     cist = np.clip(cist - stem, 0, 1)
     syl = [(np.array([s * 47, -6, -8.0]), np.array([20, 0.5 + 0.6 * a.sulc_w, 11]), 0.0) for s in (-1, 1)]
     for c, ax, _ in syl:
@@ -312,7 +314,7 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
         m = mimics.setdefault(f"calc_{cal.kind}", np.zeros(hu.shape, bool))
         m[b.sl] |= block_occupancy(sg, b, cal.center, ax, grow=1.5) > 0
     # beam hardening: brain next to the inner table reads high
-    bh = F32(a.bh) / (1 + (np.maximum(cav, 0) / F32(2.5)) ** 2)
+    bh = F32(a.bh) / (1 + (np.maximum(cav, 0) / F32(3.0)) ** 2)
     hu += bh
     mimics["inner_table"] = (cav > -1.0) & (cav < 3.0)
     # shell: tables, diploe, scalp, air
