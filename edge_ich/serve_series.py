@@ -82,11 +82,14 @@ class SeriesState:
         bisect.insort(self.order, (rec.position, rec.sop_uid))
 
     def _expected_gap(self) -> float | None:
-        """The smallest slice gap seen so far, or the header's spacing when smaller."""
+        """The smallest slice gap seen so far; the header's spacing until two slices are known.
+
+        The header is not trusted once gaps are seen: SliceThickness under the real spacing (gapped
+        series) would otherwise make every neighbour look missing.
+        """
         pos = [p for p, _ in self.order]
         gaps = [float(g) for g in np.diff(pos) if g > 1e-3] if len(pos) > 1 else []
-        cands = [g for g in (self.expected_spacing, min(gaps) if gaps else None) if g]
-        return min(cands) if cands else None
+        return min(gaps) if gaps else self.expected_spacing
 
     def ready(self, k: int) -> list[tuple[SliceRec, tuple[SliceRec, ...]]]:
         """Interior slices whose neighbours are present and adjacent and that lack a current result."""

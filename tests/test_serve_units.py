@@ -83,7 +83,7 @@ def test_check_instance_reasons(tmp_path: Path) -> None:
     assert "image plane" in check_instance(ds, ds.SOPClassUID, ds.SOPInstanceUID)
 
 
-def _stream(files: list[Path], backend, order: list[int], batch: int = 4):  # type: ignore[no-untyped-def]
+def _stream(files: list[Path], backend, order: list[int], batch: int = 4, thickness: str | None = None):  # type: ignore[no-untyped-def]
     """Feed slices in `order` as the receiver does, inferring whatever is ready after each arrival."""
     import pydicom
 
@@ -95,6 +95,8 @@ def _stream(files: list[Path], backend, order: list[int], batch: int = 4):  # ty
     k = backend.card.context
     for i in order:
         ds = pydicom.dcmread(files[i])
+        if thickness is not None:
+            ds.SliceThickness = thickness
         pos, _ = slice_position(ds)
         st.expected_spacing = expected_spacing(ds)
         st.add(SliceRec(str(ds.SOPInstanceUID), files[i], pos, (int(ds.Rows), int(ds.Columns)), prepared=inf.prepare(hu_from_dataset(ds))))
@@ -129,6 +131,19 @@ def test_streaming_equals_batch_pipeline(tmp_path: Path, tiny_model: Path, arriv
     assert st.streamed >= 1
     if arrival != "shuffled":  # neighbours arrive next to each other: only the two clamped end slices wait
         assert rerun == 2 and st.streamed == 10
+
+
+def test_gapped_series_still_streams(tmp_path: Path, tiny_model: Path) -> None:
+    """1 mm slices every 5 mm: neighbours 5 mm apart are still adjacent, so slices are inferred on arrival."""
+    from edge_ich.runner import load_model
+
+    files = make_series(tmp_path / "s", n=8, size=64, seed=6, spacing=5.0)
+    model = load_model(tiny_model, "onnxrt", threads=1)
+    try:
+        _, st = _stream(files, model.backend, list(range(8)), thickness="1.0")
+    finally:
+        model.close()
+    assert st.streamed == 6
 
 
 @pytest.mark.network
