@@ -93,6 +93,16 @@ def test_store_series_outputs_and_seg_to_pacs(env) -> None:
     assert PATIENT_NAME not in log and PATIENT_ID not in log
 
 
+def test_duplicates_are_acknowledged_and_ignored(env) -> None:
+    files = make_series(env["tmp"] / "dup", n=8, size=64, seed=3)
+    uid = series_uid_of(files[0])
+    r = storescu(env["server"].port, files + files[:5])  # five slices sent twice in one association
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = wait_result(env["server"].out, uid, slices=8)
+    assert rec is not None, env["server"].log()
+    assert (rec["received"], rec["duplicates"]) == (8, 5)
+
+
 def test_store_jpeg2000_series(env) -> None:
     files = make_series(env["tmp"] / "j2k", n=40, size=64, seed=2, transfer_syntax="1.2.840.10008.1.2.4.90")
     uid = series_uid_of(files[0])
