@@ -11,7 +11,7 @@ peak; the model's FLOPs per slice (counted from the ONNX graph) give each path's
 Inputs are real head-CT slices shipped by pydicom-data (CQ500 693_UNCR.dcm) and pydicom
 (J2K_pixelrep_mismatch.dcm), windowed and stacked as the runtime does.
 
-Usage (repo root, venv with torch): python benchmarks/backend_matrix.py [--sizes 256 512] [--budget 3]
+Usage (repo root, venv with torch): python benchmarks/backend_matrix.py [--sizes 128 256 512] [--budget 3]
 """
 
 from __future__ import annotations
@@ -248,13 +248,15 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    ap.add_argument("--sizes", type=int, nargs="+", default=None,
+                    help="input sizes (default: 256, 512 and the model's own size)")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per path and size")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     threads = args.threads or envinfo.cpu_info()["usable_cpus"] or 1
     model_path, model_note = default_model()
     card = load_card(model_path)
+    sizes = args.sizes or sorted({256, 512, int(card.input_size[0])} if card.input_size[0] == card.input_size[1] else {256, 512})
     acct = envinfo.CpuAccount().start()
     is_bundled = not model_note.startswith("the tiny")
     torch_model, arch = build_torch(card.in_channels, card.parameters if is_bundled else None)
@@ -263,7 +265,7 @@ def main() -> None:
     peak = gemm_peak(threads)
     print("  GEMM peak GFLOP/s: " + ", ".join(f"{k} {v['gflops_median']:.1f}" for k, v in peak.items()), flush=True)
     with tempfile.TemporaryDirectory(prefix="edge-ich-matrix-") as tmp:
-        results = [run_size(s, card, model_path, torch_model, threads, args.budget, slices, Path(tmp)) for s in args.sizes]
+        results = [run_size(s, card, model_path, torch_model, threads, args.budget, slices, Path(tmp)) for s in sizes]
     # the ceiling: the best FP32 GEMM of the run (least disturbed on a shared machine); every path,
     # BF16 and INT8 included, is set against it (see analysis() for why)
     peak_fp32 = max(peak["numpy_fp32"]["gflops_best"], peak["torch_fp32"]["gflops_best"])
