@@ -127,6 +127,9 @@ class Server:
             for st in self.series.values():
                 self._discard(st)  # a staged answer not yet due is dropped; its instances stay spooled
             pending = len(self.series)
+        c = self.scp.counts
+        log.info("this run: %d instances received over DICOM, %d duplicates, %d refused; %d series answered", c["stored"], c["duplicate"],
+                 c["refused"], self.finished)
         if pending:
             log.info("%d series left in the spool for the next start", pending)
 

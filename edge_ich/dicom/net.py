@@ -356,7 +356,3 @@ class OutboxSender:
                     wait = min(wait, entry.next_try - now)
             self._wake.wait(timeout=max(0.05, wait))
 
-
-def short(uid: str) -> str:
-    """The hashed form of a UID used in log lines."""
-    return uid_hash(uid)

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge_ich.errors import OutputError
@@ -216,5 +216,3 @@ class Spool:
         entry.next_try = time.time() + min(cap_s, base_s * 2 ** (entry.attempts - 1))
         entry.save()
 
-    def describe(self) -> dict[str, object]:
-        return {"root": str(self.root), "pending_series": len(self.pending_series()), "outbox": [asdict(e) | {"path": str(e.path)} for e in self.outbox()]}
