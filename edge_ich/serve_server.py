@@ -134,13 +134,20 @@ class Server:
             log.info("%d series left in the spool for the next start", pending)
 
     # -- receiving ------------------------------------------------------------------------
-    def decode(self, ds: Any) -> Any:
-        """Pixels -> prepared model input, in the receiving thread (raises InputError when undecodable)."""
+    def decode(self, ds: Any) -> tuple[Any, float, float] | None:
+        """Pixels -> (prepared model input, read s, preprocess s), in the receiving thread.
+
+        Raises InputError when the pixels cannot be decoded; None for multi-frame (Enhanced) CT.
+        """
         if str(ds.SOPClassUID) != CT_IMAGE_STORAGE:
             return None
         from edge_ich.dicom.pixels import hu_from_dataset
 
-        return self.inferer.prepare(hu_from_dataset(ds))
+        t0 = time.perf_counter()
+        hu = hu_from_dataset(ds)
+        t1 = time.perf_counter()
+        prepared = self.inferer.prepare(hu)
+        return prepared, t1 - t0, time.perf_counter() - t1
 
     def on_instance(self, inst: ReceivedInstance) -> None:
         """A spooled instance joins its series' state (called from receiving threads)."""
@@ -161,7 +168,12 @@ class Server:
                     st.normal = normal
                     st.expected_spacing = expected_spacing(ds)
                 rows, cols = int(ds.Rows), int(ds.Columns)
-                st.add(SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=inst.prepared, seq=next(self._arrivals)))
+                prepared = None
+                if inst.prepared is not None:
+                    prepared, read_s, prep_s = inst.prepared
+                    st.times["read"].append(read_s)
+                    st.times["preprocess"].append(prep_s)
+                st.add(SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=prepared, seq=next(self._arrivals)))
             self.cond.notify_all()
 
     def on_assoc_end(self, key: int) -> None:
