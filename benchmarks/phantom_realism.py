@@ -175,7 +175,7 @@ def _speed(size: int) -> dict[str, Any]:
 
 def _plot_hist(plt: Any, rb: np.ndarray, pb: np.ndarray, p_real: dict, p_ph: dict, wd: float, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.2))
-    bins = np.arange(-20, 121, 1)
+    bins = np.arange(-20.5, 121, 1)  # integer HU: centre the bins on integers
     ax.hist(rb, bins=bins, density=True, alpha=0.55, label="real head CT (pydicom-data 693_UNCR.dcm)")
     ax.hist(pb, bins=bins, density=True, alpha=0.55, label="phantom, standard (mid-brain slices)")
     for name in ("csf", "white", "grey"):
@@ -224,22 +224,26 @@ def _montage(plt: Any, args: argparse.Namespace, path: Path) -> None:
     """One slice per subtype (truth outlined in red on the right half) and per mimic (region in yellow)."""
     tiles: list[tuple[str, np.ndarray, np.ndarray | None, str]] = []
     for j, name in enumerate(SUBTYPES.values()):
-        c = generate_case(case_seed(args.seed, 2000 + j), "standard", slices=36, thickness=4.0, size=512, subtypes=[name])
+        for t in range(6):  # show a convexity SAH (basal ones are drawn too, and look more schematic)
+            c = generate_case(case_seed(args.seed, 2000 + 10 * j + t), "standard", slices=36, thickness=4.0, size=512,
+                              subtypes=[name])
+            if c.meta["positive"] and c.meta["lesions"][0]["kind"] != "basal":
+                break
         area = (c.labels > 0).reshape(len(c.labels), -1).sum(1)
         k = int(np.argmax(area))
         kind = c.meta["lesions"][0]["kind"]
         tiles.append((f"{name}{' (' + kind + ')' if kind else ''}", c.hu[k], c.labels[k] > 0, "r"))
     found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for s in range(12):
+    for s in range(30):
         if len(found) == len(MIMICS):
             break
         c = generate_case(case_seed(args.seed, 3000 + s), "standard", slices=36, thickness=4.0, size=512, positive=False)
         if c.mimic_map is None:
             continue
         brain_area = brain_mask(c.hu).reshape(len(c.hu), -1).sum(1)
-        level = brain_area >= 0.6 * brain_area.max()  # supratentorial slices for the brain mimics
+        level = brain_area >= 0.85 * brain_area.max()  # supratentorial slices for the brain mimics
         for code, name in MIMICS.items():
-            if name in found:
+            if name in found or (code + s) % 3 and s < 9:  # spread the tiles over several cases
                 continue
             area = (c.mimic_map == code).reshape(len(c.hu), -1).sum(1)
             if name not in ("skull_base", "streak"):

@@ -128,15 +128,18 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     rr = np.sqrt((x - c[0]) ** 2 + (y - c[1]) ** 2 + (z - c[2]) ** 2)
     d0 = rr * (1.0 / np.maximum(e, 1e-3) - 1.0) + 1.8 * low
     ab = np.abs(x)
-    g_mid = np.exp(-(((ab - 38) / 17) ** 2) - ((y + 8) / 20) ** 2)
+    g_mid = np.exp(-(((ab - 38) / 20) ** 2) - ((y + 6) / 24) ** 2)
     g_post = _sig((y - 8) / 5) * np.clip(1 - (x / 55) ** 2, 0, 1)
     g_sel = np.exp(-((x / 9) ** 2) - ((y + 14) / 8) ** 2)
-    floor = -27 - 25 * g_mid - 47 * g_post - 12 * g_sel
+    floor = -27 - 27 * g_mid - 47 * g_post - 12 * g_sel
     canal = 15 - np.sqrt(x * x + (y - 28) ** 2)
     above = np.maximum(z - floor, canal)
     cav = np.minimum(d0, above).astype(F32)
-    thick = a.skull_mm * (1 + 0.12 * low) + 6 * _sig(-(z + 25) / 6) + 1.5 * _sig((y - 60) / 8)
-    cav = np.where(cav < 0, cav * (a.skull_mm / thick), cav).astype(F32)
+    thick = a.skull_mm * (1 + 0.12 * low) + 3 * _sig(-(z + 25) / 6) + 1.5 * _sig((y - 60) / 8)
+    thick = np.where(above < d0, 0.5 * thick, thick)  # the fossa floors are thinner than the vault
+    cav = np.where(cav < 0, cav * (a.skull_mm / thick), cav)
+    # under the fossa floors (inside the cranial ellipsoid) the skull gives way to soft tissue, never to air
+    cav = np.where((cav < 0) & (d0 > 0), np.maximum(cav, -(a.skull_mm + 0.3 * a.scalp_mm)), cav).astype(F32)
     # thin CSF over the skull base: a slice tangent to the fossa floor must not turn into a CSF sheet
     gap = (a.gap_mm * (1 + 0.3 * low) * np.where(above < d0, 0.3, 1.0)).clip(0.3, None).astype(F32)
     lam = 13.0
@@ -186,7 +189,7 @@ def _base_fields(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Gen
     air += [sph, np.minimum(eth, np.where(cells > -0.3, 3.0, -3.0)), front, nasal]
     orbits = [_edist(x, y, z, (s * 31, -70, -42), (15, 19, 14)) for s in (-1, 1)]
     globes = [_edist(x, y, z, (s * 31, -82, -42), (12, 12, 12)) for s in (-1, 1)]
-    low = _edist(x, y, z, (0, -22, -88), (50, 74, 56))
+    low = _edist(x, y, z, (0, -15, -70), (66, 82, 48))
     return {"bone": np.max(bone, axis=0), "air": np.max(air, axis=0), "fat": np.maximum(*orbits),
             "globe": np.maximum(*globes), "low": low}
 

@@ -107,7 +107,7 @@ def render_lesions(sg: Grid, les: list[Lesion], r: Rendered, lps_y: np.ndarray, 
             occ = soft(d, w)
             edema = np.clip(soft(d + F32(le.depth), w) - occ, 0, 1) * r.paren[b.sl]
             reg = r.hu[b.sl]
-            reg += (F32(rng_hu(le.hu - 26)) + 2 * r.var[b.sl] - reg) * edema
+            reg += (F32(_edema_hu(le.hu - 26)) + 2 * r.var[b.sl] - reg) * edema
             reg += (F32(le.hu) + 4 * r.var[b.sl] - reg) * occ
             labels[b.sl][occ * r.incav[b.sl] > 0.5] = IPH
         elif le.code in (EDH, SDH):
@@ -143,6 +143,6 @@ def render_lesions(sg: Grid, les: list[Lesion], r: Rendered, lps_y: np.ndarray, 
             labels[b.sl][occ * r.incav[b.sl] > 0.5] = IVH
 
 
-def rng_hu(v: float) -> float:
+def _edema_hu(v: float) -> float:
     """Edema density: between CSF and white matter."""
     return float(np.clip(v, 10, 20))
