@@ -61,8 +61,16 @@ class Segmentation:
 _DONE = object()
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
+def probability(raw: np.ndarray, card: ModelCard) -> np.ndarray:
+    """The network's raw output [N, H, W] -> probability, per the card's output kind."""
+    if card.output_kind == "probability":
+        return raw.astype(np.float32, copy=False)
+    return (1.0 / (1.0 + np.exp(-np.clip(raw, -60.0, 60.0)))).astype(np.float32)
+
+
+def native_mask(prob: np.ndarray, card: ModelCard, shape: tuple[int, int]) -> np.ndarray:
+    """One model-grid probability [H, W] -> thresholded uint8 mask on the native grid [rows, cols]."""
+    return (resize_back(prob, shape) >= card.threshold).astype(np.uint8)
 
 
 def _reader(source: SliceSource, card: ModelCard, q: "queue.Queue[Any]", timings: StageTimes, stop: threading.Event) -> None:
@@ -127,10 +135,9 @@ def segment(
         timings.add("compute", t.compute, m)
         timings.add("d2h", t.d2h, m)
         t0 = time.perf_counter()
-        prob_small = out[:, 0] if card.output_kind == "probability" else _sigmoid(out[:, 0])
+        prob_small = probability(out[:, 0], card)
         for j, idx in enumerate(pending):
-            p = resize_back(prob_small[j], (rows, cols))
-            mask[idx] = p >= card.threshold
+            mask[idx] = native_mask(prob_small[j], card, (rows, cols))
             slice_prob[idx] = float(prob_small[j].max())
         timings.add("postprocess", time.perf_counter() - t0, m)
         done_count += m

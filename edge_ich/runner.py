@@ -253,6 +253,37 @@ def publish_staged(stage: Path, out: Path) -> None:
             os.replace(src, dst)
 
 
+def stage_outputs(out: Path, source: SliceSource, model: LoadedModel, seg: Segmentation,
+                  opts: RunOptions) -> tuple[Path, dict[str, Any], np.ndarray]:
+    """Postprocess, then write every output but the report into a new staging folder inside `out`.
+
+    Returns (staging folder, report, kept mask); nothing is visible in `out` until
+    `finish_staged`. On failure the staging folder is removed and the error passes on.
+    """
+    n = source.geometry.shape[0]
+    t0 = time.perf_counter()
+    kept, comps = postprocess(seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3)
+    seg.timings.spread("postprocess", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out))
+    try:
+        outputs = write_outputs(stage, source, model, kept, opts)
+        seg.timings.add("write", time.perf_counter() - t0, n)
+        report = build_report(source, model, seg, kept, comps, outputs, model.load_s)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return stage, report, kept
+
+
+def finish_staged(stage: Path, out: Path, report: dict[str, Any]) -> None:
+    """Write report.json into the staging folder and publish the whole set into `out`."""
+    from edge_ich.outputs.atomic import write_text_atomic
+
+    write_text_atomic(stage / "report.json", json.dumps(report, indent=2) + "\n")
+    publish_staged(stage, out)
+
+
 def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSource | None = None,
         progress: bool | None = None) -> RunResult:
     """Segment one series and write all outputs under `opts.out`; return the report."""
@@ -280,21 +311,11 @@ def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSour
             seg = segment(source, model.backend, batch=opts.batch, progress=cb)
         if warm is not None:
             warm.join()
-        t0 = time.perf_counter()
-        kept, comps = postprocess(seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3)
-        seg.timings.spread("postprocess", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out))
+        stage, report, kept = stage_outputs(out, source, model, seg, opts)
         try:
-            outputs = write_outputs(stage, source, model, kept, opts)
-            seg.timings.add("write", time.perf_counter() - t0, source.geometry.shape[0])
-            report = build_report(source, model, seg, kept, comps, outputs, model.load_s)
             if seg.timings.last_read_at is not None:
                 report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - seg.timings.last_read_at, 4)
-            from edge_ich.outputs.atomic import write_text_atomic
-
-            write_text_atomic(stage / "report.json", json.dumps(report, indent=2) + "\n")
-            publish_staged(stage, out)
+            finish_staged(stage, out, report)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     finally:

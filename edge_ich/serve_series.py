@@ -21,19 +21,11 @@ from typing import Any
 import numpy as np
 
 from edge_ich.backends.base import Backend
-from edge_ich.card import ModelCard
-from edge_ich.pipeline import STAGES, Segmentation, StageTimes
-from edge_ich.preprocess import context_indices, prepare_slice, resize_back
+from edge_ich.pipeline import STAGES, Segmentation, StageTimes, native_mask, probability
+from edge_ich.preprocess import context_indices, prepare_slice
 
 #: Neighbours count as adjacent when their gap is at most this times the expected spacing.
 ADJACENT_FACTOR = 1.5
-
-
-def slice_probability(raw: np.ndarray, card: ModelCard) -> np.ndarray:
-    """The network's raw output [N, H, W] -> probability, as the pipeline reads it."""
-    if card.output_kind == "probability":
-        return raw.astype(np.float32, copy=False)
-    return (1.0 / (1.0 + np.exp(-np.clip(raw, -60.0, 60.0)))).astype(np.float32)
 
 
 @dataclass
@@ -153,10 +145,9 @@ class StreamingInferer:
             with self.lock:
                 out = self.backend.infer(x)
                 compute += self.backend.last_times.total
-            prob = slice_probability(out[:, 0], self.card)
+            prob = probability(out[:, 0], self.card)
             for j in range(prob.shape[0]):
-                p = resize_back(prob[j], shapes[s + j])
-                masks.append((p >= self.card.threshold).astype(np.uint8))
+                masks.append(native_mask(prob[j], self.card, shapes[s + j]))
                 maxes.append(float(prob[j].max()))
         return masks, maxes, compute
 

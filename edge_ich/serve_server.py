@@ -13,7 +13,6 @@ import itertools
 import logging
 import os
 import shutil
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -303,7 +302,6 @@ class Server:
         """Read the series, infer what is left, write every output into a staging folder (not yet visible)."""
         from edge_ich import runner
         from edge_ich.dicom.source import series_from_files
-        from edge_ich.pipeline import postprocess
 
         t0 = time.perf_counter()
         sig = st.signature()
@@ -323,14 +321,8 @@ class Server:
             out_dir = self.out / uid
             runner.check_out_dir(out_dir)
             geo = src.geometry
-            kept, comps = postprocess(seg.mask, geo.spacing, geo.affine_lps, self.model.card.min_component_mm3)
-            seg.timings.add("postprocess", time.perf_counter() - t2, geo.shape[0])
-            stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out_dir))
-            t3 = time.perf_counter()
             opts = runner.RunOptions(out=out_dir, batch=self.opts.batch, write_seg=True)
-            outputs = runner.write_outputs(stage, src, self.model, kept, opts)
-            seg.timings.add("write", time.perf_counter() - t3, geo.shape[0])
-            staged.report = runner.build_report(src, self.model, seg, kept, comps, outputs, self.model.load_s)
+            stage, staged.report, _ = runner.stage_outputs(out_dir, src, self.model, seg, opts)
             staged.stage, staged.out_dir = stage, out_dir
             staged.slices, staged.skipped = int(geo.shape[0]), len(src.skipped)
             staged.breakdown = {"read_series": round(t1 - t0, 4), "infer_remaining": round(t2 - t1, 4),
@@ -350,10 +342,7 @@ class Server:
 
     def _publish_staged(self, st: SeriesState) -> None:
         """Make the staged answer visible: report.json last, then serve.json, outbox, spool to done/."""
-        import json
-
         from edge_ich import runner
-        from edge_ich.outputs.atomic import write_text_atomic
 
         staged: Staged = st.staged
         uid, h = st.uid, uid_hash(st.uid)
@@ -369,8 +358,7 @@ class Server:
                 assert staged.stage is not None and staged.out_dir is not None and staged.report is not None
                 report = staged.report
                 report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - st.last_arrival, 4)
-                write_text_atomic(staged.stage / "report.json", json.dumps(report, indent=2) + "\n")
-                runner.publish_staged(staged.stage, staged.out_dir)
+                runner.finish_staged(staged.stage, staged.out_dir, report)
                 shutil.rmtree(staged.stage, ignore_errors=True)
                 t_done = time.perf_counter()
                 f = report["finding"]
