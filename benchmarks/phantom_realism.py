@@ -268,7 +268,7 @@ def _montage(plt: Any, args: argparse.Namespace, path: Path) -> None:
         a.set_title(title, fontsize=9)
     fig.suptitle("Phantom, brain window 40/80: subtypes (truth in red) and mimics (region in yellow)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    fig.savefig(path, dpi=70)
     plt.close(fig)
 
 

@@ -138,8 +138,7 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     thick = a.skull_mm * (1 + 0.12 * low) + 3 * _sig(-(z + 25) / 6) + 1.5 * _sig((y - 60) / 8)
     thick = np.where(above < d0, 0.5 * thick, thick)  # the fossa floors are thinner than the vault
     cav = np.where(cav < 0, cav * (a.skull_mm / thick), cav)
-    # under the fossa floors (inside the cranial ellipsoid) the skull gives way to soft tissue, never to air
-    cav = np.where((cav < 0) & (d0 > 0), np.maximum(cav, -(a.skull_mm + 0.3 * a.scalp_mm)), cav).astype(F32)
+    cav = cav.astype(F32)
     # thin CSF over the skull base: a slice tangent to the fossa floor must not turn into a CSF sheet
     gap = (a.gap_mm * (1 + 0.3 * low) * np.where(above < d0, 0.3, 1.0)).clip(0.3, None).astype(F32)
     lam = 13.0
@@ -162,6 +161,8 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
         bz = (int(idx.min()), int(idx.max()) + 1)
         sl = slice(*bz)
         base = _base_fields(x[sl], y[sl], z[sl], rng, cpx, g.thickness_mm, a)
+        # under the fossa floors (inside the cranial ellipsoid) the skull gives way to soft tissue, never to air
+        base["low"] = np.maximum(base["low"], np.minimum(d0[sl], floor[sl] - z[sl])).astype(F32)
     return Fields(cav, gap, sul, var, tent, base, bz, sulc_scale)
 
 
