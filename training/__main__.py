@@ -27,12 +27,25 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     g.add_argument("--seed", type=int, default=0)
+    r = p.add_argument_group("pseudo-mask refinement (see training/refine.py)")
+    r.add_argument("--cam-threshold", type=float, default=None, help="fraction of each slice's CAM peak opening the search region")
+    r.add_argument("--hu-low", type=float, default=None, help="lowest HU taken as blood")
+    r.add_argument("--hu-high", type=float, default=None, help="highest HU taken as blood")
+    r.add_argument("--component-cam-peak", type=float, default=None, help="CAM value a kept component must reach")
+    r.add_argument("--brain-erode", type=int, default=None, help="pixels peeled off the brain mask (inner table)")
 
 
 def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
     from training.pipeline import PipelineConfig
+    from training.refine import RefineParams
 
-    return PipelineConfig(size=a.size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
+    refine = RefineParams()
+    for key in ("cam_threshold", "hu_low", "hu_high", "component_cam_peak"):
+        if getattr(a, key) is not None:
+            setattr(refine, key, float(getattr(a, key)))
+    if a.brain_erode is not None:
+        refine.brain_erode_px = int(a.brain_erode)
+    return PipelineConfig(refine=refine, size=a.size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
                           seg_steps=a.seg_steps, seg_batch=a.seg_batch, seg_base=a.seg_base,
                           min_component_mm3=a.min_component_mm3, device=a.device, amp=a.amp, seed=a.seed)
 

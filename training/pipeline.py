@@ -9,6 +9,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,9 +87,10 @@ def train_classifier(vols: Sequence[Volume], cfg: PipelineConfig, work: Path) ->
 def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cfg: PipelineConfig,
                       cache: Path | None = None) -> list[np.ndarray]:
     """Stage 2+3: CAM per positive slice, refined without supervision; cached as .npz in the work folder."""
+    key = json.dumps(cfg.refine.to_dict(), sort_keys=True)
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as d:
-            if list(d["ids"]) == [v.case_id for v in vols]:
+            if list(d["ids"]) == [v.case_id for v in vols] and str(d["params"]) == key:
                 return [d[f"m{i}"].astype(bool) for i in range(len(vols))]
     rank, world = dist_info()
     mine: dict[int, np.ndarray] = {}
@@ -108,7 +110,7 @@ def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cf
     if cache is not None and rank == 0:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(cache) + ".tmp.npz")
-        np.savez_compressed(tmp, ids=np.array([v.case_id for v in vols]), **{f"m{i}": m for i, m in enumerate(masks)})
+        np.savez_compressed(tmp, ids=np.array([v.case_id for v in vols]), params=key, **{f"m{i}": m for i, m in enumerate(masks)})
         tmp.replace(cache)
     return masks
 
