@@ -82,12 +82,13 @@ def phantom(
     slices: Optional[int] = typer.Option(None, "--slices", min=1, max=1000, help="Slices per case (default: from thickness)."),
     thickness: Optional[float] = typer.Option(None, "--thickness", min=0.5, max=10.0, help="Slice thickness in mm (default: random 1-5)."),
     compress: bool = typer.Option(False, "--compress", help="Write JPEG 2000 lossless instead of uncompressed (dicom/rsna)."),
+    size: int = typer.Option(512, "--size", min=64, max=1024, help="Matrix size (pixel spacing scales so the head keeps its size)."),
 ) -> None:
     """Generate synthetic head-CT series with hemorrhages and ground truth."""
     from edge_ich.phantom_io import write_dataset
 
     summary = write_dataset(out, cases=cases, seed=seed, layout=layout.value, difficulty=difficulty.value,
-                            slices=slices, thickness=thickness, compress=compress)
+                            slices=slices, thickness=thickness, compress=compress, size=size)
     typer.echo(summary)
 
 
