@@ -84,7 +84,12 @@ def test_remove_small_threshold_choice_and_wilcoxon() -> None:
     prob = np.zeros((3, 10, 10), np.float32)
     prob[1, 3:7, 3:7] = 0.65
     prob[2, 0:2, 0:2] = 0.45
-    th, d = choose_threshold([prob], [m.astype(np.uint8) * 0 + (prob >= 0.6)], [(1.0, 1.0, 1.0)], 0.0)
-    assert 0.45 < th <= 0.65 and d == 1.0
+    th, mm, d = choose_threshold([prob], [(prob >= 0.6).astype(np.uint8)], [(1.0, 1.0, 1.0)], 0.0)
+    assert 0.45 < th <= 0.65 and mm == 0.0 and d == 1.0
+    prob[0, 0, 0] = 0.9  # a one-voxel speck: only a component-size rule removes it
+    truth = np.zeros(prob.shape, np.uint8)
+    truth[1, 3:7, 3:7] = 1
+    th, mm, d = choose_threshold([prob], [truth], [(1.0, 1.0, 1.0)], None, min_grid=(0.0, 5.0))
+    assert mm == 5.0 and d == 1.0
     assert wilcoxon_p([0.9] * 10, [0.9] * 10) != wilcoxon_p([0.9] * 10, [0.9] * 10)  # nan when identical
     assert wilcoxon_p(list(np.linspace(0.6, 0.9, 12)), list(np.linspace(0.1, 0.4, 12))) < 0.01

@@ -23,7 +23,8 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seg-steps", type=int, default=800)
     g.add_argument("--seg-batch", type=int, default=16)
     g.add_argument("--seg-base", type=int, default=12, help="U-Net width of the first level")
-    g.add_argument("--min-component-mm3", type=float, default=10.0)
+    g.add_argument("--min-component-mm3", type=float, default=None,
+                   help="smallest kept component; default: chosen on the validation cases with the threshold")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     g.add_argument("--seed", type=int, default=0)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--reduced", action="store_true", help="label the results as a reduced configuration")
     _add_pipeline_args(e)
     _add_phantom_args(e)
-    e.set_defaults(size=64, seg_base=8, cls_steps=300, seg_steps=400, min_component_mm3=10.0)
+    e.set_defaults(size=64, seg_base=8, cls_steps=300, seg_steps=400)
 
     a = ap.parse_args(argv)
     try:

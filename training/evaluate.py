@@ -113,13 +113,21 @@ def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.wilcoxon(x, y, zero_method="wilcox").pvalue)
 
 
+MIN_COMPONENT_GRID = (10.0, 50.0, 100.0, 200.0, 400.0, 800.0)
+
+
 def choose_threshold(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], spacings: Sequence[tuple[float, float, float]],
-                     min_mm3: float, grid: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)) -> tuple[float, float]:
-    """Threshold with the best mean per-volume Dice on a validation set -> (threshold, Dice)."""
-    best = (0.5, -1.0)
-    for th in grid:
-        ds = [dice(remove_small(p >= th, sp, min_mm3), t > 0) for p, t, sp in zip(probs, truths, spacings)]
-        m = float(np.mean(ds)) if ds else 0.0
-        if m > best[1] + 1e-9:
-            best = (float(th), m)
+                     min_mm3: float | None, grid: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+                     min_grid: Sequence[float] = MIN_COMPONENT_GRID) -> tuple[float, float, float]:
+    """Operating point with the best mean per-volume Dice on a validation set -> (threshold, min_mm3, Dice).
+
+    `min_mm3` fixes the smallest kept component; None chooses it from `min_grid` as well.
+    """
+    best = (0.5, float(min_mm3 if min_mm3 is not None else min_grid[0]), -1.0)
+    for mm in ([min_mm3] if min_mm3 is not None else list(min_grid)):
+        for th in grid:
+            ds = [dice(remove_small(p >= th, sp, float(mm)), t > 0) for p, t, sp in zip(probs, truths, spacings)]
+            m = float(np.mean(ds)) if ds else 0.0
+            if m > best[2] + 1e-9:
+                best = (float(th), float(mm), m)
     return best

@@ -58,7 +58,7 @@ def subset_by_bleed_fraction(vols: list[Volume], fraction: float) -> list[Volume
 
 
 def _scores(result: TrainResult, test: list[Volume], cfg: PipelineConfig) -> list[CaseScores]:
-    preds = binarize(predict_probs(result.segmenter, test, cfg), test, result.threshold, cfg.min_component_mm3)
+    preds = binarize(predict_probs(result.segmenter, test, cfg), test, result.threshold, result.min_component_mm3)
     return [score_case(v.case_id, p, v.truth, v.spacing) for v, p in zip(test, preds)]  # type: ignore[arg-type]
 
 
@@ -96,6 +96,8 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
         s["train_bleed_slices"] = int(sum(int(np.sum(v.slice_labels)) for v in sub))  # type: ignore[arg-type]
         s["pseudo_mask_dice"] = pseudo_mask_dice(sub, res.pseudo or [])
         s["threshold"] = res.threshold
+        s["min_component_mm3"] = res.min_component_mm3
+        ws_min_mm3 = res.min_component_mm3
         rows[name] = s
         timings[name] = round(time.perf_counter() - t0, 1)
         log(f"[experiment] {name}: test Dice {s['dice_all']:.3f} ({timings[name]:.0f}s)")
@@ -132,10 +134,10 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     rows["FS large (ceiling)"] = s
     timings["FS large (ceiling)"] = round(time.perf_counter() - t0, 1)
 
-    # threshold baseline
+    # threshold baseline, with the smallest-component rule the full weakly supervised model chose
     from edge_ich.baseline import threshold_segment
 
-    sc = [score_case(v.case_id, remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, cfg.min_component_mm3),
+    sc = [score_case(v.case_id, remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, ws_min_mm3),
                      v.truth, v.spacing) for v in test]  # type: ignore[arg-type]
     s = summarize(sc)
     per_case["Threshold"] = s.pop("per_case_dice")

@@ -46,7 +46,7 @@ class PipelineConfig:
     seg_steps: int = 800
     seg_batch: int = 16
     seg_lr: float = 2e-3
-    min_component_mm3: float = 10.0
+    min_component_mm3: float | None = None  # None: chosen on the validation cases with the threshold
     device: str = "cpu"
     amp: bool = False
     seed: int = 0
@@ -153,6 +153,7 @@ def binarize(probs: Sequence[np.ndarray], vols: Sequence[Volume], threshold: flo
 class TrainResult:
     segmenter: UNet25D
     threshold: float
+    min_component_mm3: float
     summary: dict[str, Any]
     classifier: SliceSequenceClassifier | None = None
     pseudo: list[np.ndarray] | None = None
@@ -167,16 +168,16 @@ def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: P
     pseudo = make_pseudo_masks(clf, train, cfg, work / "pseudo_train.npz")
     log(f"[pseudo] train pseudo-mask Dice vs truth: {pseudo_mask_dice(train, pseudo)}")
     seg = train_segmenter(train, pseudo, cfg, work)
-    th, vdice = 0.5, float("nan")
+    th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
     if val:
         pv = make_pseudo_masks(clf, val, cfg, work / "pseudo_val.npz")
-        th, vdice = choose_threshold(predict_probs(seg, val, cfg), [m.astype(np.uint8) for m in pv], [v.spacing for v in val], cfg.min_component_mm3)
+        th, mm, vdice = choose_threshold(predict_probs(seg, val, cfg), [m.astype(np.uint8) for m in pv], [v.spacing for v in val], cfg.min_component_mm3)
     summary = {"method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net)",
                "train_cases": len(train), "train_slices": int(sum(v.n for v in train)),
                "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
-               "val_cases": len(val), "threshold": th, "val_dice_vs_pseudo": vdice,
+               "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice_vs_pseudo": vdice,
                "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False}
-    return TrainResult(seg, th, summary, clf, pseudo)
+    return TrainResult(seg, th, mm, summary, clf, pseudo)
 
 
 def run_fully_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path, name: str = "segmenter_fs") -> TrainResult:
@@ -184,9 +185,9 @@ def run_fully_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: Pi
     if any(v.truth is None for v in list(train) + list(val)):
         raise InputError("fully supervised training needs voxel masks on every training and validation case")
     seg = train_segmenter(train, [v.truth_binary() for v in train], cfg, Path(work), name)
-    th, vdice = 0.5, float("nan")
+    th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
     if val:
-        th, vdice = choose_threshold(predict_probs(seg, val, cfg), [v.truth for v in val], [v.spacing for v in val], cfg.min_component_mm3)  # type: ignore[misc]
+        th, mm, vdice = choose_threshold(predict_probs(seg, val, cfg), [v.truth for v in val], [v.spacing for v in val], cfg.min_component_mm3)  # type: ignore[misc]
     summary = {"method": "fully supervised (true voxel masks -> 2.5D U-Net)", "train_cases": len(train),
-               "val_cases": len(val), "threshold": th, "val_dice": vdice, "voxel_truth_used": True}
-    return TrainResult(seg, th, summary)
+               "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice": vdice, "voxel_truth_used": True}
+    return TrainResult(seg, th, mm, summary)

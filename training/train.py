@@ -77,7 +77,7 @@ def evaluate_on(result: TrainResult, vols: list[Volume], cfg: PipelineConfig) ->
     have = [v for v in vols if v.truth is not None]
     if not have:
         return {}
-    preds = binarize(predict_probs(result.segmenter, have, cfg), have, result.threshold, cfg.min_component_mm3)
+    preds = binarize(predict_probs(result.segmenter, have, cfg), have, result.threshold, result.min_component_mm3)
     s = summarize([score_case(v.case_id, p, v.truth, v.spacing) for v, p in zip(have, preds)])  # type: ignore[arg-type]
     s.pop("per_case_dice", None)
     return s
@@ -146,7 +146,7 @@ def train_main(o: TrainOptions) -> dict[str, Any]:
         evaluation = {"test_set": f"{len(test)} held-out phantoms ({o.difficulty}), model grid {cfg.size}x{cfg.size}",
                       "segmenter": evaluation}
         try:
-            evaluation["threshold_baseline"] = threshold_baseline_on(test, cfg.min_component_mm3)
+            evaluation["threshold_baseline"] = threshold_baseline_on(test, result.min_component_mm3)
         except ImportError:
             pass
     summary["evaluation"] = evaluation
@@ -159,7 +159,7 @@ def train_main(o: TrainOptions) -> dict[str, Any]:
                            "config": cfg.to_dict(), "train_seconds": summary["train_seconds"], "device": cfg.device,
                            "onnx_vs_torch_max_abs_diff": diff})
         write_card(result.segmenter, Path(o.out), o.name, (cfg.size, cfg.size), cfg.context, cfg.windows, result.threshold,
-                   cfg.min_component_mm3, training, _round(evaluation))
+                   result.min_component_mm3, training, _round(evaluation))
         summary["runtime_check_max_abs_diff"] = check_with_runtime(Path(o.out), ref, cfg, result.segmenter)
         summary["model"] = str(o.out)
         log(f"[export] {o.out} written; ONNX vs torch {diff:.2e}; runtime backend vs torch {summary['runtime_check_max_abs_diff']:.2e}")
