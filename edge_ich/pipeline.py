@@ -18,7 +18,7 @@ import numpy as np
 
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
-from edge_ich.preprocess import context_indices, prepare_slice, resize_back
+from edge_ich.preprocess import context_indices, prepare_slice, resize_back_above
 from edge_ich.volume import SliceSource
 
 STAGES = ("read", "preprocess", "h2d", "compute", "d2h", "postprocess", "write")
@@ -70,7 +70,7 @@ def probability(raw: np.ndarray, card: ModelCard) -> np.ndarray:
 
 def native_mask(prob: np.ndarray, card: ModelCard, shape: tuple[int, int]) -> np.ndarray:
     """One model-grid probability [H, W] -> thresholded uint8 mask on the native grid [rows, cols]."""
-    return (resize_back(prob, shape) >= card.threshold).astype(np.uint8)
+    return resize_back_above(prob, shape, card.threshold).view(np.uint8)
 
 
 def _reader(source: SliceSource, card: ModelCard, q: "queue.Queue[Any]", timings: StageTimes, stop: threading.Event) -> None:
@@ -197,12 +197,20 @@ def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lp
     """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest."""
     from scipy import ndimage
 
-    labels, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     voxel_mm3 = float(np.prod(spacing))
     kept = np.zeros_like(mask)
     comps: list[Component] = []
-    if count == 0:
+    # label only inside the bounding box of the positive voxels (most of a scan is empty)
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
         return kept, comps
+    z0, z1 = zs[0], zs[-1] + 1
+    ys = np.flatnonzero(mask[z0:z1].any(axis=(0, 2)))
+    xs = np.flatnonzero(mask[z0:z1].any(axis=(0, 1)))
+    box = (slice(z0, z1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
+    offset = np.array([box[0].start, box[1].start, box[2].start])
+    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
+    kept_box = kept[box]
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
     objects = ndimage.find_objects(labels)
     for lab in range(1, count + 1):
@@ -210,16 +218,16 @@ def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lp
             continue
         sl = objects[lab - 1]
         sub = labels[sl] == lab
-        kept[sl][sub] = 1
+        kept_box[sl][sub] = 1
         zz, yy, xx = np.nonzero(sub)
-        cz, cy, cx = zz.mean() + sl[0].start, yy.mean() + sl[1].start, xx.mean() + sl[2].start
+        cz, cy, cx = (zz.mean() + sl[0].start + offset[0], yy.mean() + sl[1].start + offset[1], xx.mean() + sl[2].start + offset[2])
         world = affine_lps @ np.array([cx, cy, cz, 1.0])
         comps.append(
             Component(
                 id=len(comps) + 1,
                 voxels=int(sizes[lab]),
                 volume_ml=float(sizes[lab]) * voxel_mm3 / 1000.0,
-                slices=(int(sl[0].start), int(sl[0].stop - 1)),
+                slices=(int(sl[0].start + offset[0]), int(sl[0].stop - 1 + offset[0])),
                 centroid_voxel=(float(cz), float(cy), float(cx)),
                 centroid_lps_mm=(float(world[0]), float(world[1]), float(world[2])),
             )

@@ -78,6 +78,28 @@ def _linear_matrix(src: int, dst: int) -> np.ndarray:
     return m
 
 
+def resize_back_above(prob: np.ndarray, shape: tuple[int, int], threshold: float) -> np.ndarray:
+    """`resize_back(prob, shape) >= threshold`, computing only where it can be true.
+
+    Bilinear values are convex combinations of their source pixels, so an output pixel can reach
+    the threshold only if one of its source rows and one of its source columns hold a value that
+    does. Only those output rows and columns are interpolated; the result is identical.
+    """
+    out = np.zeros(shape, dtype=bool)
+    hot = prob >= threshold
+    if not hot.any():
+        return out
+    if prob.shape == tuple(shape):
+        return hot
+    h, w = prob.shape
+    ry, rx = _linear_matrix(h, shape[0]), _linear_matrix(w, shape[1])
+    rows = np.flatnonzero(ry[:, hot.any(axis=1)].any(axis=1))
+    cols = np.flatnonzero(rx[:, hot.any(axis=0)].any(axis=1))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    out[r0:r1, c0:c1] = (ry[r0:r1] @ prob.astype(np.float32, copy=False) @ rx[c0:c1].T) >= threshold
+    return out
+
+
 def resize_back(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Model-grid probability [H, W] -> native pixel grid [rows, cols], bilinear (two small matmuls)."""
     if prob.shape == tuple(shape):

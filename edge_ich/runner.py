@@ -284,6 +284,16 @@ def finish_staged(stage: Path, out: Path, report: dict[str, Any]) -> None:
     publish_staged(stage, out)
 
 
+def _warm_outputs(seg: bool) -> None:
+    """Import what the output stage needs and warm highdicom, on a background thread."""
+    import scipy.ndimage  # noqa: F401
+
+    if seg:
+        from edge_ich.outputs.seg import warm_up
+
+        warm_up()
+
+
 def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSource | None = None,
         progress: bool | None = None) -> RunResult:
     """Segment one series and write all outputs under `opts.out`; return the report."""
@@ -297,20 +307,17 @@ def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSour
     try:
         if tuple(source.geometry.shape[1:]) and min(source.geometry.shape[1:]) < 16:
             raise InputError(f"slices of {source.geometry.shape[1]}x{source.geometry.shape[2]} pixels are too small to segment")
-        warm = None
-        if opts.write_seg and source.kind == "dicom":
-            # highdicom's one-time table loading (1-2 s) overlaps inference instead of following it
-            import threading
+        # one-time costs of the output stage (scipy.ndimage import, highdicom's tables: 1-2 s)
+        # overlap inference instead of following the last slice
+        import threading
 
-            from edge_ich.outputs.seg import warm_up
-
-            warm = threading.Thread(target=warm_up, name="edge-ich-seg-warm-up", daemon=True)
-            warm.start()
+        warm = threading.Thread(target=_warm_outputs, args=(opts.write_seg and source.kind == "dicom",),
+                                name="edge-ich-warm-up", daemon=True)
+        warm.start()
         show = sys.stderr.isatty() if progress is None else progress
         with _progress(show, source.geometry.shape[0]) as cb:
             seg = segment(source, model.backend, batch=opts.batch, progress=cb)
-        if warm is not None:
-            warm.join()
+        warm.join()
         stage, report, kept = stage_outputs(out, source, model, seg, opts)
         try:
             if seg.timings.last_read_at is not None:
