@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         md.append(f"| {r['precision']} | {r['size_bytes'] / 1024:.1f} | {f(r.get('latency_ms_per_slice'), 2)} | "
                   f"{f(r.get('dice_vs_truth'))} | {f(r.get('dice_vs_fp32'))} | {f(r.get('sens_vs_fp32'))} | {r['verdict']} |")
     md += ["", f"Gate ({'PASS' if rep.passed else 'REFUSED'}): " + rep.lines()[-1].strip().rsplit(":", 1)[0] + ". The drop is "
-           "FP32's score minus INT8's against truth and against the FP32 masks; the worst counts. Dice is pooled over all "
+           "FP32's score minus INT8's; the gate judges it against truth where truth exists, else against the FP32 masks. Dice is pooled over all "
            "held-out pixels; against truth on the native grid, against FP32 on the model grid.", ""]
     write_text_atomic(args.out / "precision.md", "\n".join(md))
     print("\n".join(md))

@@ -72,8 +72,8 @@ def test_gate_refuses_int8_whose_activation_range_swallows_the_signal(data: dict
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and err[0].startswith("edge-ich: error: int8 refused by the accuracy gate")
-    assert "Dice drop" in err[0] and "max 0.01)" in err[0] and "vs truth" in err[0] and "nothing written" in err[0]
-    drop = float(err[0].split("Dice drop ")[1].split()[0])
+    assert "Dice drop vs truth" in err[0] and "(max 0.01;" in err[0] and "vs FP32" in err[0] and "nothing written" in err[0]
+    drop = float(err[0].split("Dice drop vs truth ")[1].split()[0])
     assert drop > 0.5
     assert _final_files(out) == []
 

@@ -3,8 +3,8 @@
 Measured on the CPU with ONNX Runtime on held-out slices (a Q/DQ ONNX runs there too):
 Dice and sensitivity against truth masks where they exist (phantoms), and always against the
 FP32 model's own masks. The drop is FP32's score minus the candidate's against each reference (truth when present, and
-the FP32 masks, against which FP32 scores 1); the gate judges the worst. Dice is pooled over all
-held-out pixels (one Dice, not a mean).
+the FP32 masks, against which FP32 scores 1); the gate judges the truth drop where truth exists,
+else the drop against FP32. Dice is pooled over all held-out pixels (one Dice, not a mean).
 """
 
 from __future__ import annotations
@@ -92,8 +92,9 @@ class GateReport:
             return ", ".join(f"vs {ref} {self.drops[f'{kind}_vs_{ref.lower()}']:.4f}" for ref in ("truth", "FP32")
                              if f"{kind}_vs_{ref.lower()}" in self.drops)
 
-        return (f"Dice drop {self.dice_drop:.4f} ({part('dice')}; max {self.max_dice_drop}), sensitivity drop "
-                f"{self.sens_drop:.4f} ({part('sens')}; max {self.max_sens_drop})")
+        judged = "truth" if self.reference == "truth" else "FP32"
+        return (f"Dice drop vs {judged} {self.dice_drop:.4f} (max {self.max_dice_drop}; {part('dice')}), sensitivity drop "
+                f"vs {judged} {self.sens_drop:.4f} (max {self.max_sens_drop}; {part('sens')})")
 
     def refusal(self) -> str:
         """The one line a refused build ends with."""
@@ -179,7 +180,8 @@ def run_gate(fp32_path: Path, cand_path: Path | None, card: ModelCard, held: Sli
 
 def _set_drops(report: GateReport) -> None:
     """Drop = FP32's score minus the candidate's, against truth (when present) and against FP32's own masks
-    (where FP32 scores 1); the gate judges the worst of them."""
+    (where FP32 scores 1). The gate judges the truth drop where truth exists (is the model worse?), else
+    the drop against FP32 (is it different?); both are reported."""
     fp32, cand = report.fp32, report.candidate
     assert cand is not None
     d = {"dice_vs_fp32": 1.0 - cand.dice_vs_fp32, "sens_vs_fp32": 1.0 - cand.sens_vs_fp32}
@@ -187,8 +189,8 @@ def _set_drops(report: GateReport) -> None:
         d["dice_vs_truth"] = fp32.dice_vs_truth - cand.dice_vs_truth
         d["sens_vs_truth"] = (fp32.sens_vs_truth or 0.0) - (cand.sens_vs_truth or 0.0)
     report.drops = d
-    report.dice_drop = max(v for k, v in d.items() if k.startswith("dice"))
-    report.sens_drop = max(v for k, v in d.items() if k.startswith("sens"))
+    ref = "truth" if "dice_vs_truth" in d else "fp32"
+    report.dice_drop, report.sens_drop = d[f"dice_vs_{ref}"], d[f"sens_vs_{ref}"]
 
 
 def enforce(report: GateReport) -> None:
