@@ -177,6 +177,21 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     ]
     if disk:
         lines.append(f"From disk at full speed (runner's own clock, last slice read -> outputs written): median {disk['median']:.3f} s.")
+    st_ms = doc["stages_ms_per_slice"]
+    per_series = {k: v["total"] / doc["passes"] for k, v in st_ms.items()}
+    others = sorted(((k, v) for k, v in per_series.items() if k != "compute"), key=lambda kv: -kv[1])
+    model_ms = doc["model_only_s"]["median"] * 1e3
+    n = doc["series"]["shape"][0]
+    lines += [
+        "",
+        "Where the time beyond the network goes (per series, from the stage table below): "
+        + ", ".join(f"{STAGE_LABELS.get(k, k)} {v:.0f} ms" for k, v in others) + ". "
+        f"Read and preprocess run on the reader thread, overlapped with compute, but on 2 cores they compete with the "
+        f"network's own threads: compute inside the pipeline took {st_ms['compute']['mean']:.1f} ms per slice against "
+        f"{model_ms / n:.1f} ms when the model runs alone. Postprocess (resize back to 512x512, threshold, 3D components) "
+        "and writing (report, NIfTI, DICOM SEG, key images) run on the main thread, between and after the network calls, and are what "
+        "stands between the goal and this result.",
+    ]
     lines += ["", "## Per stage, per slice (ms)", "", "| stage | mean | median | p95 | total per series (ms) |", "|---|---:|---:|---:|---:|"]
     for s, v in doc["stages_ms_per_slice"].items():
         lines.append(f"| {STAGE_LABELS.get(s, s)} | {v['mean']:.2f} | {v['median']:.2f} | {v['p95']:.2f} | {v['total'] / doc['passes']:.0f} |")
