@@ -105,11 +105,13 @@ def train_loop(model: nn.Module, sample: Callable[[np.random.Generator, int], tu
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, rank])
     start = 0
+    elapsed_before = 0.0
     if cfg.ckpt is not None and Path(cfg.ckpt).is_file():
         state = torch.load(cfg.ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
+        elapsed_before = float(state.get("elapsed_s", float("nan")))  # nan: a checkpoint that did not record it
         rngs = state.get("rng_states")
         if rngs and rank < len(rngs):
             rng.bit_generator.state = rngs[rank]
@@ -145,8 +147,11 @@ def train_loop(model: nn.Module, sample: Callable[[np.random.Generator, int], tu
                 torch.distributed.all_gather_object(gathered, rng.bit_generator.state)
                 states = gathered
             if rank == 0:
-                _save(Path(cfg.ckpt), {"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "rng_states": states})
+                _save(Path(cfg.ckpt), {"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "rng_states": states,
+                                       "elapsed_s": elapsed_before + time.perf_counter() - t0})
     model.eval()
+    total = elapsed_before + time.perf_counter() - t0
+    model.train_seconds = None if total != total else round(total, 1)  # type: ignore[assignment]
     return model
 
 

@@ -176,7 +176,8 @@ def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: P
                "train_cases": len(train), "train_slices": int(sum(v.n for v in train)),
                "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
                "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice_vs_pseudo": vdice,
-               "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False}
+               "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False,
+               "classifier_train_seconds": getattr(clf, "train_seconds", None), "segmenter_train_seconds": getattr(seg, "train_seconds", None)}
     return TrainResult(seg, th, mm, summary, clf, pseudo)
 
 
@@ -189,5 +190,6 @@ def run_fully_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: Pi
     if val:
         th, mm, vdice = choose_threshold(predict_probs(seg, val, cfg), [v.truth for v in val], [v.spacing for v in val], cfg.min_component_mm3)  # type: ignore[misc]
     summary = {"method": "fully supervised (true voxel masks -> 2.5D U-Net)", "train_cases": len(train),
-               "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice": vdice, "voxel_truth_used": True}
+               "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice": vdice, "voxel_truth_used": True,
+               "segmenter_train_seconds": getattr(seg, "train_seconds", None)}
     return TrainResult(seg, th, mm, summary)
