@@ -93,3 +93,14 @@ def test_remove_small_threshold_choice_and_wilcoxon() -> None:
     assert mm == 5.0 and d == 1.0
     assert wilcoxon_p([0.9] * 10, [0.9] * 10) != wilcoxon_p([0.9] * 10, [0.9] * 10)  # nan when identical
     assert wilcoxon_p(list(np.linspace(0.6, 0.9, 12)), list(np.linspace(0.1, 0.4, 12))) < 0.01
+
+
+def test_bleed_fraction_subsets_keep_whole_cases_in_order() -> None:
+    from training.experiment import subset_by_bleed_fraction
+    from training.volumes import Volume
+
+    counts = [0, 4, 0, 2, 4]  # bleed slices per case, 10 in all
+    vols = [Volume(f"c{i}", np.zeros((6, 4, 4), np.float32), (1.0, 1.0, 1.0), (np.arange(6) < k).astype(np.uint8)) for i, k in enumerate(counts)]
+    assert [v.case_id for v in subset_by_bleed_fraction(vols, 0.1)] == ["c0", "c1"]
+    assert [v.case_id for v in subset_by_bleed_fraction(vols, 0.5)] == ["c0", "c1", "c2", "c3"]
+    assert len(subset_by_bleed_fraction(vols, 1.0)) == 5
