@@ -148,6 +148,17 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def read_card_file(cpath: Path) -> ModelCard:
+    """Parse and validate one card file; a clear ModelError when it is not a valid card."""
+    try:
+        data = json.loads(Path(cpath).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model card {Path(cpath).name} is not readable JSON: {type(exc).__name__}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {Path(cpath).name} is not a JSON object")
+    return ModelCard.from_dict(data)
+
+
 def load_card(model_path: Path, verify_hash: bool = True) -> ModelCard:
     """Read and validate the card beside `model_path`; refuse a model without a valid card."""
     model_path = Path(model_path)
@@ -156,13 +167,7 @@ def load_card(model_path: Path, verify_hash: bool = True) -> ModelCard:
     cpath = card_path_for(model_path)
     if not cpath.is_file():
         raise ModelError(f"model {model_path.name} has no card ({cpath.name} expected beside it); refusing to run it")
-    try:
-        data = json.loads(cpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"model card {cpath.name} is not readable JSON: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"model card {cpath.name} is not a JSON object")
-    card = ModelCard.from_dict(data)
+    card = read_card_file(cpath)
     if verify_hash:
         actual = sha256_file(model_path)
         if actual != card.model_sha256:

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from edge_ich.card import ModelCard, card_path_for, sha256_file
+from edge_ich.card import ModelCard, card_path_for, read_card_file, sha256_file
 from edge_ich.errors import ModelError
 
 MANIFEST_SCHEMA_VERSION = 1
@@ -298,13 +298,7 @@ def card_for_plan(plan_path: Path) -> ModelCard:
     cpath = card_path_for(plan_path)
     if not cpath.is_file():
         raise ModelError(f"engine {plan_path.name} has no card ({cpath.name} expected beside it); rebuild it: {m.rebuild_command}")
-    try:
-        data = json.loads(cpath.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"card {cpath.name} is not readable JSON: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"card {cpath.name} is not a JSON object")
-    card = ModelCard.from_dict(data)
+    card = read_card_file(cpath)
     if card.model_sha256 != m.onnx_sha256:
         raise EngineMismatch(f"card {cpath.name} describes another ONNX (sha256 {card.model_sha256[:12]}) than engine "
                              f"{plan_path.name} was built from ({m.onnx_sha256[:12]}); rebuild it: {m.rebuild_command}")
