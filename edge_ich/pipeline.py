@@ -194,37 +194,38 @@ class Component:
 
 
 def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float) -> tuple[np.ndarray, list[Component]]:
-    """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest."""
+    """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest.
+
+    The mask is filtered IN PLACE and returned (no second volume-sized array: memory stays at
+    one byte per voxel whatever the series length). Labels are computed only inside the bounding
+    box of the positive voxels, which on most scans is a small part of the volume.
+    """
     from scipy import ndimage
 
     voxel_mm3 = float(np.prod(spacing))
-    kept = np.zeros_like(mask)
     comps: list[Component] = []
-    # label only inside the bounding box of the positive voxels (most of a scan is empty)
     zs = np.flatnonzero(mask.any(axis=(1, 2)))
     if zs.size == 0:
-        return kept, comps
+        return mask, comps
     z0, z1 = zs[0], zs[-1] + 1
     ys = np.flatnonzero(mask[z0:z1].any(axis=(0, 2)))
     xs = np.flatnonzero(mask[z0:z1].any(axis=(0, 1)))
     box = (slice(z0, z1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-    offset = np.array([box[0].start, box[1].start, box[2].start])
+    offset = np.array([box[0].start, box[1].start, box[2].start], dtype=float)
     labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
-    kept_box = kept[box]
     sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    keep = sizes * voxel_mm3 >= min_component_mm3
+    keep[0] = False
+    mask[box] = keep[labels]
     objects = ndimage.find_objects(labels)
-    for lab in range(1, count + 1):
-        if sizes[lab] * voxel_mm3 < min_component_mm3:
-            continue
+    for lab in np.flatnonzero(keep):
         sl = objects[lab - 1]
-        sub = labels[sl] == lab
-        kept_box[sl][sub] = 1
-        zz, yy, xx = np.nonzero(sub)
-        cz, cy, cx = (zz.mean() + sl[0].start + offset[0], yy.mean() + sl[1].start + offset[1], xx.mean() + sl[2].start + offset[2])
+        zz, yy, xx = np.nonzero(labels[sl] == lab)
+        cz, cy, cx = np.array([zz.mean() + sl[0].start, yy.mean() + sl[1].start, xx.mean() + sl[2].start]) + offset
         world = affine_lps @ np.array([cx, cy, cz, 1.0])
         comps.append(
             Component(
-                id=len(comps) + 1,
+                id=0,
                 voxels=int(sizes[lab]),
                 volume_ml=float(sizes[lab]) * voxel_mm3 / 1000.0,
                 slices=(int(sl[0].start + offset[0]), int(sl[0].stop - 1 + offset[0])),
@@ -235,4 +236,4 @@ def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lp
     comps.sort(key=lambda c: -c.volume_ml)
     for j, c in enumerate(comps, 1):
         c.id = j
-    return kept, comps
+    return mask, comps
