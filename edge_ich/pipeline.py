@@ -193,43 +193,72 @@ class Component:
     centroid_lps_mm: tuple[float, float, float]
 
 
+def _components(coords: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
+    """26-connected component label of each positive voxel (coords [P, 3] in C order), and their count.
+
+    Works on the positive voxels alone (a sparse graph of their neighbour pairs), so memory
+    follows the lesion size, not the series length.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = coords.shape[0]
+    dims = np.asarray(shape, dtype=np.int64)
+    lin = np.ravel_multi_index(coords.T, shape)  # sorted, since coords come from np.nonzero
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    # the 13 "forward" neighbour offsets cover every 26-connected pair once
+    for dz in (0, 1):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if (dz, dy, dx) <= (0, 0, 0):
+                    continue
+                nb = coords + np.array([dz, dy, dx])
+                ok = np.all((nb >= 0) & (nb < dims), axis=1)
+                nb_lin = np.ravel_multi_index(nb[ok].T, shape)
+                pos = np.searchsorted(lin, nb_lin)
+                pos[pos == n] = n - 1
+                hit = lin[pos] == nb_lin
+                src.append(np.flatnonzero(ok)[hit])
+                dst.append(pos[hit])
+    rows, cols = np.concatenate(src), np.concatenate(dst)
+    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
+    count, labels = connected_components(graph, directed=False)
+    return labels, int(count)
+
+
 def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float) -> tuple[np.ndarray, list[Component]]:
     """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest.
 
-    The mask is filtered IN PLACE and returned (no second volume-sized array: memory stays at
-    one byte per voxel whatever the series length). Labels are computed only inside the bounding
-    box of the positive voxels, which on most scans is a small part of the volume.
+    The mask is filtered IN PLACE and returned. Labelling works on the positive voxels only, so
+    nothing volume-sized is allocated: memory stays at one byte per voxel (the mask itself)
+    whatever the series length.
     """
-    from scipy import ndimage
-
     voxel_mm3 = float(np.prod(spacing))
     comps: list[Component] = []
-    zs = np.flatnonzero(mask.any(axis=(1, 2)))
-    if zs.size == 0:
+    coords = np.argwhere(mask)
+    if coords.shape[0] == 0:
         return mask, comps
-    z0, z1 = zs[0], zs[-1] + 1
-    ys = np.flatnonzero(mask[z0:z1].any(axis=(0, 2)))
-    xs = np.flatnonzero(mask[z0:z1].any(axis=(0, 1)))
-    box = (slice(z0, z1), slice(ys[0], ys[-1] + 1), slice(xs[0], xs[-1] + 1))
-    offset = np.array([box[0].start, box[1].start, box[2].start], dtype=float)
-    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=count + 1)
+    labels, count = _components(coords, mask.shape)
+    sizes = np.bincount(labels, minlength=count)
     keep = sizes * voxel_mm3 >= min_component_mm3
-    keep[0] = False
-    mask[box] = keep[labels]
-    objects = ndimage.find_objects(labels)
+    drop = ~keep[labels]
+    mask[tuple(coords[drop].T)] = 0
+    sums = [np.bincount(labels, weights=coords[:, a], minlength=count) for a in range(3)]
+    zmin = np.full(count, mask.shape[0], dtype=np.int64)
+    zmax = np.full(count, -1, dtype=np.int64)
+    np.minimum.at(zmin, labels, coords[:, 0])
+    np.maximum.at(zmax, labels, coords[:, 0])
     for lab in np.flatnonzero(keep):
-        sl = objects[lab - 1]
-        zz, yy, xx = np.nonzero(labels[sl] == lab)
-        cz, cy, cx = np.array([zz.mean() + sl[0].start, yy.mean() + sl[1].start, xx.mean() + sl[2].start]) + offset
+        cz, cy, cx = (float(sums[a][lab] / sizes[lab]) for a in range(3))
         world = affine_lps @ np.array([cx, cy, cz, 1.0])
         comps.append(
             Component(
                 id=0,
                 voxels=int(sizes[lab]),
                 volume_ml=float(sizes[lab]) * voxel_mm3 / 1000.0,
-                slices=(int(sl[0].start + offset[0]), int(sl[0].stop - 1 + offset[0])),
-                centroid_voxel=(float(cz), float(cy), float(cx)),
+                slices=(int(zmin[lab]), int(zmax[lab])),
+                centroid_voxel=(cz, cy, cx),
                 centroid_lps_mm=(float(world[0]), float(world[1]), float(world[2])),
             )
         )
