@@ -220,7 +220,8 @@ def write_outputs(stage: Path, source: SliceSource, model: LoadedModel, kept: np
     if opts.write_seg and source.kind == "dicom":
         from edge_ich.outputs.seg import write_seg
 
-        headers = [source.header(i) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
+        # the SEG writer never edits its source headers (tests/test_outputs_seg.py checks it): no copies
+        headers = [source.header(i, copy_=False) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
         write_seg(stage / "seg.dcm", kept, headers, algorithm_name=model.card.name, algorithm_version=model.card.model_sha256[:12])
         outputs["seg"] = "seg.dcm"
     keys = _key_slices(kept, opts.key_images)

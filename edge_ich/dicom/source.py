@@ -85,9 +85,10 @@ class DicomSeries:
             raise InputError(f"slice {i} decodes to {hu.shape}, not the series' {self.geometry.shape[1:]}")
         return hu
 
-    def header(self, i: int) -> Any:
-        """Header of slice i without pixel data (a copy: callers may edit it)."""
-        return copy.deepcopy(self._headers[i])
+    def header(self, i: int, copy_: bool = True) -> Any:
+        """Header of slice i without pixel data: a copy callers may edit, or with `copy_=False`
+        the cached one itself, for readers that promise not to change it (the SEG writer)."""
+        return copy.deepcopy(self._headers[i]) if copy_ else self._headers[i]
 
     def summary(self) -> dict[str, Any]:
         """Non-identifying description for the report: UIDs, counts, grid, warnings, skipped files."""
