@@ -1,7 +1,7 @@
 """The `edge-ich` command. Each command is a thin wrapper over one typed API function.
 
-EdgeIchError -> one line on stderr and exit 1 (no traceback, no patient data). Anything else
-is a bug and keeps its traceback. Heavy imports happen inside the commands.
+EdgeIchError and usage errors -> one line on stderr and exit 1 (no traceback, no patient data).
+Anything else is a bug and keeps its traceback. Heavy imports happen inside the commands.
 """
 
 from __future__ import annotations
@@ -174,17 +174,21 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edge-ich: interrupted", file=sys.stderr)
         return 130
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except typer.Abort:
+        print("edge-ich: aborted", file=sys.stderr)
+        return 1
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.exceptions.Exit):
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            print("edge-ich: aborted", file=sys.stderr)
+        # usage and parameter errors (click's, or typer's own copy of click): bad input too, so
+        # one line and exit 1 like every other input error; `--help` names the options
+        fmt = getattr(exc, "format_message", None)
+        if callable(fmt) and isinstance(getattr(exc, "exit_code", None), int):
+            if type(exc).__name__ == "NoArgsIsHelpError":  # help was printed: nothing went wrong
+                return 0
+            cmd = getattr(getattr(exc, "ctx", None), "command_path", "edge-ich")
+            print(f"edge-ich: error: {' '.join(str(fmt()).split())} (see '{cmd} --help')", file=sys.stderr)
             return 1
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return 2 if isinstance(exc, click.UsageError) else 1
         raise
     return 0
 

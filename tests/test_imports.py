@@ -31,3 +31,16 @@ def test_help_lists_commands() -> None:
     assert out.returncode == 0
     for cmd in ("run", "phantom", "build-engine", "bench", "serve"):
         assert cmd in out.stdout
+
+
+def test_usage_errors_are_one_line_exit_1() -> None:
+    for args in (["run", "--bogus"], ["phantom", "--out", "x", "--layout", "foo"], ["bench", "--batch", "0"]):
+        out = subprocess.run([sys.executable, "-m", "edge_ich", *args], capture_output=True, text=True)
+        assert out.returncode == 1, args
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge-ich: error:") and "Traceback" not in out.stderr, out.stderr
+
+
+def test_no_arguments_prints_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "edge_ich"], capture_output=True, text=True)
+    assert out.returncode == 0 and "build-engine" in out.stdout
