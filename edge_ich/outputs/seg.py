@@ -191,10 +191,22 @@ def build_seg(
     with warnings.catch_warnings():
         # highdicom quotes the patient's name in this warning: keep patient data out of logs.
         warnings.filterwarnings("ignore", message=r".*person name.*")
+        # Only the slices with content are handed over, placed by their source positions: highdicom
+        # then never holds a volume-sized copy (peak ~23 MB instead of ~200 MB for 400 slices),
+        # and every source slice is still referenced.
+        frames = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+        extra: dict[str, Any] = {}
+        if frames.size:
+            extra["plane_positions"] = [
+                hd.PlanePositionSequence(coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                                         image_position=[float(v) for v in headers[i].ImagePositionPatient])
+                for i in frames
+            ]
         try:
             seg = hd.seg.Segmentation(
                 source_images=headers,
-                pixel_array=mask,
+                pixel_array=mask[frames] if frames.size else mask,
+                **extra,
                 segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
                 segment_descriptions=[_segment_description(hd, algorithm_name, algorithm_version)],
                 series_instance_uid=generate_uid(),
