@@ -193,71 +193,87 @@ class Component:
     centroid_lps_mm: tuple[float, float, float]
 
 
-def _components(coords: np.ndarray, shape: tuple[int, int, int]) -> tuple[np.ndarray, int]:
-    """26-connected component label of each positive voxel (coords [P, 3] in C order), and their count.
+_S2 = np.ones((3, 3), dtype=bool)
 
-    Works on the positive voxels alone (a sparse graph of their neighbour pairs), so memory
-    follows the lesion size, not the series length.
+
+def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairs (label in a, label in b) of 2D components on adjacent slices that touch in 3D.
+
+    26-connectivity across slices = voxel (y, x) of b touches a at (y+dy, x+dx), |dy|, |dx| <= 1.
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    n = coords.shape[0]
-    dims = np.asarray(shape, dtype=np.int64)
-    lin = np.ravel_multi_index(coords.T, shape)  # sorted, since coords come from np.nonzero
-    src: list[np.ndarray] = []
-    dst: list[np.ndarray] = []
-    # the 13 "forward" neighbour offsets cover every 26-connected pair once
-    for dz in (0, 1):
-        for dy in (-1, 0, 1):
-            for dx in (-1, 0, 1):
-                if (dz, dy, dx) <= (0, 0, 0):
-                    continue
-                nb = coords + np.array([dz, dy, dx])
-                ok = np.all((nb >= 0) & (nb < dims), axis=1)
-                nb_lin = np.ravel_multi_index(nb[ok].T, shape)
-                pos = np.searchsorted(lin, nb_lin)
-                pos[pos == n] = n - 1
-                hit = lin[pos] == nb_lin
-                src.append(np.flatnonzero(ok)[hit])
-                dst.append(pos[hit])
-    rows, cols = np.concatenate(src), np.concatenate(dst)
-    graph = coo_matrix((np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(n, n))
-    count, labels = connected_components(graph, directed=False)
-    return labels, int(count)
+    h, w = a.shape
+    out = []
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            aa = a[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+            bb = b[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            both = (aa > 0) & (bb > 0)
+            if both.any():
+                out.append(np.stack([aa[both], bb[both]], axis=1))
+    return np.unique(np.concatenate(out), axis=0) if out else np.zeros((0, 2), dtype=np.int64)
 
 
 def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float) -> tuple[np.ndarray, list[Component]]:
     """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest.
 
-    The mask is filtered IN PLACE and returned. Labelling works on the positive voxels only, so
-    nothing volume-sized is allocated: memory stays at one byte per voxel (the mask itself)
-    whatever the series length.
+    The mask is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
+    then links between touching labels of adjacent slices), so memory stays at one slice of
+    labels whatever the series length or lesion size.
     """
+    from scipy import ndimage
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     voxel_mm3 = float(np.prod(spacing))
-    comps: list[Component] = []
-    coords = np.argwhere(mask)
-    if coords.shape[0] == 0:
-        return mask, comps
-    labels, count = _components(coords, mask.shape)
-    sizes = np.bincount(labels, minlength=count)
-    keep = sizes * voxel_mm3 >= min_component_mm3
-    drop = ~keep[labels]
-    mask[tuple(coords[drop].T)] = 0
-    sums = [np.bincount(labels, weights=coords[:, a], minlength=count) for a in range(3)]
+    zs = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    if zs.size == 0:
+        return mask, []
+    offsets: dict[int, tuple[int, int]] = {}  # slice -> (first global 2D label, count)
+    size2, sy2, sx2, z2, links = [], [], [], [], []
+    total, prev, prev_z, prev_off = 0, None, -2, 0
+    for z in (int(v) for v in zs):
+        lab, n = ndimage.label(mask[z], structure=_S2)
+        ys, xs = np.nonzero(lab)
+        ll = lab[ys, xs]
+        size2.append(np.bincount(ll, minlength=n + 1)[1:])
+        sy2.append(np.bincount(ll, weights=ys, minlength=n + 1)[1:])
+        sx2.append(np.bincount(ll, weights=xs, minlength=n + 1)[1:])
+        z2.append(np.full(n, z))
+        if prev is not None and prev_z == z - 1:
+            pairs = _touching(prev, lab)
+            links.append(np.stack([pairs[:, 0] - 1 + prev_off, pairs[:, 1] - 1 + total], axis=1))
+        offsets[z] = (total, n)
+        prev, prev_z, prev_off = lab, z, total
+        total += n
+    edges = np.concatenate(links) if links else np.zeros((0, 2), dtype=np.int64)
+    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(total, total))
+    count, comp = connected_components(graph, directed=False)
+    size2a, z2a = np.concatenate(size2), np.concatenate(z2)
+    sizes = np.bincount(comp, weights=size2a, minlength=count)
+    sums = [np.bincount(comp, weights=z2a * size2a, minlength=count),
+            np.bincount(comp, weights=np.concatenate(sy2), minlength=count),
+            np.bincount(comp, weights=np.concatenate(sx2), minlength=count)]
     zmin = np.full(count, mask.shape[0], dtype=np.int64)
     zmax = np.full(count, -1, dtype=np.int64)
-    np.minimum.at(zmin, labels, coords[:, 0])
-    np.maximum.at(zmax, labels, coords[:, 0])
-    for lab in np.flatnonzero(keep):
-        cz, cy, cx = (float(sums[a][lab] / sizes[lab]) for a in range(3))
+    np.minimum.at(zmin, comp, z2a)
+    np.maximum.at(zmax, comp, z2a)
+    keep = sizes * voxel_mm3 >= min_component_mm3
+    keep2 = keep[comp]
+    for z, (off, n) in offsets.items():  # second pass: clear the dropped components
+        if not keep2[off:off + n].all():
+            lab, _ = ndimage.label(mask[z], structure=_S2)
+            lut = np.concatenate([[False], keep2[off:off + n]])
+            mask[z] = lut[lab]
+    comps: list[Component] = []
+    for c in np.flatnonzero(keep):
+        cz, cy, cx = (float(sums[a][c] / sizes[c]) for a in range(3))
         world = affine_lps @ np.array([cx, cy, cz, 1.0])
         comps.append(
             Component(
                 id=0,
-                voxels=int(sizes[lab]),
-                volume_ml=float(sizes[lab]) * voxel_mm3 / 1000.0,
-                slices=(int(zmin[lab]), int(zmax[lab])),
+                voxels=int(sizes[c]),
+                volume_ml=float(sizes[c]) * voxel_mm3 / 1000.0,
+                slices=(int(zmin[c]), int(zmax[c])),
                 centroid_voxel=(cz, cy, cx),
                 centroid_lps_mm=(float(world[0]), float(world[1]), float(world[2])),
             )
