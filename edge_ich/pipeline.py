@@ -200,17 +200,27 @@ def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairs (label in a, label in b) of 2D components on adjacent slices that touch in 3D.
 
     26-connectivity across slices = voxel (y, x) of b touches a at (y+dy, x+dx), |dy|, |dx| <= 1.
+    Only the box around b's voxels (plus one pixel) can hold such pairs.
     """
+    ys, xs = np.nonzero(b)
+    if ys.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, a.shape[0])
+    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, a.shape[1])
+    a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
     h, w = a.shape
-    out = []
+    keys = []
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             aa = a[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
             bb = b[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
             both = (aa > 0) & (bb > 0)
             if both.any():
-                out.append(np.stack([aa[both], bb[both]], axis=1))
-    return np.unique(np.concatenate(out), axis=0) if out else np.zeros((0, 2), dtype=np.int64)
+                keys.append((aa[both].astype(np.int64) << 32) | bb[both].astype(np.int64))
+    if not keys:
+        return np.zeros((0, 2), dtype=np.int64)
+    u = np.unique(np.concatenate(keys))
+    return np.stack([u >> 32, u & 0xFFFFFFFF], axis=1)
 
 
 def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float) -> tuple[np.ndarray, list[Component]]:
