@@ -228,7 +228,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from edge_ich.outputs.atomic import atomic_path
+    from edge_ich.bench.report import save_figure
 
     fig, axes = plt.subplots(1, len(results), figsize=(5 * len(results), 3.6))
     axes = np.atleast_1d(axes)
@@ -243,9 +243,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.set_title(f"{r['size']}x{r['size']}", fontsize=10)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

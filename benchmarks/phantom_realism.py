@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge_ich.baseline import BLOOD_HU, MIN_COMPONENT_ML, threshold_segment  # noqa: E402
+from edge_ich.bench.report import save_figure  # noqa: E402
 from edge_ich.brain import brain_mask  # noqa: E402
 from edge_ich.metrics import dice  # noqa: E402
 from edge_ich.phantom import MIMICS, SUBTYPES, PhantomCase, case_seed, generate_case  # noqa: E402
@@ -187,8 +188,7 @@ def _plot_hist(plt: Any, rb: np.ndarray, pb: np.ndarray, p_real: dict, p_ph: dic
     ax.set_title(f"Brain HU histogram: Wasserstein-1 = {wd:.2f} HU")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _window(img: np.ndarray, c: float = 40, w: float = 80) -> np.ndarray:
@@ -209,8 +209,7 @@ def _plot_real_vs_phantom(plt: Any, real: np.ndarray, args: argparse.Namespace, 
     for a in ax:
         a.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def _crop(img: np.ndarray) -> tuple[slice, slice]:
@@ -268,8 +267,7 @@ def _montage(plt: Any, args: argparse.Namespace, path: Path) -> None:
         a.set_title(title, fontsize=9)
     fig.suptitle("Phantom, brain window 40/80: subtypes (truth in red) and mimics (region in yellow)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
+    save_figure(fig, path, dpi=70)
 
 
 def _fmt(v: Any) -> str:

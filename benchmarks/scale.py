@@ -109,7 +109,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from edge_ich.outputs.atomic import atomic_path
+    from edge_ich.bench.report import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     lat = doc["latency_vs_size"]
@@ -124,9 +124,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     axes[1].set_ylabel("MiB")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

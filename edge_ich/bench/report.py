@@ -25,6 +25,15 @@ STAGE_LABELS = {
 }
 
 
+
+def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically and release it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
+
 def schema_path() -> Path:
     """The JSON Schema bench.json follows (shipped inside the package)."""
     return Path(__file__).resolve().parent.parent / "schemas" / "bench.schema.json"
@@ -40,7 +49,7 @@ def _f(v: float | None, nd: int = 2) -> str:
 
 def stats_table(rows: Mapping[str, Mapping[str, Any] | None], unit: str = "ms") -> list[str]:
     """Markdown table of Stats dicts: one row per name."""
-    head = f"| | n | min | mean | median | p90 | p95 | p99 | max | CV |"
+    head = "| | n | min | mean | median | p90 | p95 | p99 | max | CV |"
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, s in rows.items():
         if not s:
@@ -149,9 +158,7 @@ def plot_latency(path: Path, series_ms: Sequence[float], stage_samples_ms: Mappi
         ax.set_ylabel("count")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_stages(path: Path, stages_ms: Mapping[str, Mapping[str, Any]], title: str) -> None:
@@ -173,9 +180,7 @@ def plot_stages(path: Path, stages_ms: Mapping[str, Mapping[str, Any]], title: s
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_all(doc: dict[str, Any], *, per_stage_ms: Mapping[str, Sequence[float]], out: Path) -> dict[str, Any]:
