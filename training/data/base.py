@@ -113,6 +113,17 @@ def check_options(fn: Callable[..., Any], kw: dict[str, Any], what: str) -> None
         raise InputError(f"{what} has no option {', '.join(unknown)} (options: {allowed})")
 
 
+def refuse_or_skip_orphans(cases: "CaseList", policy: "MissingPolicy", paths: Sequence[str], reason: str,
+                           error: str) -> None:
+    """Labels whose image is not on disk: an InputError (`error` + how to skip) under
+    MissingPolicy.ERROR, else each one counted in `cases.skipped` with `reason`."""
+    if not paths:
+        return
+    if policy is MissingPolicy.ERROR:
+        raise InputError(f"{error}; pass missing='skip' to leave them out")
+    cases.skipped.extend(Skipped(p, reason) for p in paths)
+
+
 def require_dir(path: Path, what: str) -> Path:
     """A folder that must exist, or one InputError line."""
     path = Path(path)

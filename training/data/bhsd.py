@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edge_ich.errors import InputError
 from edge_ich.volume import Skipped
-from training.data.base import SUBTYPES, CaseList, MissingPolicy, coerce_enum, require_dir
+from training.data.base import SUBTYPES, CaseList, MissingPolicy, coerce_enum, refuse_or_skip_orphans, require_dir
 from training.data.instance import nifti_case
 from training.data.niftiutil import list_nifti, nifti_stem
 
@@ -62,10 +62,9 @@ def open_bhsd(root: Path, split: str | Split = "train", missing: str | MissingPo
         labels = {nifti_stem(p): p for p in list_nifti(label_dir)} if label_dir.is_dir() else {}
         absent = sorted(set(labels) - set(images))
         if absent:
-            if policy is MissingPolicy.ERROR:
-                raise InputError(f"BHSD {lab_name}/ has {len(absent)} label map(s) with no image in {img_name}/ "
-                                 f"(e.g. {absent[0]}); pass missing='skip' to leave them out")
-            cases.skipped.extend(Skipped(f"{lab_name}/{labels[a].name}", "label map without an image") for a in absent)
+            refuse_or_skip_orphans(cases, policy, [f"{lab_name}/{labels[a].name}" for a in absent], "label map without an image",
+                                   f"BHSD {lab_name}/ has {len(absent)} label map(s) with no image in {img_name}/ "
+                                   f"(e.g. {absent[0]})")
         for name, path in sorted(images.items()):
             label = labels.get(name)
             if label is None and not unlabelled:

@@ -11,11 +11,11 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 
 from edge_ich.errors import InputError
 from edge_ich.volume import Skipped
-from training.data.base import Case, CaseList, MissingPolicy, coerce_enum, mask_to_labels, require_dir
+from training.data.base import (Case, CaseList, MissingPolicy, coerce_enum, mask_to_labels, refuse_or_skip_orphans,
+                                 require_dir)
 from training.data.niftiutil import check_label_header, list_nifti, load_label, load_scan, nifti_stem, open_scan
 
 
@@ -38,10 +38,8 @@ def open_instance(root: Path, missing: str | MissingPolicy = "error", unlabelled
     cases = CaseList(meta={"dataset": "instance"})
     absent = sorted(set(labels) - set(scans))
     if absent:
-        if policy is MissingPolicy.ERROR:
-            raise InputError(f"INSTANCE label/ has {len(absent)} mask(s) with no scan in data/ (e.g. {absent[0]}); "
-                             f"pass missing='skip' to leave them out")
-        cases.skipped.extend(Skipped(f"label/{labels[a].name}", "mask without a scan") for a in absent)
+        refuse_or_skip_orphans(cases, policy, [f"label/{labels[a].name}" for a in absent], "mask without a scan",
+                               f"INSTANCE label/ has {len(absent)} mask(s) with no scan in data/ (e.g. {absent[0]})")
     for name, path in sorted(scans.items()):
         label = labels.get(name)
         if label is None and not unlabelled:

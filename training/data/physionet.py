@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_ich.errors import InputError
 from edge_ich.volume import Skipped
-from training.data.base import (SUBTYPES, Case, CaseList, MissingPolicy, Spacing, Subtype, check_mask, coerce_enum,
+from training.data.base import (SUBTYPES, refuse_or_skip_orphans, Case, CaseList, MissingPolicy, Spacing, Subtype, check_mask, coerce_enum,
                                 parse_flag, parse_int, read_table, require_dir)
 from training.data.niftiutil import (NIFTI_READ_ERRORS, check_label_header, input_slice_of_display, list_nifti, load_label, load_scan,
                                      nifti_stem, open_scan)
@@ -81,10 +81,9 @@ def open_physionet(root: Path, orientation: str | Orientation = "affine", missin
     cases = CaseList(meta={"dataset": "physionet", "orientation": orient.value})
     absent = sorted(set(table) - set(scans))
     if absent:
-        if policy is MissingPolicy.ERROR:
-            raise InputError(f"{CSV_NAME} labels {len(absent)} patient(s) with no scan in ct_scans/ "
-                             f"(e.g. {absent[0]:03d}.nii); pass missing='skip' to leave them out")
-        cases.skipped.extend(Skipped(f"ct_scans/{a:03d}.nii", "labelled scan not on disk") for a in absent)
+        refuse_or_skip_orphans(cases, policy, [f"ct_scans/{a:03d}.nii" for a in absent], "labelled scan not on disk",
+                               f"{CSV_NAME} labels {len(absent)} patient(s) with no scan in ct_scans/ "
+                               f"(e.g. {absent[0]:03d}.nii)")
     for number, path in sorted(scans.items()):
         if number not in table:
             cases.skipped.append(Skipped(f"ct_scans/{path.name}", "scan without labels in the CSV"))
