@@ -71,8 +71,9 @@ def equivalent_command(opts: BenchOptions) -> str:
 def fold_per_slice(values: list[float], n: int) -> list[float]:
     """One sample per slice: a stage recorded k times per slice (k passes of n) is summed per slice.
 
-    The runner records postprocess twice per slice (per-batch resize, then the share of the
-    3D component labelling); summing gives the postprocess time attributable to each slice.
+    The runner records each stage once per slice (component labelling is spread over the
+    slices' postprocess entries); this keeps per-slice statistics right if a stage is ever
+    recorded in several passes.
     """
     if n <= 0 or not values or len(values) == n or len(values) % n:
         return list(values)
