@@ -2,8 +2,9 @@
 
 For slice t the Grad-CAM weights are the gradients of slice t's logit with respect to slice
 t's pooled feature vector, taken through the bidirectional LSTM (so the neighbours' evidence
-shapes them). Because the encoder pools by a global mean, these equal (up to the constant
-1/(h*w)) the spatial means of the gradients on the last convolutional maps, i.e. Grad-CAM.
+shapes them). For each pooling the classifier offers (mean, max, log-mean-exp) the pooling
+weights over a map sum to one, so by the chain rule these equal (up to the constant 1/(h*w))
+the spatial means of the gradients on the last convolutional maps, i.e. Grad-CAM.
 Windows overlap by half; each slice's map and probability are averaged over its windows.
 """
 
@@ -25,7 +26,7 @@ def _window_cams(model: SliceSequenceClassifier, x: torch.Tensor) -> tuple[torch
     """x [1, T, C, H, W] -> (cams [T, h, w] >= 0, probabilities [T])."""
     with torch.no_grad():
         feats = model.features(x)[0]  # [T, F, h, w]
-    pooled = feats.mean(dim=(-2, -1)).unsqueeze(0).clone().requires_grad_(True)
+    pooled = model.pool(feats).unsqueeze(0).clone().requires_grad_(True)
     with torch.enable_grad():
         logits = model.head_from_pooled(pooled)[0]  # [T]
         t_len = logits.shape[0]

@@ -105,6 +105,15 @@ def summarize(scores: Sequence[CaseScores]) -> dict[str, Any]:
     }
 
 
+def auc(scores: Sequence[float], labels: Sequence[int]) -> float:
+    """Area under the ROC curve (Mann-Whitney U / (n_pos * n_neg)); nan without both classes."""
+    x, y = np.asarray(scores, float), np.asarray(labels).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float(stats.mannwhitneyu(x[y], x[~y]).statistic / (n_pos * n_neg))
+
+
 def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
     """Two-sided paired Wilcoxon signed-rank p-value (nan when the pairs do not differ)."""
     x, y = np.asarray(a, float), np.asarray(b, float)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class ExperimentOptions:
     folds: int = 5
     fractions: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
     reduced: bool = False
+    cam_ablation: bool = True  # also run the last weakly supervised set with the CAM gate open
     difficulty: str = "standard"
     slices: int | None = 24
     thickness: float | None = 5.0
@@ -95,9 +96,28 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
         s["train_cases"] = len(sub)
         s["train_bleed_slices"] = int(sum(int(np.sum(v.slice_labels)) for v in sub))  # type: ignore[arg-type]
         s["pseudo_mask_dice"] = pseudo_mask_dice(sub, res.pseudo or [])
+        s["classifier_val_slice_auc"] = res.summary.get("classifier_val_slice_auc")
         s["threshold"] = res.threshold
         s["min_component_mm3"] = res.min_component_mm3
         ws_min_mm3 = res.min_component_mm3
+        ws_name, ws_classifier = name, res.classifier
+        rows[name] = s
+        timings[name] = round(time.perf_counter() - t0, 1)
+        log(f"[experiment] {name}: test Dice {s['dice_all']:.3f} ({timings[name]:.0f}s)")
+
+    # ablation: the last weakly supervised run again with the CAM gate open (same classifier),
+    # i.e. what the class activation maps add to the pseudo-masks
+    if o.cam_ablation and (cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0):
+        name = f"{ws_name} CAM gate open"
+        t0 = time.perf_counter()
+        open_cfg = replace(cfg, refine=replace(cfg.refine, cam_threshold=0.0, component_cam_peak=0.0))
+        res = run_weakly_supervised(sub, val, open_cfg, work / "ws_cam_open", classifier=ws_classifier)
+        s = summarize(_scores(res, test, open_cfg))
+        per_case[name] = s.pop("per_case_dice")
+        s["train_cases"] = len(sub)
+        s["pseudo_mask_dice"] = pseudo_mask_dice(sub, res.pseudo or [])
+        s["threshold"] = res.threshold
+        s["min_component_mm3"] = res.min_component_mm3
         rows[name] = s
         timings[name] = round(time.perf_counter() - t0, 1)
         log(f"[experiment] {name}: test Dice {s['dice_all']:.3f} ({timings[name]:.0f}s)")
@@ -146,6 +166,9 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     ws_full = f"WS {int(round(o.fractions[-1] * 100))}%"
     tests = {f"{ws_full} vs {other}": wilcoxon_p(per_case[ws_full], per_case[other])
              for other in ("FS large (ceiling)", "FS small", "Threshold")}
+    for n in per_case:
+        if n.endswith("CAM gate open"):
+            tests[f"{ws_full} vs {n}"] = wilcoxon_p(per_case[ws_full], per_case[n])
     for f in o.fractions[:-1]:
         n = f"WS {int(round(f * 100))}%"
         tests[f"{n} vs Threshold"] = wilcoxon_p(per_case[n], per_case["Threshold"])
@@ -180,7 +203,8 @@ def write_reports(results: dict[str, Any], out: Path) -> None:
     write_text_atomic(out / "command.txt", results["command"] + "\n")
     cols = [("dice_all", "Dice (all cases)"), ("dice_positive_cases", "Dice (pos. cases)"), ("dice_positive_slices", "Dice (pos. slices)"), ("abs_volume_error_ml", "|dV| mL"),
             ("scan_sensitivity", "scan sens"), ("scan_specificity", "scan spec"), ("slice_sensitivity", "slice sens"),
-            ("slice_specificity", "slice spec"), ("train_cases", "train cases")]
+            ("slice_specificity", "slice spec"), ("train_cases", "train cases"),
+            ("classifier_val_slice_auc", "classifier AUC"), ("pseudo_dice", "pseudo-mask Dice")]
     lines = ["# In-silico experiment (phantoms)" + (" — REDUCED configuration" if results["reduced"] else ""), "",
              f"Command: `{results['command']}`", "",
              f"Sets: {json.dumps(results['sets'])}", "",
@@ -189,6 +213,7 @@ def write_reports(results: dict[str, Any], out: Path) -> None:
              "'Dice (pos. slices)' is computed over the truth-positive slices of positive scans.", "",
              "| method | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
     for name, r in results["rows"].items():
+        r = dict(r, pseudo_dice=r.get("pseudo_mask_dice", {}).get("dice_positive_cases", ""))
         lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k, "")) for k, _ in cols) + " |")
     lines += ["", "Dice per subtype (test set):", "", "| method | " + " | ".join(
         sorted({k for r in results["rows"].values() for k in r.get("subtype_dice", {})})) + " |"]
@@ -221,8 +246,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110, sharey=True)
     styles = {"FS large (ceiling)": ("g", "--"), "FS small": ("r", "-."), "Threshold": ("k", ":")}
     for ax, key, title in zip(axes, ("dice_all", "dice_positive_cases"), ("all test cases (empty/empty = 1)", "positive test cases")):
-        ws = sorted((float(k.split()[1].rstrip("%")), r[key]) for k, r in rows.items() if k.startswith("WS "))
+        ws = sorted((float(k.split()[1].rstrip("%")), r[key]) for k, r in rows.items() if k.startswith("WS ") and k.endswith("%"))
         ax.plot([x for x, _ in ws], [y for _, y in ws], "o-", label="weakly supervised (large set, slice labels)")
+        for k, r in rows.items():
+            if k.startswith("WS ") and k.endswith("CAM gate open"):
+                ax.plot([float(k.split()[1].rstrip("%"))], [r[key]], "x", color="0.4", markersize=8, label="same, CAM gate open (ablation)")
         for name, (col, ls) in styles.items():
             if name in rows:
                 ax.axhline(rows[name][key], color=col, linestyle=ls, label=name)

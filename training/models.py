@@ -8,6 +8,7 @@ upsampling quantizes well for TensorRT) and stays at a few hundred thousand para
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -64,10 +65,20 @@ class SliceSequenceClassifier(nn.Module):
 
     Input [B, T, C, H, W]; output logits [B, T] ("any hemorrhage"). `features` returns the
     last convolutional maps so Grad-CAM can push gradients through the LSTM back to them.
+    `pool` turns each map into one number per channel: "mean" (global average), "max", or
+    "lse" (log-mean-exp, sharpness `lse_r`: between the two). A bleed can cover a few pixels
+    of a slice; a mean dilutes it with the whole head, max and lse do not.
     """
 
-    def __init__(self, in_ch: int, widths: Sequence[int] = (16, 32, 64, 128), hidden: int = 64) -> None:
+    POOLS = ("mean", "max", "lse")
+
+    def __init__(self, in_ch: int, widths: Sequence[int] = (16, 32, 64, 128), hidden: int = 64,
+                 pool: str = "mean", lse_r: float = 4.0) -> None:
         super().__init__()
+        if pool not in self.POOLS:
+            raise ValueError(f"pool must be one of {self.POOLS}, not {pool!r}")
+        self.pool_kind = pool
+        self.lse_r = float(lse_r)
         self.encoder = ResNetEncoder(in_ch, widths)
         f = self.encoder.out_channels
         self.lstm = nn.LSTM(f, hidden, batch_first=True, bidirectional=True)
@@ -78,13 +89,23 @@ class SliceSequenceClassifier(nn.Module):
         fm = self.encoder(x.flatten(0, 1))
         return fm.view(b, t, *fm.shape[1:])
 
+    def pool(self, fm: torch.Tensor) -> torch.Tensor:
+        """Feature maps [..., F, h, w] -> [..., F]."""
+        if self.pool_kind == "max":
+            return fm.amax(dim=(-2, -1))
+        if self.pool_kind == "lse":
+            r = self.lse_r
+            flat = fm.flatten(-2)
+            return (torch.logsumexp(r * flat, dim=-1) - math.log(flat.shape[-1])) / r
+        return fm.mean(dim=(-2, -1))
+
     def head_from_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
         """Pooled slice features [B, T, F] -> logits [B, T] (the sequence part)."""
         seq, _ = self.lstm(pooled)
         return self.head(torch.cat([seq, pooled], dim=-1)).squeeze(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_from_pooled(self.features(x).mean(dim=(-2, -1)))
+        return self.head_from_pooled(self.pool(self.features(x)))
 
 
 class _ConvBlock(nn.Sequential):

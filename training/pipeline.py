@@ -23,11 +23,11 @@ from edge_ich.errors import InputError
 from edge_ich.metrics import dice
 from edge_ich.preprocess import DEFAULT_WINDOWS
 from training.cam import volume_cams
-from training.evaluate import choose_threshold, remove_small
+from training.evaluate import auc, choose_threshold, remove_small
 from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
 from training.models import SliceSequenceClassifier, UNet25D
 from training.refine import RefineParams, pseudo_masks
-from training.volumes import ClassifierSampler, SegmenterSampler, Volume
+from training.volumes import ClassifierSampler, SegmenterSampler, Volume, sequence_window, window_starts
 
 
 @dataclass
@@ -39,6 +39,7 @@ class PipelineConfig:
     seq_len: int = 8
     cls_widths: tuple[int, ...] = (16, 32, 64, 128)
     cls_hidden: int = 64
+    cls_pool: str = "mean"
     cls_steps: int = 400
     cls_batch: int = 4
     cls_lr: float = 1e-3
@@ -69,7 +70,7 @@ def _loop(cfg: PipelineConfig, steps: int, batch: int, lr: float, ckpt: Path, na
 
 
 def new_classifier(cfg: PipelineConfig) -> SliceSequenceClassifier:
-    return SliceSequenceClassifier(len(cfg.windows), cfg.cls_widths, cfg.cls_hidden)
+    return SliceSequenceClassifier(len(cfg.windows), cfg.cls_widths, cfg.cls_hidden, cfg.cls_pool)
 
 
 def new_segmenter(cfg: PipelineConfig) -> UNet25D:
@@ -113,6 +114,27 @@ def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cf
         np.savez_compressed(tmp, ids=np.array([v.case_id for v in vols]), params=key, **{f"m{i}": m for i, m in enumerate(masks)})
         tmp.replace(cache)
     return masks
+
+
+@torch.no_grad()
+def classifier_slice_auc(model: SliceSequenceClassifier, vols: Sequence[Volume], cfg: PipelineConfig) -> float:
+    """Slice-level ROC AUC of the classifier on labelled volumes (weak labels only, no voxel truth)."""
+    model.eval().to(cfg.device)
+    scores: list[float] = []
+    labels: list[int] = []
+    for v in vols:
+        if v.slice_labels is None:
+            continue
+        prob = np.zeros(v.n, np.float32)
+        cnt = np.zeros(v.n, np.float32)
+        for s in window_starts(v.n, cfg.seq_len, max(1, cfg.seq_len // 2)):
+            x, valid = sequence_window(v, s, cfg.seq_len, cfg.windows)
+            p = torch.sigmoid(model(torch.from_numpy(x)[None].to(cfg.device)).float())[0].cpu().numpy()
+            prob[s:s + cfg.seq_len] += (p * valid)[: v.n - s]
+            cnt[s:s + cfg.seq_len] += valid[: v.n - s]
+        scores += list(prob / cnt.clip(min=1))
+        labels += [int(b) for b in v.slice_labels]
+    return auc(scores, labels)
 
 
 def pseudo_mask_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> dict[str, float]:
@@ -159,23 +181,30 @@ class TrainResult:
     pseudo: list[np.ndarray] | None = None
 
 
-def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path) -> TrainResult:
-    """All weakly supervised stages; the threshold is chosen on `val` against its pseudo-masks (no voxel truth)."""
+def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path,
+                          classifier: SliceSequenceClassifier | None = None) -> TrainResult:
+    """All weakly supervised stages; the threshold is chosen on `val` against its pseudo-masks (no voxel truth).
+
+    `classifier`: an already trained stage 1 (e.g. to compare refinement settings on one classifier).
+    """
     if any(v.slice_labels is None for v in list(train) + list(val)):
         raise InputError("weakly supervised training needs slice labels on every training and validation case")
     work = Path(work)
-    clf = train_classifier(train, cfg, work)
+    clf = classifier if classifier is not None else train_classifier(train, cfg, work)
     pseudo = make_pseudo_masks(clf, train, cfg, work / "pseudo_train.npz")
     log(f"[pseudo] train pseudo-mask Dice vs truth: {pseudo_mask_dice(train, pseudo)}")
     seg = train_segmenter(train, pseudo, cfg, work)
-    th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
+    th, mm, vdice, vauc = 0.5, cfg.min_component_mm3 or 100.0, float("nan"), float("nan")
     if val:
+        vauc = classifier_slice_auc(clf, val, cfg)
+        log(f"[classifier] validation slice AUC {vauc:.3f}")
         pv = make_pseudo_masks(clf, val, cfg, work / "pseudo_val.npz")
         th, mm, vdice = choose_threshold(predict_probs(seg, val, cfg), [m.astype(np.uint8) for m in pv], [v.spacing for v in val], cfg.min_component_mm3)
     summary = {"method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net)",
                "train_cases": len(train), "train_slices": int(sum(v.n for v in train)),
                "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
                "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice_vs_pseudo": vdice,
+               "classifier_val_slice_auc": vauc, "cam_gate": cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0,
                "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False,
                "classifier_train_seconds": getattr(clf, "train_seconds", None), "segmenter_train_seconds": getattr(seg, "train_seconds", None)}
     return TrainResult(seg, th, mm, summary, clf, pseudo)
