@@ -76,3 +76,26 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
 
     state = torch.load(tmp_path / "w" / "segmenter_fs.pt", weights_only=False)
     assert state["step"] == 6 and len(state["rng_states"]) == 2  # one sampler state per rank, gathered
+
+
+def test_tiny_experiment_writes_every_row_table_plot_and_command(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["experiment", "--large", "6", "--small", "4", "--folds", "2", "--val", "2", "--test", "3", "--reduced",
+            "--work", str(tmp_path / "w"), "--cache", str(tmp_path / "c"), "--out", str(out), *TINY]
+    assert main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    rows = res["rows"]
+    assert {"WS 10%", "WS 25%", "WS 50%", "WS 100%", "WS 100% CAM gate open", "FS small", "FS large (ceiling)", "Threshold"} <= set(rows)
+    # the gate is closed by default (the method), and the ablation reruns the same classifier with it open
+    assert res["config"]["refine"]["cam_threshold"] > 0 and res["config"]["refine"]["component_cam_peak"] > 0
+    auc = rows["WS 100%"]["classifier_val_slice_auc"]
+    assert auc != auc or 0.0 <= auc <= 1.0  # nan when the 2 validation cases hold one class only
+    for name, r in rows.items():
+        assert 0.0 <= r["dice_all"] <= 1.0, name
+        assert len(res["per_case_dice"][name]) == 3
+    assert "WS 100% vs WS 100% CAM gate open" in res["wilcoxon_p"]
+    assert set(res["goals"]) >= {"ws_over_ceiling", "ws_above_fs_small", "ws_minus_threshold"}
+    md = (out / "results.md").read_text()
+    assert "REDUCED" in md and "| WS 100% CAM gate open |" in md and "classifier AUC" in md
+    assert (out / "dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "command.txt").read_text().startswith("python -m training experiment")

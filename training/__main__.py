@@ -20,6 +20,8 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seq-len", type=int, default=8, help="classifier window of contiguous slices")
     g.add_argument("--cls-steps", type=int, default=400)
     g.add_argument("--cls-batch", type=int, default=4, help="windows per classifier step")
+    g.add_argument("--cls-lr", type=float, default=1e-3)
+    g.add_argument("--cls-pool", default="mean", choices=["mean", "max", "lse"], help="how the classifier pools each slice's feature maps")
     g.add_argument("--seg-steps", type=int, default=800)
     g.add_argument("--seg-batch", type=int, default=16)
     g.add_argument("--seg-base", type=int, default=12, help="U-Net width of the first level")
@@ -47,6 +49,7 @@ def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
     if a.brain_erode is not None:
         refine.brain_erode_px = int(a.brain_erode)
     return PipelineConfig(refine=refine, size=a.size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
+                          cls_lr=a.cls_lr, cls_pool=a.cls_pool,
                           seg_steps=a.seg_steps, seg_batch=a.seg_batch, seg_base=a.seg_base,
                           min_component_mm3=a.min_component_mm3, device=a.device, amp=a.amp, seed=a.seed)
 
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--folds", type=int, default=5)
     e.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="fractions of the large set's bleed slices")
     e.add_argument("--reduced", action="store_true", help="label the results as a reduced configuration")
+    e.add_argument("--no-cam-ablation", action="store_true", help="skip rerunning the last weakly supervised set with the CAM gate open")
     _add_pipeline_args(e)
     _add_phantom_args(e)
     e.set_defaults(size=64, seg_base=8, cls_steps=300, seg_steps=400)
@@ -108,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_experiment(ExperimentOptions(out=a.out, work=a.work, large=a.large, small=a.small, val=a.val, test=a.test, folds=a.folds,
                                              fractions=tuple(float(f) for f in a.fractions.split(",")), reduced=a.reduced,
+                                             cam_ablation=not a.no_cam_ablation,
                                              difficulty=a.difficulty, slices=a.slices or None, thickness=a.thickness or None,
                                              gen_size=a.gen_size, cache=a.cache, workers=a.workers, pipeline=_pipeline(a),
                                              argv=list(sys.argv[1:] if argv is None else argv)))
