@@ -40,14 +40,15 @@ def test_classifier_reads_neighbouring_slices() -> None:
     assert not torch.allclose(a[0, 1], b[0, 1])  # slice 1's logit moved: the LSTM carries context
 
 
-def test_gradcam_weights_are_gradients_on_the_conv_maps() -> None:
-    """Our weights (gradient w.r.t. pooled features) equal the spatial sum of Grad-CAM's map gradients."""
+@pytest.mark.parametrize("pool", SliceSequenceClassifier.POOLS)
+def test_gradcam_weights_are_gradients_on_the_conv_maps(pool: str) -> None:
+    """Our weights (gradient w.r.t. pooled features) equal the spatial sum of Grad-CAM's map gradients, for every pooling."""
     torch.manual_seed(1)
-    net = SliceSequenceClassifier(3, (8, 8, 16, 16), hidden=8).eval()
+    net = SliceSequenceClassifier(3, (8, 8, 16, 16), hidden=8, pool=pool).eval()
     x = torch.rand(1, 4, 3, 32, 32)
     cams, prob = _window_cams(net, x)
     feats = net.features(x).detach().requires_grad_(True)
-    logits = net.head_from_pooled(feats.mean(dim=(-2, -1)))
+    logits = net.head_from_pooled(net.pool(feats))
     t = 2
     (g,) = torch.autograd.grad(logits[0, t], feats)
     w = g[0, t].sum(dim=(-2, -1))
@@ -64,6 +65,31 @@ def test_volume_cams_cover_every_slice_and_are_normalised() -> None:
     assert cams.shape == (11, 32, 32) and prob.shape == (11,)
     assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
     assert window_starts(11, 4, 2) == [0, 2, 4, 6, 7]
+    up, prob_up = volume_cams(net, vol, length=4, out_size=(64, 64))  # classifier on a coarser grid than the segmenter
+    assert up.shape == (11, 64, 64) and np.allclose(prob_up, prob)
+
+
+def test_unknown_pooling_is_refused() -> None:
+    with pytest.raises(ValueError, match="pool"):
+        SliceSequenceClassifier(3, pool="median")
+
+
+def test_classifier_grid_is_separate_from_the_segmenter_grid() -> None:
+    from training.pipeline import PipelineConfig, classifier_slice_auc, classifier_volumes, make_pseudo_masks, new_classifier
+
+    rng = np.random.default_rng(2)
+    hu = rng.normal(30, 5, (8, 64, 64)).astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 1, 0, 0, 0], np.uint8)
+    vol = Volume("v", hu, (5.0, 0.5, 0.5), labels)
+    cfg = PipelineConfig(size=64, cls_size=32, seq_len=4, cls_widths=(8, 8, 16, 16), cls_hidden=8)
+    (small,) = classifier_volumes([vol], cfg)
+    assert small.hu.shape == (8, 32, 32) and small.spacing == (5.0, 1.0, 1.0) and small.slice_labels is labels
+    assert classifier_volumes([vol], PipelineConfig(size=64))[0] is vol
+    clf = new_classifier(cfg)
+    (mask,) = make_pseudo_masks(clf, [vol], cfg)
+    assert mask.shape == vol.hu.shape and not mask[labels == 0].any()
+    auc = classifier_slice_auc(clf, [vol], cfg)
+    assert 0.0 <= auc <= 1.0
 
 
 def _sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:

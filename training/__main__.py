@@ -16,6 +16,7 @@ from edge_ich.errors import EdgeIchError
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training length")
     g.add_argument("--size", type=int, default=128, help="model input size (square)")
+    g.add_argument("--cls-size", type=int, default=None, help="classifier input size (default: --size); a coarser grid trains faster")
     g.add_argument("--context", type=int, default=1, help="neighbour slices each side stacked as channels")
     g.add_argument("--seq-len", type=int, default=8, help="classifier window of contiguous slices")
     g.add_argument("--cls-steps", type=int, default=400)
@@ -48,7 +49,7 @@ def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
             setattr(refine, key, float(getattr(a, key)))
     if a.brain_erode is not None:
         refine.brain_erode_px = int(a.brain_erode)
-    return PipelineConfig(refine=refine, size=a.size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
+    return PipelineConfig(refine=refine, size=a.size, cls_size=a.cls_size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
                           cls_lr=a.cls_lr, cls_pool=a.cls_pool,
                           seg_steps=a.seg_steps, seg_batch=a.seg_batch, seg_base=a.seg_base,
                           min_component_mm3=a.min_component_mm3, device=a.device, amp=a.amp, seed=a.seed)

@@ -37,10 +37,13 @@ def _window_cams(model: SliceSequenceClassifier, x: torch.Tensor) -> tuple[torch
 
 @torch.no_grad()
 def volume_cams(model: SliceSequenceClassifier, vol: Volume, length: int, device: str = "cpu",
-                windows: Sequence[Window] = DEFAULT_WINDOWS) -> tuple[np.ndarray, np.ndarray]:
-    """CAMs [Z, H, W] in [0, 1] (each slice scaled by its own maximum) and slice probabilities [Z]."""
+                windows: Sequence[Window] = DEFAULT_WINDOWS, out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """CAMs [Z, H, W] in [0, 1] (each slice scaled by its own maximum) and slice probabilities [Z].
+
+    H, W: `out_size` (e.g. the segmenter's grid when the classifier reads a coarser one), else the volume's.
+    """
     model.eval()
-    h, w = vol.hu.shape[1:]
+    h, w = out_size or vol.hu.shape[1:]
     acc = np.zeros((vol.n, h, w), np.float32)
     prob = np.zeros(vol.n, np.float32)
     cnt = np.zeros(vol.n, np.float32)

@@ -27,7 +27,7 @@ from training.evaluate import auc, choose_threshold, remove_small
 from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
 from training.models import SliceSequenceClassifier, UNet25D
 from training.refine import RefineParams, pseudo_masks
-from training.volumes import ClassifierSampler, SegmenterSampler, Volume, sequence_window, window_starts
+from training.volumes import ClassifierSampler, SegmenterSampler, Volume, sequence_window, to_model_grid, window_starts
 
 
 @dataclass
@@ -35,6 +35,7 @@ class PipelineConfig:
     """Sizes and lengths of one training run (defaults: the bundled model)."""
 
     size: int = 128
+    cls_size: int | None = None  # the classifier's (coarser) grid; None: the segmenter's `size`
     context: int = 1
     seq_len: int = 8
     cls_widths: tuple[int, ...] = (16, 32, 64, 128)
@@ -77,9 +78,20 @@ def new_segmenter(cfg: PipelineConfig) -> UNet25D:
     return UNet25D(cfg.in_channels, cfg.seg_base)
 
 
+def classifier_volumes(vols: Sequence[Volume], cfg: PipelineConfig) -> list[Volume]:
+    """The volumes on the classifier's grid (`cls_size`), resized as the runtime resizes; slice labels only."""
+    if not cfg.cls_size or cfg.cls_size == cfg.size:
+        return list(vols)
+    out = []
+    for v in vols:
+        hu, spacing = to_model_grid(v.hu, v.spacing, (cfg.cls_size, cfg.cls_size))
+        out.append(Volume(v.case_id, hu, spacing, v.slice_labels))
+    return out
+
+
 def train_classifier(vols: Sequence[Volume], cfg: PipelineConfig, work: Path) -> SliceSequenceClassifier:
-    """Stage 1: the slice classifier on 'any hemorrhage' labels (weak labels only)."""
-    sampler = ClassifierSampler(vols, cfg.seq_len, cfg.windows)
+    """Stage 1: the slice classifier on 'any hemorrhage' labels (weak labels only), on its own grid."""
+    sampler = ClassifierSampler(classifier_volumes(vols, cfg), cfg.seq_len, cfg.windows)
     model = new_classifier(cfg)
     loop = _loop(cfg, cfg.cls_steps, cfg.cls_batch, cfg.cls_lr, Path(work) / "classifier.pt", "classifier", 1)
     return train_loop(model, sampler.sample, classifier_loss, loop)  # type: ignore[return-value]
@@ -101,7 +113,8 @@ def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cf
         if not labels.any():
             mine[i] = np.zeros(v.hu.shape, dtype=bool)
             continue
-        cams, _ = volume_cams(model, v, cfg.seq_len, cfg.device, cfg.windows)
+        cv = classifier_volumes([v], cfg)[0]
+        cams, _ = volume_cams(model, cv, cfg.seq_len, cfg.device, cfg.windows, out_size=v.hu.shape[1:])
         mine[i] = pseudo_masks(v.hu, cams, labels, v.brain(), cfg.refine)
     if world > 1:
         gathered: list[Any] = [None] * world
@@ -122,7 +135,7 @@ def classifier_slice_auc(model: SliceSequenceClassifier, vols: Sequence[Volume],
     model.eval().to(cfg.device)
     scores: list[float] = []
     labels: list[int] = []
-    for v in vols:
+    for v in classifier_volumes(vols, cfg):
         if v.slice_labels is None:
             continue
         prob = np.zeros(v.n, np.float32)
