@@ -99,6 +99,7 @@ def build_engine(
     calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of DICOM series (or phantom folder) for INT8 calibration and the gate."),
     calib_slices: int = typer.Option(500, "--calib-slices", min=8, help="Calibration slices (stratified bleed/no bleed)."),
     max_dice_drop: float = typer.Option(0.01, "--max-dice-drop", min=0.0, max=1.0, help="Refuse the build above this Dice drop vs FP32."),
+    max_sens_drop: float = typer.Option(0.02, "--max-sens-drop", min=0.0, max=1.0, help="Refuse the build above this sensitivity drop."),
     out: Path = typer.Option(Path("engines/build"), "--out", help="Output folder."),
     workspace: int = typer.Option(1024, "--workspace", min=16, help="TensorRT workspace cap in MB."),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", min=0, max=1, help="Build for DLA core K (Orin NX/AGX) with GPU fallback."),
@@ -110,7 +111,7 @@ def build_engine(
     from edge_ich.build.engine import BuildOptions, build_and_print
 
     build_and_print(BuildOptions(model=model, precision=precision.value, calib=calib, calib_slices=calib_slices,
-                                 max_dice_drop=max_dice_drop, out=out, workspace_mb=workspace, dla_core=dla_core,
+                                 max_dice_drop=max_dice_drop, max_sens_drop=max_sens_drop, out=out, workspace_mb=workspace, dla_core=dla_core,
                                  timing_cache=timing_cache, quantizer=quantizer, batch=batch))
 
 

@@ -35,7 +35,8 @@ def _final_files(out: Path) -> list[str]:
 def test_int8_build_writes_qdq_onnx_card_and_manifest(data: dict[str, Path], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out"
-    rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(data["phantoms"]), "--out", str(out)])
+    rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(data["phantoms"]), "--out", str(out),
+               "--max-sens-drop", "0.05"])
     text = capsys.readouterr().out
     assert rc == 0, text
     onnx_path = out / "deep_int8.onnx"
@@ -52,6 +53,7 @@ def test_int8_build_writes_qdq_onnx_card_and_manifest(data: dict[str, Path], tmp
     assert len(m["recipe"]["calibration_set_sha256"]) == 64
     assert m["validation"]["passed"] and m["validation"]["reference"] == "truth"
     assert m["validation"]["dice_drop"] <= 0.01
+    assert m["validation"]["max_sens_drop"] == 0.05 and m["validation"]["max_dice_drop"] == 0.01
     assert set(m["validation"]["drops"]) == {"dice_vs_truth", "sens_vs_truth", "dice_vs_fp32", "sens_vs_fp32"}
     assert m["profile"]["opt"] == [4, 9, 64, 64]
     # The gate prints FP32 vs INT8 Dice (truth and FP32) and CPU latency for both.
