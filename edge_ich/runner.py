@@ -132,10 +132,13 @@ def check_out_dir(out: Path) -> None:
 
 
 def _stats_ms(values: list[float]) -> dict[str, float]:
+    """Per-stage timing for report.json, with the same median and nearest-rank p95 as `edge-ich bench`."""
+    from edge_ich.bench.stats import median, percentile
+
     if not values:
         return {"total_s": 0.0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
-    a = np.asarray(values) * 1000.0
-    return {"total_s": float(a.sum() / 1000.0), "mean_ms": float(a.mean()), "p50_ms": float(np.percentile(a, 50)), "p95_ms": float(np.percentile(a, 95))}
+    ms = sorted(v * 1000.0 for v in values)
+    return {"total_s": float(sum(values)), "mean_ms": sum(ms) / len(ms), "p50_ms": median(ms), "p95_ms": percentile(ms, 95)}
 
 
 def build_report(

@@ -139,3 +139,13 @@ def test_cpu_account_sees_our_own_work() -> None:
     assert res["own_cores"] > 0.0 and res["others_cores"] >= 0.0
     assert res["busy"] == (res["message"] is not None)
     assert res["threads_used"] == 1 and res["cpus"] >= 1
+
+
+def test_report_json_stage_timings_use_the_same_percentiles_as_bench() -> None:
+    from edge_ich.runner import _stats_ms
+
+    seconds = [i / 1000.0 for i in range(20, 0, -1)]  # 1..20 ms, unsorted
+    s = _stats_ms(seconds)
+    assert s["p50_ms"] == 10.5 and s["p95_ms"] == 19.0  # nearest rank: a time that was measured
+    assert abs(s["mean_ms"] - 10.5) < 1e-9 and abs(s["total_s"] - 0.21) < 1e-12
+    assert _stats_ms([]) == {"total_s": 0.0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
