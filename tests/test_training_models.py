@@ -111,3 +111,25 @@ def test_loop_resumes_to_the_same_weights(tmp_path: Path) -> None:
     resumed = run(6, ck)  # new process state, resumes at 3
     for k in straight:
         assert torch.allclose(straight[k].float(), resumed[k].float(), atol=1e-6), k
+
+
+def test_classifier_augmentation_flips_and_shifts_whole_windows_and_keeps_labels() -> None:
+    from training.volumes import ClassifierSampler
+
+    rng = np.random.default_rng(3)
+    hu = np.full((6, 16, 16), -1000.0, np.float32)
+    hu[:, 6:10, 3:6] = 60.0  # a block left of centre on every slice
+    vol = Volume("v", hu, (5.0, 1.0, 1.0), np.array([0, 1, 1, 0, 0, 1], np.uint8))
+    plain = ClassifierSampler([vol], 6)
+    aug = ClassifierSampler([vol], 6, augment=True, max_shift=2)
+    x0, y0, _ = plain.sample(np.random.default_rng(0), 1)
+    seen_flip = False
+    for _ in range(20):
+        x, y, m = aug.sample(rng, 1)
+        assert x.shape == x0.shape and np.array_equal(y, y0) and m.all()
+        # the same transform for every slice and window of the window
+        assert all(np.array_equal(x[0, t], x[0, 0]) for t in range(6))
+        assert np.isclose(x.sum(), x0.sum()) or x.sum() < x0.sum()  # content moves, never appears
+        cols = np.nonzero(x[0, 0, 0].any(axis=0))[0]
+        seen_flip |= bool(cols.size and cols.min() > 8)
+    assert seen_flip

@@ -22,6 +22,7 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cls-steps", type=int, default=400)
     g.add_argument("--cls-batch", type=int, default=4, help="windows per classifier step")
     g.add_argument("--cls-lr", type=float, default=1e-3)
+    g.add_argument("--no-cls-augment", action="store_true", help="no flips or shifts of the classifier's windows")
     g.add_argument("--cls-pool", default="mean", choices=["mean", "max", "lse"], help="how the classifier pools each slice's feature maps")
     g.add_argument("--seg-steps", type=int, default=800)
     g.add_argument("--seg-batch", type=int, default=16)
@@ -50,7 +51,7 @@ def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
     if a.brain_erode is not None:
         refine.brain_erode_px = int(a.brain_erode)
     return PipelineConfig(refine=refine, size=a.size, cls_size=a.cls_size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
-                          cls_lr=a.cls_lr, cls_pool=a.cls_pool,
+                          cls_lr=a.cls_lr, cls_pool=a.cls_pool, cls_augment=not a.no_cls_augment,
                           seg_steps=a.seg_steps, seg_batch=a.seg_batch, seg_base=a.seg_base,
                           min_component_mm3=a.min_component_mm3, device=a.device, amp=a.amp, seed=a.seed)
 

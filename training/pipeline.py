@@ -41,6 +41,7 @@ class PipelineConfig:
     cls_widths: tuple[int, ...] = (16, 32, 64, 128)
     cls_hidden: int = 64
     cls_pool: str = "mean"
+    cls_augment: bool = True  # flips and small shifts of the classifier's windows
     cls_steps: int = 400
     cls_batch: int = 4
     cls_lr: float = 1e-3
@@ -91,7 +92,7 @@ def classifier_volumes(vols: Sequence[Volume], cfg: PipelineConfig) -> list[Volu
 
 def train_classifier(vols: Sequence[Volume], cfg: PipelineConfig, work: Path) -> SliceSequenceClassifier:
     """Stage 1: the slice classifier on 'any hemorrhage' labels (weak labels only), on its own grid."""
-    sampler = ClassifierSampler(classifier_volumes(vols, cfg), cfg.seq_len, cfg.windows)
+    sampler = ClassifierSampler(classifier_volumes(vols, cfg), cfg.seq_len, cfg.windows, augment=cfg.cls_augment)
     model = new_classifier(cfg)
     loop = _loop(cfg, cfg.cls_steps, cfg.cls_batch, cfg.cls_lr, Path(work) / "classifier.pt", "classifier", 1)
     return train_loop(model, sampler.sample, classifier_loss, loop)  # type: ignore[return-value]

@@ -188,9 +188,17 @@ def sequence_window(vol: Volume, start: int, length: int, windows: Sequence[Wind
 
 
 class ClassifierSampler:
-    """Random windows of contiguous slices with their slice labels (weak supervision only)."""
+    """Random windows of contiguous slices with their slice labels (weak supervision only).
 
-    def __init__(self, vols: Sequence[Volume], length: int, windows: Sequence[Window] = DEFAULT_WINDOWS) -> None:
+    With `augment`, each window is flipped left-right half the time and shifted in-plane by up
+    to `max_shift` pixels (the same for all its slices): the label of a slice does not depend on
+    either, and a few hundred scans are otherwise memorised long before the classifier generalises.
+    """
+
+    def __init__(self, vols: Sequence[Volume], length: int, windows: Sequence[Window] = DEFAULT_WINDOWS,
+                 augment: bool = False, max_shift: int = 4) -> None:
+        self.augment = augment
+        self.max_shift = max_shift
         self.vols = [v for v in vols if v.slice_labels is not None]
         if not self.vols:
             raise InputError("no case has slice labels; the classifier needs them")
@@ -207,11 +215,25 @@ class ClassifierSampler:
             v = self.vols[int(i)]
             start = int(rng.integers(0, max(v.n - self.length, 0) + 1))
             x, valid = sequence_window(v, start, self.length, self.windows)
+            if self.augment:
+                x = self._augment(x, rng)
             y = np.array([v.slice_labels[min(start + t, v.n - 1)] for t in range(self.length)], np.float32)  # type: ignore[index]
             xs.append(x)
             ys.append(y)
             ms.append(valid)
         return np.stack(xs), np.stack(ys), np.stack(ms)
+
+    def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """x [T, C, H, W]: one flip and one shift for the whole window; pixels shifted in are 0 (air in every window)."""
+        if rng.random() < 0.5:
+            x = x[..., ::-1]
+        if self.max_shift > 0:
+            dy, dx = (int(d) for d in rng.integers(-self.max_shift, self.max_shift + 1, size=2))
+            out = np.zeros_like(x)
+            h, w = x.shape[-2:]
+            out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            x = out
+        return np.ascontiguousarray(x)
 
 
 class SegmenterSampler:
