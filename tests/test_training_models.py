@@ -133,3 +133,16 @@ def test_classifier_augmentation_flips_and_shifts_whole_windows_and_keeps_labels
         cols = np.nonzero(x[0, 0, 0].any(axis=0))[0]
         seen_flip |= bool(cols.size and cols.min() > 8)
     assert seen_flip
+
+
+def test_segmenter_sampler_can_leave_out_bleed_slices_without_a_pseudo_mask() -> None:
+    from training.volumes import SegmenterSampler
+
+    hu = np.zeros((4, 8, 8), np.float32)
+    vol = Volume("v", hu, (5.0, 1.0, 1.0), np.array([0, 1, 1, 0], np.uint8))
+    target = np.zeros((4, 8, 8), bool)
+    target[1, 2:4, 2:4] = True  # slice 2 is labelled bleed but its pseudo-mask came out empty
+    keep = SegmenterSampler([vol], [target], 0)
+    assert sorted(keep.pos) == [(0, 1)] and sorted(keep.neg) == [(0, 0), (0, 2), (0, 3)] and keep.skipped == 0
+    skip = SegmenterSampler([vol], [target], 0, skip_unresolved=True)
+    assert sorted(skip.pos) == [(0, 1)] and sorted(skip.neg) == [(0, 0), (0, 3)] and skip.skipped == 1

@@ -42,6 +42,7 @@ class PipelineConfig:
     cls_hidden: int = 64
     cls_pool: str = "mean"
     cls_augment: bool = True  # flips and small shifts of the classifier's windows
+    skip_unresolved: bool = True  # weakly supervised: bleed slices with an empty pseudo-mask are left out of the segmenter's training
     cls_steps: int = 400
     cls_batch: int = 4
     cls_lr: float = 1e-3
@@ -163,9 +164,12 @@ def pseudo_mask_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> dic
             "dice_pooled_positive": dice(allv, allt), "cases": len(pairs)}
 
 
-def train_segmenter(vols: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig, work: Path, name: str = "segmenter") -> UNet25D:
+def train_segmenter(vols: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig, work: Path, name: str = "segmenter",
+                    skip_unresolved: bool = False) -> UNet25D:
     """Stage 4: the 2.5D U-Net on (pseudo-)masks, negatives as empty masks."""
-    sampler = SegmenterSampler(vols, targets, cfg.context, cfg.windows)
+    sampler = SegmenterSampler(vols, targets, cfg.context, cfg.windows, skip_unresolved=skip_unresolved)
+    if sampler.skipped:
+        log(f"[{name}] {sampler.skipped} bleed slices without a pseudo-mask left out")
     model = new_segmenter(cfg).to(memory_format=torch.channels_last)
     loop = _loop(cfg, cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2)
     return train_loop(model, sampler.sample, segmenter_loss, loop)  # type: ignore[return-value]
@@ -207,7 +211,7 @@ def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: P
     clf = classifier if classifier is not None else train_classifier(train, cfg, work)
     pseudo = make_pseudo_masks(clf, train, cfg, work / "pseudo_train.npz")
     log(f"[pseudo] train pseudo-mask Dice vs truth: {pseudo_mask_dice(train, pseudo)}")
-    seg = train_segmenter(train, pseudo, cfg, work)
+    seg = train_segmenter(train, pseudo, cfg, work, skip_unresolved=cfg.skip_unresolved)
     th, mm, vdice, vauc = 0.5, cfg.min_component_mm3 or 100.0, float("nan"), float("nan")
     if val:
         vauc = classifier_slice_auc(clf, val, cfg)
@@ -218,7 +222,10 @@ def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: P
                "train_cases": len(train), "train_slices": int(sum(v.n for v in train)),
                "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
                "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice_vs_pseudo": vdice,
-               "classifier_val_slice_auc": vauc, "cam_gate": cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0,
+               "classifier_val_slice_auc": vauc,
+               "bleed_slices_without_pseudo_mask": int(sum(int(np.sum(np.asarray(v.slice_labels, bool) & ~m.reshape(m.shape[0], -1).any(1)))
+                                                          for v, m in zip(train, pseudo))),
+               "skip_unresolved": cfg.skip_unresolved, "cam_gate": cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0,
                "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False,
                "classifier_train_seconds": getattr(clf, "train_seconds", None), "segmenter_train_seconds": getattr(seg, "train_seconds", None)}
     return TrainResult(seg, th, mm, summary, clf, pseudo)

@@ -237,10 +237,16 @@ class ClassifierSampler:
 
 
 class SegmenterSampler:
-    """Random slices with their target masks; half the batch from slices whose target is not empty."""
+    """Random slices with their target masks; half the batch from slices whose target is not empty.
+
+    `skip_unresolved`: leave out slices labelled positive whose target came out empty (a
+    pseudo-mask the refinement could not find). Trained as empty, they would teach the
+    segmenter that blood is background.
+    """
 
     def __init__(self, vols: Sequence[Volume], targets: Sequence[np.ndarray], context: int,
-                 windows: Sequence[Window] = DEFAULT_WINDOWS, pos_fraction: float = 0.5) -> None:
+                 windows: Sequence[Window] = DEFAULT_WINDOWS, pos_fraction: float = 0.5,
+                 skip_unresolved: bool = False) -> None:
         self.vols = list(vols)
         self.targets = [np.asarray(t, dtype=bool) for t in targets]
         self.context = context
@@ -248,9 +254,14 @@ class SegmenterSampler:
         self.pos_fraction = pos_fraction
         self.pos: list[tuple[int, int]] = []
         self.neg: list[tuple[int, int]] = []
+        self.skipped = 0
         for i, t in enumerate(self.targets):
             has = t.reshape(t.shape[0], -1).any(axis=1)
+            labels = self.vols[i].slice_labels
             for z in range(t.shape[0]):
+                if skip_unresolved and not has[z] and labels is not None and labels[z]:
+                    self.skipped += 1
+                    continue
                 (self.pos if has[z] else self.neg).append((i, z))
         if not self.pos and not self.neg:
             raise InputError("no slices to train the segmenter on")
