@@ -80,12 +80,12 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
 
 def test_tiny_experiment_writes_every_row_table_plot_and_command(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["experiment", "--large", "6", "--small", "4", "--folds", "2", "--val", "2", "--test", "3", "--reduced",
+    argv = ["experiment", "--large", "6", "--small", "4", "--folds", "2", "--val", "2", "--test", "3", "--reduced", "--fractions", "0.5,1.0",
             "--work", str(tmp_path / "w"), "--cache", str(tmp_path / "c"), "--out", str(out), *TINY]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]
-    assert {"WS 10%", "WS 25%", "WS 50%", "WS 100%", "WS 100% CAM gate open", "FS small", "FS large (ceiling)", "Threshold"} <= set(rows)
+    assert {"WS 50%", "WS 100%", "WS 100% CAM gate open", "FS small", "FS large (ceiling)", "Threshold"} <= set(rows)
     # the gate is closed by default (the method), and the ablation reruns the same classifier with it open
     assert res["config"]["refine"]["cam_threshold"] > 0 and res["config"]["refine"]["component_cam_peak"] > 0
     auc = rows["WS 100%"]["classifier_val_slice_auc"]

@@ -146,3 +146,12 @@ def test_segmenter_sampler_can_leave_out_bleed_slices_without_a_pseudo_mask() ->
     assert sorted(keep.pos) == [(0, 1)] and sorted(keep.neg) == [(0, 0), (0, 2), (0, 3)] and keep.skipped == 0
     skip = SegmenterSampler([vol], [target], 0, skip_unresolved=True)
     assert sorted(skip.pos) == [(0, 1)] and sorted(skip.neg) == [(0, 0), (0, 3)] and skip.skipped == 1
+
+
+def test_segmenter_sampler_says_why_nothing_is_left() -> None:
+    from edge_ich.errors import InputError
+    from training.volumes import SegmenterSampler
+
+    vol = Volume("v", np.zeros((2, 8, 8), np.float32), (5.0, 1.0, 1.0), np.array([1, 1], np.uint8))
+    with pytest.raises(InputError, match="all 2 bleed slices came out without a pseudo-mask"):
+        SegmenterSampler([vol], [np.zeros((2, 8, 8), bool)], 0, skip_unresolved=True)

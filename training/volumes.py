@@ -264,7 +264,8 @@ class SegmenterSampler:
                     continue
                 (self.pos if has[z] else self.neg).append((i, z))
         if not self.pos and not self.neg:
-            raise InputError("no slices to train the segmenter on")
+            why = f" (all {self.skipped} bleed slices came out without a pseudo-mask)" if self.skipped else ""
+            raise InputError(f"no slices to train the segmenter on{why}")
 
     def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
