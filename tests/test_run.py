@@ -79,6 +79,24 @@ def test_seg_is_valid_dicom(tmp_path: Path, tiny_model: Path, capsys) -> None:
     assert res.returncode == 0 and not errors, errors
 
 
+def test_outputs_are_readable_like_any_new_file(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """Atomic writes go through mkstemp (mode 0600); published outputs must carry the usual mode instead,
+    so a PACS forwarder or viewer running as another user can read them."""
+    import os
+
+    make_series(tmp_path / "series", n=5, size=128)
+    code, _, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys)
+    assert code == 0, err
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    expected = plain.stat().st_mode & 0o777
+    files = [p for p in (tmp_path / "o").rglob("*") if p.is_file()]
+    assert {"report.json", "seg.dcm", "mask.nii.gz"} <= {p.name for p in files}
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {p.name: expected for p in files}
+    assert not [p for p in (tmp_path / "o").iterdir() if p.name.startswith(".edge-ich-staging-")]
+    assert os.access(tmp_path / "o" / "report.json", os.R_OK)
+
+
 def test_json_flag_prints_the_report(tmp_path: Path, tiny_model: Path, capsys) -> None:
     make_series(tmp_path / "series", n=4, size=64)
     code, stdout, _ = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--json", "--no-seg"], capsys)

@@ -11,6 +11,21 @@ from pathlib import Path
 from edge_ich.errors import OutputError
 
 
+def _file_mode() -> int:
+    """The mode a plain open() would give a new file (0o666 less the umask): mkstemp makes 0o600,
+    which other services (a PACS forwarder, a web viewer) running as another user could not read."""
+    umask = 0o022
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    umask = int(line.split()[1], 8)
+                    break
+    except (OSError, ValueError):
+        pass
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
     """Yield a temp path beside `final`; on success fsync and rename it over `final`."""
@@ -26,6 +41,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, _file_mode())
         os.replace(tmp_path, final)
     except BaseException:
         with contextlib.suppress(OSError):
