@@ -63,6 +63,19 @@ def _scores(result: TrainResult, test: list[Volume], cfg: PipelineConfig) -> lis
     return [score_case(v.case_id, p, v.truth, v.spacing) for v, p in zip(test, preds)]  # type: ignore[arg-type]
 
 
+def _ws_row(res: TrainResult, train: list[Volume], test: list[Volume], cfg: PipelineConfig) -> tuple[dict[str, Any], list[float]]:
+    """One weakly supervised row of the table (scores on `test`, training facts) and its per-case Dice."""
+    s = summarize(_scores(res, test, cfg))
+    per_case = s.pop("per_case_dice")
+    s["train_cases"] = len(train)
+    s["train_bleed_slices"] = int(sum(int(np.sum(v.slice_labels)) for v in train))  # type: ignore[arg-type]
+    s["pseudo_mask_dice"] = pseudo_mask_dice(train, res.pseudo or [])
+    s["classifier_val_slice_auc"] = res.summary.get("classifier_val_slice_auc")
+    s["threshold"] = res.threshold
+    s["min_component_mm3"] = res.min_component_mm3
+    return s, per_case
+
+
 def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     """Run every method, write the table, plot and command; return the results dict."""
     cfg = o.pipeline
@@ -90,20 +103,11 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
         t0 = time.perf_counter()
         sub = subset_by_bleed_fraction(large, f)
         res = run_weakly_supervised(sub, val, cfg, work / f"ws_{int(round(f * 100))}")
-        sc = _scores(res, test, cfg)
-        s = summarize(sc)
-        per_case[name] = s.pop("per_case_dice")
-        s["train_cases"] = len(sub)
-        s["train_bleed_slices"] = int(sum(int(np.sum(v.slice_labels)) for v in sub))  # type: ignore[arg-type]
-        s["pseudo_mask_dice"] = pseudo_mask_dice(sub, res.pseudo or [])
-        s["classifier_val_slice_auc"] = res.summary.get("classifier_val_slice_auc")
-        s["threshold"] = res.threshold
-        s["min_component_mm3"] = res.min_component_mm3
+        rows[name], per_case[name] = _ws_row(res, sub, test, cfg)
         ws_min_mm3 = res.min_component_mm3
         ws_name, ws_classifier = name, res.classifier
-        rows[name] = s
         timings[name] = round(time.perf_counter() - t0, 1)
-        log(f"[experiment] {name}: test Dice {s['dice_all']:.3f} ({timings[name]:.0f}s)")
+        log(f"[experiment] {name}: test Dice {rows[name]['dice_all']:.3f} ({timings[name]:.0f}s)")
 
     # ablation: the last weakly supervised run again with the CAM gate open (same classifier),
     # i.e. what the class activation maps add to the pseudo-masks
@@ -112,15 +116,9 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
         t0 = time.perf_counter()
         open_cfg = replace(cfg, refine=replace(cfg.refine, cam_threshold=0.0, component_cam_peak=0.0))
         res = run_weakly_supervised(sub, val, open_cfg, work / "ws_cam_open", classifier=ws_classifier)
-        s = summarize(_scores(res, test, open_cfg))
-        per_case[name] = s.pop("per_case_dice")
-        s["train_cases"] = len(sub)
-        s["pseudo_mask_dice"] = pseudo_mask_dice(sub, res.pseudo or [])
-        s["threshold"] = res.threshold
-        s["min_component_mm3"] = res.min_component_mm3
-        rows[name] = s
+        rows[name], per_case[name] = _ws_row(res, sub, test, open_cfg)
         timings[name] = round(time.perf_counter() - t0, 1)
-        log(f"[experiment] {name}: test Dice {s['dice_all']:.3f} ({timings[name]:.0f}s)")
+        log(f"[experiment] {name}: test Dice {rows[name]['dice_all']:.3f} ({timings[name]:.0f}s)")
 
     # fully supervised, low-data regime: k-fold on the small set
     t0 = time.perf_counter()
