@@ -60,6 +60,11 @@ def test_fully_supervised_and_bad_input_are_clear(tmp_path: Path, capsys: pytest
     assert rc == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--root" in err[0]
+    for bad in ("8", "128", "-4"):  # classifier grid coarser than 16 px, finer than the segmenter's, negative
+        rc = main(["train", "--work", str(tmp_path / "w2"), "--no-export", *TINY, "--cls-size", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and len(err) == 1 and "--cls-size must lie between 16 and --size (64)" in err[0], err
+    assert not (tmp_path / "w2").exists()
 
 
 @pytest.mark.slow

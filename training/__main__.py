@@ -44,6 +44,10 @@ def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
     from training.pipeline import PipelineConfig
     from training.refine import RefineParams
 
+    from edge_ich.errors import InputError
+
+    if a.cls_size is not None and a.cls_size != 0 and not 16 <= a.cls_size <= a.size:
+        raise InputError(f"--cls-size must lie between 16 and --size ({a.size}), not {a.cls_size}")
     refine = RefineParams()
     for key in ("cam_threshold", "hu_low", "hu_high", "component_cam_peak"):
         if getattr(a, key) is not None:
