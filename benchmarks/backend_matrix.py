@@ -23,9 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import _common  # noqa: F401  (puts the repo root on sys.path)
+import numpy as np
 from _common import command_line, default_model, env_block, env_lines, ms, time_calls_with_result, write_report
 
 from edge_ich.bench import envinfo
@@ -216,7 +215,7 @@ def run_size(size: int, card: Any, model_path: Path, torch_model: Any, threads: 
         res["paths"][name]["max_abs_diff_vs_ort_fp32"] = float(np.max(np.abs(y - ref))) if same_weights else None
         res["paths"][name]["call_disagreement_vs_ort_fp32"] = float(np.mean((y > 0) != (ref > 0))) if same_weights else None
     fastest = min(res["paths"], key=lambda k: res["paths"][k]["ms_per_slice"]["median"])
-    for name, p in res["paths"].items():
+    for p in res["paths"].values():
         p["ratio_to_fastest"] = p["ms_per_slice"]["median"] / res["paths"][fastest]["ms_per_slice"]["median"]
     res["fastest"] = fastest
     return res
@@ -270,7 +269,7 @@ def main() -> None:
     # BF16 and INT8 included, is set against it (see analysis() for why)
     peak_fp32 = max(peak["numpy_fp32"]["gflops_best"], peak["torch_fp32"]["gflops_best"])
     for r in results:
-        for name, p in r["paths"].items():
+        for _name, p in r["paths"].items():
             p["fraction_of_peak"] = p["gflops_best"] / peak_fp32
     load = acct.stop(threads_used=threads)
     env = env_block(threads)

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _common import command_line, time_calls, write_report  # type: ignore[import-not-found]
 
 
@@ -37,7 +36,7 @@ class _MemorySeries:
         from pydicom.data import get_testdata_file
         from pydicom.uid import generate_uid
 
-        from edge_ich.volume import Geometry, affine_from_dicom
+        from edge_ich.sources.volume import Geometry, affine_from_dicom
 
         ds = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))
         self._hu = (ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept))

@@ -3,7 +3,7 @@
 Writes benchmarks/reports/phantom/{realism.md, realism.json, histogram.png, montage.png, real_vs_phantom.png}:
 - the HU histogram inside the brain mask of phantom slices beside the real head CT of pydicom-data
   (693_UNCR.dcm, CQ500), their Wasserstein distance and the tissue peaks of both;
-- the threshold baseline (edge_ich.baseline) on `standard` cases: per-volume Dice and where it fails
+- the threshold baseline (edge_ich.analysis.baseline) on `standard` cases: per-volume Dice and where it fails
   (false-positive voxels by mimic, missed subtypes);
 - a montage of one slice per subtype and per mimic, brain window 40/80;
 - generation speed of 40-slice 512x512 cases.
@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_ich.baseline import BLOOD_HU, MIN_COMPONENT_ML, threshold_segment  # noqa: E402
+from edge_ich.analysis.baseline import BLOOD_HU, MIN_COMPONENT_ML, threshold_segment  # noqa: E402
+from edge_ich.analysis.brain import brain_mask  # noqa: E402
+from edge_ich.analysis.metrics import dice  # noqa: E402
 from edge_ich.bench.report import save_figure  # noqa: E402
-from edge_ich.brain import brain_mask  # noqa: E402
-from edge_ich.metrics import dice  # noqa: E402
-from edge_ich.phantom import MIMICS, SUBTYPES, PhantomCase, case_seed, generate_case  # noqa: E402
+from edge_ich.phantom.generator import MIMICS, SUBTYPES, PhantomCase, case_seed, generate_case  # noqa: E402
 
 OUT = ROOT / "benchmarks" / "reports" / "phantom"
 PEAKS = {"csf": (-5, 18), "white": (18, 33), "grey": (33, 48), "blood": (50, 95), "bone": (300, 2500)}
@@ -183,7 +183,7 @@ def _plot_hist(plt: Any, rb: np.ndarray, pb: np.ndarray, p_real: dict, p_ph: dic
         for p, col in ((p_real, "C0"), (p_ph, "C1")):
             if p.get(name) is not None:
                 ax.axvline(p[name], color=col, lw=0.8, ls="--")
-    ax.set_xlabel("HU inside the brain mask (edge_ich.brain.brain_mask)")
+    ax.set_xlabel("HU inside the brain mask (edge_ich.analysis.brain.brain_mask)")
     ax.set_ylabel("density")
     ax.set_title(f"Brain HU histogram: Wasserstein-1 = {wd:.2f} HU")
     ax.legend(fontsize=8)
@@ -281,7 +281,7 @@ def _markdown(r: dict[str, Any]) -> str:
         f"Made by `{r['command']}` (numbers below come from `realism.json`).", "",
         "## Brain HU histogram, phantom vs a real head CT", "",
         "Real: pydicom-data `693_UNCR.dcm` (CQ500 head CT, one 5 mm slice). Phantom: `standard` cases, slices at",
-        "the level of the largest brain area, hemorrhage voxels excluded. Both inside `edge_ich.brain.brain_mask`,",
+        "the level of the largest brain area, hemorrhage voxels excluded. Both inside `edge_ich.analysis.brain.brain_mask`,",
         f"HU {h['range_hu'][0]}..{h['range_hu'][1]}.", "",
         f"- Wasserstein-1 distance: **{h['wasserstein_hu']:.2f} HU**",
         f"- mean +- sd: real {h['real_mean']:.1f} +- {h['real_std']:.1f} HU; phantom {h['phantom_mean']:.1f} +- {h['phantom_std']:.1f} HU", "",
@@ -293,7 +293,7 @@ def _markdown(r: dict[str, Any]) -> str:
               "mode is shown when 50+ voxels fall in 50..95 HU).", "", "![histogram](histogram.png)", "",
               "![real vs phantom](real_vs_phantom.png)", "",
               "## Threshold baseline on `standard`", "",
-              f"`edge_ich.baseline.threshold_segment`: HU {b['blood_hu'][0]:g}..{b['blood_hu'][1]:g} inside the brain mask,",
+              f"`edge_ich.analysis.baseline.threshold_segment`: HU {b['blood_hu'][0]:g}..{b['blood_hu'][1]:g} inside the brain mask,",
               f"3D components >= {b['min_component_ml']} mL. Dice convention: {b['dice_convention']}.", "",
               f"- mean per-volume Dice, all {len(b['cases'])} cases: **{b['mean_dice_all']:.3f}**",
               f"- mean per-volume Dice, positive cases: **{_f3(b['mean_dice_positive'])}**",

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import _common  # noqa: F401
+import numpy as np
 from _common import command_line, default_model, env_block, env_lines, write_report
 
 from edge_ich.bench import envinfo
@@ -85,7 +84,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
-    from edge_ich.phantom_io import write_dataset
+    from edge_ich.phantom.writers import write_dataset
 
     model_path, model_note = default_model()
     acct = envinfo.CpuAccount().start()

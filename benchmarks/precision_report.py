@@ -27,9 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from edge_ich.build import gate  # noqa: E402
-from edge_ich.build.calib import LabelledSeries, read_folder, split_slices  # noqa: E402
-from edge_ich.build.precision import inspect_qdq, make_fp16, make_int8  # noqa: E402
+from edge_ich.builder import gate  # noqa: E402
+from edge_ich.builder.calib import LabelledSeries, read_folder, split_slices  # noqa: E402
+from edge_ich.builder.precision import inspect_qdq, make_fp16, make_int8  # noqa: E402
 from edge_ich.card import bundled_model_path, load_card  # noqa: E402
 from edge_ich.outputs.atomic import write_text_atomic  # noqa: E402
 
@@ -49,7 +49,7 @@ def _model(arg: Path | None, work: Path) -> tuple[Path, str]:
 def _phantoms(cases: int, slices: int, size: int, seed: int, work: Path) -> tuple[list[LabelledSeries], str]:
     """Phantom series: written as DICOM and read back with the runtime reader when phantom_io exists, else in memory."""
     try:
-        from edge_ich.phantom_io import write_dataset
+        from edge_ich.phantom.writers import write_dataset
     except ImportError:
         write_dataset = None
     if write_dataset is not None:
@@ -57,10 +57,10 @@ def _phantoms(cases: int, slices: int, size: int, seed: int, work: Path) -> tupl
         write_dataset(root, cases=cases, seed=seed, layout="dicom", difficulty="standard", slices=slices, thickness=5.0, compress=False)
         series, _ = read_folder(root)
         rows, cols = series[0].source.geometry.shape[1:]
-        return series, (f"{cases} phantom series (edge_ich.phantom_io.write_dataset, seed {seed}, standard difficulty, {slices} "
+        return series, (f"{cases} phantom series (edge_ich.phantom.writers.write_dataset, seed {seed}, standard difficulty, {slices} "
                         f"slices of 5 mm, {rows}x{cols}) written as DICOM and read back with the runtime reader")
-    from edge_ich.phantom import case_seed, generate_case
-    from edge_ich.volume import ArraySource
+    from edge_ich.phantom.generator import case_seed, generate_case
+    from edge_ich.sources.volume import ArraySource
 
     series = []
     for k in range(cases):

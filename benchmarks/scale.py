@@ -55,7 +55,7 @@ print(json.dumps({"slices": src.geometry.shape[0], "shape": list(src.geometry.sh
 GEN = r"""
 import sys
 from pathlib import Path
-from edge_ich.phantom_io import write_dataset
+from edge_ich.phantom.writers import write_dataset
 write_dataset(Path(sys.argv[1]), cases=1, seed=0, layout="dicom", difficulty="standard", slices=int(sys.argv[2]),
               thickness=None, compress=False)
 """
@@ -82,9 +82,8 @@ def latency_vs_size(sizes: list[int], in_ch: int, params: int | None, threads: i
         import torch  # noqa: F401
     except ImportError:
         return []
-    from backend_matrix import build_torch, export_onnx, ort_session
-
     import numpy as np
+    from backend_matrix import build_torch, export_onnx, ort_session
 
     from edge_ich.bench.flops import graph_cost
 
@@ -95,7 +94,7 @@ def latency_vs_size(sizes: list[int], in_ch: int, params: int | None, threads: i
         export_onnx(model, in_ch, s, p)
         sess = ort_session(p, threads)
         x = np.random.default_rng(0).random((1, in_ch, s, s), dtype=np.float32)
-        st = time_calls(lambda: sess.run(None, {"input": x}), warmup=2, min_iters=5, max_iters=40, budget_s=budget)
+        st = time_calls(lambda sess=sess, x=x: sess.run(None, {"input": x}), warmup=2, min_iters=5, max_iters=40, budget_s=budget)
         flops = graph_cost(p).flops
         rows.append({"size": s, "ms_per_slice": ms(st), "flops_per_slice": flops, "gflops": flops / st.median / 1e9,
                      "architecture": arch})

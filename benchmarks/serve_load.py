@@ -60,7 +60,7 @@ def make_series(work: Path, count: int, slices: int, compress: bool) -> list[tup
     import pydicom
     from pydicom.uid import generate_uid
 
-    from edge_ich.phantom_io import write_dataset
+    from edge_ich.phantom.writers import write_dataset
 
     write_dataset(work / "phantom", cases=1, seed=0, layout="dicom", difficulty="standard", slices=slices, thickness=None, compress=compress)
     base = sorted((work / "phantom" / "case_000" / "dicom").glob("*.dcm"))
@@ -97,8 +97,8 @@ def pick_model(arg: str | None, work: Path) -> tuple[Path, str]:
 
 def seg_write_seconds(series_files: list[Path], seg_path: Path) -> float:
     """Warm time of one SEG write for this series (its mask read back from the SEG the server wrote)."""
-    from edge_ich.dicom.source import series_from_files
     from edge_ich.outputs.seg import read_seg_mask, write_seg
+    from edge_ich.sources.dicom.source import series_from_files
 
     src = series_from_files(series_files)
     mask = read_seg_mask(seg_path, list(src.sop_instance_uids))
@@ -175,7 +175,7 @@ def main() -> int:
                 pacs.wait(timeout=30)
 
         rows = []
-        for (uid, files, sops), out, client in zip(series, outs, clients):
+        for (_uid, _files, sops), out, client in zip(series, outs, clients):
             rec = json.loads((out / "serve.json").read_text()) if (out / "serve.json").is_file() else None
             rep = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
             got = sorted(s.get("sop_instance_uid", "") for s in rep["slices"]) if rep else []

@@ -14,17 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_ich.errors import ModelError
+from edge_ich.preprocess import PREPROCESS_VERSION, Window
 
 CARD_SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Window:
-    """A CT display window in Hounsfield units, mapped to [0, 1]."""
-
-    name: str
-    center: float
-    width: float
 
 
 @dataclass
@@ -62,8 +54,6 @@ class ModelCard:
 
     def preprocessing_hash(self) -> str:
         """Hash of everything that decides what the network sees; engines record it."""
-        from edge_ich.preprocess import PREPROCESS_VERSION
-
         spec = {
             "version": PREPROCESS_VERSION,
             "windows": [asdict(w) for w in self.windows],
@@ -79,7 +69,7 @@ class ModelCard:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelCard":
+    def from_dict(cls, d: dict[str, Any]) -> ModelCard:
         try:
             if int(d.get("schema_version", 0)) != CARD_SCHEMA_VERSION:
                 raise ModelError(f"model card schema_version {d.get('schema_version')} is not {CARD_SCHEMA_VERSION}")

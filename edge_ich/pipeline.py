@@ -19,7 +19,7 @@ import numpy as np
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
 from edge_ich.preprocess import context_indices, prepare_slice, resize_back_above
-from edge_ich.volume import SliceSource
+from edge_ich.sources.volume import SliceSource
 
 STAGES = ("read", "preprocess", "h2d", "compute", "d2h", "postprocess", "write")
 
@@ -73,7 +73,7 @@ def native_mask(prob: np.ndarray, card: ModelCard, shape: tuple[int, int]) -> np
     return resize_back_above(prob, shape, card.threshold).view(np.uint8)
 
 
-def _reader(source: SliceSource, card: ModelCard, q: "queue.Queue[Any]", timings: StageTimes, stop: threading.Event) -> None:
+def _reader(source: SliceSource, card: ModelCard, q: queue.Queue[Any], timings: StageTimes, stop: threading.Event) -> None:
     """Decode and preprocess slices in order into the queue; pass an exception on if one happens."""
     try:
         for i in range(source.geometry.shape[0]):

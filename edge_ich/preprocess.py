@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ich.card import Window
-
 PREPROCESS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Window:
+    """A CT display window in Hounsfield units, mapped to [0, 1]."""
+
+    name: str
+    center: float
+    width: float
 
 #: Windows used by the bundled model (brain, subdural, wide soft tissue), as RSNA winners did.
 DEFAULT_WINDOWS = (Window("brain", 40.0, 80.0), Window("subdural", 80.0, 200.0), Window("wide", 40.0, 380.0))

@@ -26,7 +26,7 @@ from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard, bundled_model_path, load_card
 from edge_ich.errors import InputError, ModelError, OutputError
 from edge_ich.pipeline import Component, Segmentation, StageTimes, postprocess, segment
-from edge_ich.volume import SliceSource
+from edge_ich.sources.volume import SliceSource
 
 REPORT_SCHEMA_VERSION = "1.0"
 KEY_IMAGES = 3
@@ -85,7 +85,7 @@ def load_model(model: Path | None, backend: str = "auto", threads: int | None = 
     t0 = time.perf_counter()
     card_model = path
     if path.suffix == ".plan":  # an engine carries the card of the ONNX it was built from
-        from edge_ich.build.manifest import card_for_plan
+        from edge_ich.builder.manifest import card_for_plan
 
         card = card_for_plan(path)
     else:
@@ -106,13 +106,13 @@ def open_source(opts: RunOptions) -> SliceSource:
             raise InputError("--series folder not found")
         if not series.is_dir():
             raise InputError("--series must be a folder, not a file")
-        from edge_ich.dicom.source import open_series
+        from edge_ich.sources.dicom.source import open_series
 
         return open_series(series, opts.series_uid)
     volume = Path(opts.volume)  # type: ignore[arg-type]
     if not volume.is_file():
         raise InputError("--volume file not found")
-    from edge_ich.nifti_source import open_volume
+    from edge_ich.sources.nifti import open_volume
 
     return open_volume(volume)
 
@@ -223,7 +223,7 @@ def write_outputs(stage: Path, source: SliceSource, model: LoadedModel, kept: np
     if opts.write_seg and source.kind == "dicom":
         from edge_ich.outputs.seg import write_seg
 
-        # the SEG writer never edits its source headers (tests/test_outputs_seg.py checks it): no copies
+        # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies
         headers = [source.header(i, copy_=False) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
         write_seg(stage / "seg.dcm", kept, headers, algorithm_name=model.card.name, algorithm_version=model.card.model_sha256[:12])
         outputs["seg"] = "seg.dcm"

@@ -109,7 +109,7 @@ def _write_ct_slice(path: Path, hu: np.ndarray, *, sop_uid: str, series_uid: str
                     pixel_spacing: tuple[float, float], thickness: float, instance_number: int, intercept: float,
                     rsna_quirk: bool, multi_window: bool, patient_id: str) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     hu_i = np.rint(hu).astype(np.int32)
     if rsna_quirk:

@@ -18,7 +18,7 @@ import pydicom
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from edge_ich.volume import Geometry, Skipped, affine_from_dicom
+from edge_ich.sources.volume import Geometry, Skipped, affine_from_dicom
 
 
 def pixel_lps(header: pydicom.Dataset, row: int, col: int) -> np.ndarray:

@@ -7,15 +7,15 @@ cases (exit 1 through the CLI, nothing half-written) can reuse the same inputs.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 
-from edge_ich.dicom.source import open_series
 from edge_ich.errors import InputError
-from edge_ich.nifti_source import open_volume
+from edge_ich.sources.dicom.source import open_series
+from edge_ich.sources.nifti import open_volume
 from tests.dicomkit import PATIENT_ID, PATIENT_NAME, edit, make_series, truncate, write_text
 
 Builder = Callable[[Path], Path]
@@ -306,8 +306,8 @@ def test_corrupted_bytes_never_crash(tmp_path: Path) -> None:
     import random
     import warnings
 
-    from edge_ich.dicom.discover import discover
-    from edge_ich.dicom.source import DicomSeries
+    from edge_ich.sources.dicom.discover import discover
+    from edge_ich.sources.dicom.source import DicomSeries
 
     paths = make_series(tmp_path / "src", n=4, size=64)
     rng = random.Random(1)

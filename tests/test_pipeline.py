@@ -12,7 +12,7 @@ from edge_ich.card import load_card
 from edge_ich.errors import InputError
 from edge_ich.pipeline import STAGES, postprocess, segment
 from edge_ich.preprocess import prepare_volume, resize_back
-from edge_ich.volume import ArraySource
+from edge_ich.sources.volume import ArraySource
 from tests.tinymodel import build_tiny_model
 
 

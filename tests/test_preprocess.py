@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_ich.preprocess import (DEFAULT_WINDOWS, apply_window, context_indices, prepare_slice, prepare_volume, resize2d,
-                                 resize_back, resize_back_above)
+from edge_ich.preprocess import (
+    DEFAULT_WINDOWS,
+    apply_window,
+    context_indices,
+    prepare_slice,
+    prepare_volume,
+    resize2d,
+    resize_back,
+    resize_back_above,
+)
 
 
 def test_window_maps_and_clips() -> None:

@@ -132,7 +132,7 @@ def _assert_refused(code: int, stdout: str, err: str, out: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("edge-ich: error:"), err
     assert "Traceback" not in err and PATIENT_NAME not in err and PATIENT_ID not in err
     assert stdout == ""
-    written = [p for p in out.rglob("*")] if out.exists() else []
+    written = list(out.rglob("*")) if out.exists() else []
     assert written == [], written
 
 

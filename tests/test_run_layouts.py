@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_ich.cli import main
-from edge_ich.phantom_io import write_dataset
+from edge_ich.phantom.writers import write_dataset
 
 
 def _run(args: list[str]) -> int:

@@ -40,11 +40,10 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--brain-erode", type=int, default=None, help="pixels peeled off the brain mask (inner table)")
 
 
-def _pipeline(a: argparse.Namespace) -> "PipelineConfig":  # noqa: F821
+def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
+    from edge_ich.errors import InputError
     from training.pipeline import PipelineConfig
     from training.refine import RefineParams
-
-    from edge_ich.errors import InputError
 
     if a.cls_size is not None and a.cls_size != 0 and not 16 <= a.cls_size <= a.size:
         raise InputError(f"--cls-size must lie between 16 and --size ({a.size}), not {a.cls_size}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, stats
 
-from edge_ich.metrics import dice, sens_spec, volume_ml
+from edge_ich.analysis.metrics import dice, sens_spec, volume_ml
 
 SUBTYPE_NAMES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 

@@ -23,8 +23,15 @@ import numpy as np
 from edge_ich.outputs.atomic import write_text_atomic
 from training.evaluate import CaseScores, remove_small, score_case, summarize, wilcoxon_p
 from training.loops import log
-from training.pipeline import (PipelineConfig, TrainResult, binarize, predict_probs, pseudo_mask_dice, run_fully_supervised,
-                               run_weakly_supervised)
+from training.pipeline import (
+    PipelineConfig,
+    TrainResult,
+    binarize,
+    predict_probs,
+    pseudo_mask_dice,
+    run_fully_supervised,
+    run_weakly_supervised,
+)
 from training.volumes import PhantomSpec, Volume, phantom_volumes
 
 
@@ -153,7 +160,7 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     timings["FS large (ceiling)"] = round(time.perf_counter() - t0, 1)
 
     # threshold baseline, with the smallest-component rule the full weakly supervised model chose
-    from edge_ich.baseline import threshold_segment
+    from edge_ich.analysis.baseline import threshold_segment
 
     sc = [score_case(v.case_id, remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, ws_min_mm3),
                      v.truth, v.spacing) for v in test]  # type: ignore[arg-type]

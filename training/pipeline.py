@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from edge_ich.analysis.metrics import dice
 from edge_ich.card import Window
 from edge_ich.errors import InputError
-from edge_ich.metrics import dice
 from edge_ich.preprocess import DEFAULT_WINDOWS
 from training.cam import volume_cams
 from training.evaluate import auc, choose_threshold, remove_small

@@ -21,7 +21,14 @@ from edge_ich.errors import InputError
 from training.evaluate import score_case, summarize
 from training.export import export_onnx, write_card
 from training.loops import init_distributed, log, resolve_device
-from training.pipeline import PipelineConfig, TrainResult, binarize, predict_probs, run_fully_supervised, run_weakly_supervised
+from training.pipeline import (
+    PipelineConfig,
+    TrainResult,
+    binarize,
+    predict_probs,
+    run_fully_supervised,
+    run_weakly_supervised,
+)
 from training.volumes import PhantomSpec, Volume, dataset_volumes, phantom_volumes
 
 
@@ -84,9 +91,8 @@ def evaluate_on(result: TrainResult, vols: list[Volume], cfg: PipelineConfig) ->
 
 
 def threshold_baseline_on(vols: list[Volume], min_mm3: float) -> dict[str, Any]:
-    """The threshold baseline (edge_ich.baseline) on the same test volumes, model grid."""
-    from edge_ich.baseline import threshold_segment
-
+    """The threshold baseline (edge_ich.analysis.baseline) on the same test volumes, model grid."""
+    from edge_ich.analysis.baseline import threshold_segment
     from training.evaluate import remove_small
 
     have = [v for v in vols if v.truth is not None]

@@ -56,9 +56,9 @@ class Volume:
         return np.concatenate([w[j] for j in context_indices(z, self.n, context)], axis=0).astype(np.float32)
 
     def brain(self) -> np.ndarray:
-        """Brain mask [Z,H,W] from edge_ich.brain (cached)."""
+        """Brain mask [Z,H,W] from edge_ich.analysis.brain (cached)."""
         if self._brain is None:
-            from edge_ich.brain import brain_mask
+            from edge_ich.analysis.brain import brain_mask
 
             self._brain = np.asarray(brain_mask(self.hu), dtype=bool)
         return self._brain
@@ -110,7 +110,7 @@ def _make_phantom(args: tuple[PhantomSpec, int, tuple[int, int], str]) -> str:
     path = Path(cache) / f"phantom_{spec.key(seed)}_{size[0]}.npz"
     if path.is_file():
         return str(path)
-    from edge_ich.phantom import generate_case
+    from edge_ich.phantom.generator import generate_case
 
     kw: dict[str, Any] = {"difficulty": spec.difficulty, "size": spec.gen_size}
     if spec.slices is not None:

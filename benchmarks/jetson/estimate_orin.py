@@ -23,11 +23,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import _common  # noqa: E402,F401
-from _common import command_line, default_model, write_report  # noqa: E402
+import _common  # noqa: F401
+from _common import command_line, default_model, write_report
 
-from edge_ich.bench.flops import graph_cost  # noqa: E402
-from edge_ich.card import load_card  # noqa: E402
+from edge_ich.bench.flops import graph_cost
+from edge_ich.card import load_card
 
 #: Dense throughput (TFLOPS FP16, TOPS INT8) and DRAM bandwidth (GB/s) per module, from
 #: NVIDIA's published (sparse) figures halved. Super = JetPack 6.2 "MAXN SUPER" mode on Orin Nano.

@@ -78,10 +78,10 @@ class Backend(ABC):
             out = out[:, None]
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a no-op by default; backends that hold resources override it)
         """Release sessions, contexts and device memory."""
 
-    def __enter__(self) -> "Backend":
+    def __enter__(self) -> Backend:
         return self
 
     def __exit__(self, *exc: object) -> None:

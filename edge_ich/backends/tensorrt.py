@@ -46,8 +46,8 @@ class TensorRTBackend(Backend):
     def __init__(self, plan_path: Path, card: ModelCard, io_mode: IOMode | str = IOMode.COPY, cuda_graph: bool = False,
                  warmup: int = 2) -> None:
         super().__init__(card)
-        from edge_ich.build.manifest import MachineInfo, check_manifest, load_manifest
-        from edge_ich.build.trt import load_trt
+        from edge_ich.builder.manifest import MachineInfo, check_manifest, load_manifest
+        from edge_ich.builder.trt import load_trt
 
         plan_path = Path(plan_path)
         try:

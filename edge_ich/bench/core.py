@@ -91,9 +91,9 @@ def phantom_series(seed: int = PHANTOM_SEED, slices: int = PHANTOM_SLICES) -> It
     import importlib.util
     import subprocess
 
-    if importlib.util.find_spec("edge_ich.phantom_io") is None:
-        raise InputError("--phantom needs edge_ich.phantom_io, which is not installed")
-    code = ("import sys; from pathlib import Path; from edge_ich.phantom_io import write_dataset; "
+    if importlib.util.find_spec("edge_ich.phantom.writers") is None:
+        raise InputError("--phantom needs edge_ich.phantom.writers, which is not installed")
+    code = ("import sys; from pathlib import Path; from edge_ich.phantom.writers import write_dataset; "
             "write_dataset(Path(sys.argv[1]), cases=1, seed=int(sys.argv[2]), layout='dicom', difficulty='standard', "
             "slices=int(sys.argv[3]), thickness=None, compress=False)")
     with tempfile.TemporaryDirectory(prefix="edge-ich-bench-phantom-") as tmp:

@@ -330,7 +330,7 @@ class CpuAccount:
         c = psutil.Process().cpu_times()
         return float(c.user + c.system + c.children_user + c.children_system)
 
-    def start(self) -> "CpuAccount":
+    def start(self) -> CpuAccount:
         self.load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
         self.t0, self.sys0, self.own0 = time.perf_counter(), self._busy(), self._own()
         return self

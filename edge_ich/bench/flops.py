@@ -78,7 +78,7 @@ def graph_cost(model_path: Path) -> GraphCost:
                 d.dim_value = 1
     in_shape = _shape_of(real_inputs[0]) or []
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    shapes: dict[str, list[int] | None] = {k: v for k, v in inits.items()}
+    shapes: dict[str, list[int] | None] = dict(inits.items())
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         shapes[vi.name] = _shape_of(vi)
     # weights reached through DequantizeLinear (Q/DQ models) keep the initializer's shape

@@ -65,7 +65,7 @@ class Stats:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def scaled(self, factor: float) -> "Stats":
+    def scaled(self, factor: float) -> Stats:
         """The same summary in another unit (e.g. factor 1000 for seconds -> ms); n and cv unchanged."""
         d = self.to_dict()
         for k in ("min", "mean", "median", "p90", "p95", "p99", "max", "std", "total"):

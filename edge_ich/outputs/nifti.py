@@ -15,7 +15,7 @@ import numpy as np
 
 from edge_ich.errors import require
 from edge_ich.outputs.atomic import write_bytes_atomic
-from edge_ich.volume import lps_to_ras
+from edge_ich.sources.volume import lps_to_ras
 
 NIFTI_XFORM_SCANNER_ANAT = 1
 DESCRIPTION = b"edge-ich hemorrhage mask (research use)"
@@ -70,7 +70,7 @@ def write_mask_nifti(path: Path, mask_zyx: np.ndarray, source: Any) -> None:
     """Write the mask as .nii or .nii.gz (by `path`'s suffix) atomically, on `source`'s grid."""
     path = Path(path)
     name = path.name.lower()
-    if not (name.endswith(".nii") or name.endswith(".nii.gz")):
+    if not (name.endswith((".nii", ".nii.gz"))):
         raise ValueError(f"NIfTI mask path must end in .nii or .nii.gz: {path.name}")
     payload = mask_image(mask_zyx, source).to_bytes()
     if name.endswith(".gz"):

@@ -5,7 +5,7 @@
     hu, spacing = cases[0].load()                         # float32 [Z, Y, X], (slice, row, col) mm
     cases[0].slice_labels                                 # uint8 [Z]
 
-Readers go through the runtime (edge_ich.dicom, edge_ich.nifti_source), so a model is trained
+Readers go through the runtime (edge_ich.sources.dicom, edge_ich.sources.nifti), so a model is trained
 on exactly the slices, order, orientation and HU it will see at the point of care. See
 docs/datasets.md for each dataset's layout and options.
 """

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
+from edge_ich.sources.volume import Skipped
 
 Spacing = tuple[float, float, float]
 
@@ -113,7 +113,7 @@ def check_options(fn: Callable[..., Any], kw: dict[str, Any], what: str) -> None
         raise InputError(f"{what} has no option {', '.join(unknown)} (options: {allowed})")
 
 
-def refuse_or_skip_orphans(cases: "CaseList", policy: "MissingPolicy", paths: Sequence[str], reason: str,
+def refuse_or_skip_orphans(cases: CaseList, policy: MissingPolicy, paths: Sequence[str], reason: str,
                            error: str) -> None:
     """Labels whose image is not on disk: an InputError (`error` + how to skip) under
     MissingPolicy.ERROR, else each one counted in `cases.skipped` with `reason`."""

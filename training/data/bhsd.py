@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
+from edge_ich.sources.volume import Skipped
 from training.data.base import SUBTYPES, CaseList, MissingPolicy, coerce_enum, refuse_or_skip_orphans, require_dir
 from training.data.instance import nifti_case
 from training.data.niftiutil import list_nifti, nifti_stem

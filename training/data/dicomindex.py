@@ -1,7 +1,7 @@
 """Index a folder of DICOM files into sorted CT series through the runtime's own discovery and geometry.
 
-Headers are read with `edge_ich.dicom.discover.read_header`/`classify` and sorted with
-`edge_ich.dicom.source.DicomSeries` (which calls the runtime's `sort_and_measure`), so a
+Headers are read with `edge_ich.sources.dicom.discover.read_header`/`classify` and sorted with
+`edge_ich.sources.dicom.source.DicomSeries` (which calls the runtime's `sort_and_measure`), so a
 training series has exactly the slice order, spacing and skip rules the point-of-care run has.
 Only a few geometry tags per file are kept while grouping, so an RSNA-size folder (874k files)
 indexes in bounded memory; an optional JSON cache saves re-reading every header next time.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
+from edge_ich.sources.volume import Skipped
 from training.data.base import Spacing, stack_slices
 
 #: Header tags the geometry needs; everything else is dropped while grouping.
@@ -61,7 +61,7 @@ def _slim(ds: Any) -> Any:
 
 
 def _list_files(root: Path) -> list[Path]:
-    from edge_ich.dicom.discover import iter_files
+    from edge_ich.sources.dicom.discover import iter_files
 
     return [p for p in iter_files(root) if p.name.upper() != "DICOMDIR"]
 
@@ -83,8 +83,8 @@ def build_index(root: Path, files: Iterable[Path] | None = None, workers: int = 
 
 
 def _build_index(root: Path, paths: list[Path], workers: int, progress: Callable[[int, int], None] | None) -> DicomIndex:
-    from edge_ich.dicom.discover import SeriesCandidate
-    from edge_ich.dicom.source import DicomSeries
+    from edge_ich.sources.dicom.discover import SeriesCandidate
+    from edge_ich.sources.dicom.source import DicomSeries
 
     skipped: list[Skipped] = []
     groups: dict[str, SeriesCandidate] = {}
@@ -123,7 +123,7 @@ def _read_one(path: Path) -> tuple[Path, Any, str]:
     """(path, slim header, "") for a usable CT axial image, else (path, None, reason)."""
     from pydicom.config import disable_value_validation
 
-    from edge_ich.dicom.discover import classify, read_header
+    from edge_ich.sources.dicom.discover import classify, read_header
 
     with disable_value_validation():  # RSNA's `ID_...` UIDs would warn once per file
         ds, bad, detail = read_header(path)
@@ -223,7 +223,7 @@ def _read_slice(path: Path, entry: IndexedSeries, i: int) -> np.ndarray:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    from edge_ich.dicom.pixels import hu_from_dataset
+    from edge_ich.sources.dicom.pixels import hu_from_dataset
 
     try:
         ds = pydicom.dcmread(path)

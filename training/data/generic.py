@@ -15,9 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
-from training.data.base import (SUBTYPES, Case, CaseList, MissingPolicy, coerce_enum, parse_flag, read_table,
-                                require_dir)
+from edge_ich.sources.volume import Skipped
+from training.data.base import SUBTYPES, Case, CaseList, MissingPolicy, coerce_enum, parse_flag, read_table, require_dir
 from training.data.dicomindex import IndexedSeries, load_series, open_index
 
 KEY_COLUMNS = ("SOPInstanceUID", "file")
@@ -59,7 +58,7 @@ def read_generic_labels(path: Path) -> tuple[str, dict[str, np.ndarray], bool]:
 def open_generic(root: Path, labels: Path | None = None, missing: str | MissingPolicy = "error",
                  cache: Path | None = None, workers: int = 1) -> CaseList:
     """One Case per labelled CT axial series under root."""
-    from edge_ich.dicom.discover import iter_files
+    from edge_ich.sources.dicom.discover import iter_files
 
     root = require_dir(Path(root), "DICOM")
     policy = coerce_enum(MissingPolicy, missing, "missing-image policy")

@@ -11,11 +11,17 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
-from training.data.base import (Case, CaseList, MissingPolicy, coerce_enum, mask_to_labels, refuse_or_skip_orphans,
-                                 require_dir)
+from edge_ich.sources.volume import Skipped
+from training.data.base import (
+    Case,
+    CaseList,
+    MissingPolicy,
+    coerce_enum,
+    mask_to_labels,
+    refuse_or_skip_orphans,
+    require_dir,
+)
 from training.data.niftiutil import check_label_header, list_nifti, load_label, load_scan, nifti_stem, open_scan
 
 

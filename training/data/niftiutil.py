@@ -24,7 +24,7 @@ NIFTI_READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
 
 def open_scan(path: Path) -> Any:
     """The runtime's NiftiVolume for a scan (header only; pixels stay on disk)."""
-    from edge_ich.nifti_source import open_volume
+    from edge_ich.sources.nifti import open_volume
 
     try:
         return open_volume(path)
@@ -35,7 +35,7 @@ def open_scan(path: Path) -> Any:
 def _to_display_ornt(scan: Any) -> np.ndarray:
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
-    from edge_ich.nifti_source import DISPLAY_AXCODES
+    from edge_ich.sources.nifti import DISPLAY_AXCODES
 
     return ornt_transform(io_orientation(scan.input_affine), axcodes2ornt(DISPLAY_AXCODES))
 

@@ -1,4 +1,4 @@
-"""Phantom datasets written by `edge-ich phantom` (edge_ich.phantom_io), in any of its layouts.
+"""Phantom datasets written by `edge-ich phantom` (edge_ich.phantom.writers), in any of its layouts.
 
 Each layout is read by the adapter of the real dataset it imitates (rsna, physionet, instance)
 or, for `dicom`, by the same DICOM index the generic adapter uses, so phantoms exercise the code
@@ -16,9 +16,17 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
-from training.data.base import (SUBTYPES, Case, CaseList, check_mask, check_options, coerce_enum, mask_to_labels,
-                                require_dir)
+from edge_ich.sources.volume import Skipped
+from training.data.base import (
+    SUBTYPES,
+    Case,
+    CaseList,
+    check_mask,
+    check_options,
+    coerce_enum,
+    mask_to_labels,
+    require_dir,
+)
 from training.data.dicomindex import load_series, open_index
 
 TRUTH = "truth.npz"
@@ -72,7 +80,7 @@ def _with_truth(case: Case, truth: Path, shape: tuple[int, ...], labels: np.ndar
 def open_phantom(root: Path, layout: str | None = None, **kw: Any) -> CaseList:
     """All cases of a phantom dataset; layout is detected unless given. Other options go to the
     layout's adapter (e.g. cache=, workers= for DICOM layouts)."""
-    from edge_ich.phantom_io import Layout
+    from edge_ich.phantom.writers import Layout
 
     root = require_dir(Path(root), "phantom")
     lay = coerce_enum(Layout, layout if layout is not None else detect_layout(root), "phantom layout")

@@ -20,11 +20,32 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
-from training.data.base import (SUBTYPES, refuse_or_skip_orphans, Case, CaseList, MissingPolicy, Spacing, Subtype, check_mask, coerce_enum,
-                                parse_flag, parse_int, read_table, require_dir)
-from training.data.niftiutil import (NIFTI_READ_ERRORS, check_label_header, input_slice_of_display, list_nifti, load_label, load_scan,
-                                     nifti_stem, open_scan)
+from edge_ich.sources.volume import Skipped
+from training.data.base import (
+    SUBTYPES,
+    Case,
+    CaseList,
+    MissingPolicy,
+    Spacing,
+    Subtype,
+    check_mask,
+    coerce_enum,
+    parse_flag,
+    parse_int,
+    read_table,
+    refuse_or_skip_orphans,
+    require_dir,
+)
+from training.data.niftiutil import (
+    NIFTI_READ_ERRORS,
+    check_label_header,
+    input_slice_of_display,
+    list_nifti,
+    load_label,
+    load_scan,
+    nifti_stem,
+    open_scan,
+)
 
 CSV_NAME = "hemorrhage_diagnosis_raw_ct.csv"
 #: CSV column of each subtype, in Subtype order.

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_ich.errors import InputError
-from edge_ich.volume import Skipped
+from edge_ich.sources.volume import Skipped
 from training.data.base import Case, CaseList, MissingPolicy, coerce_enum, require_dir
 from training.data.dicomindex import IndexedSeries, load_series, open_index
 from training.data.rsna_labels import read_rsna_labels
@@ -54,7 +54,7 @@ def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None
     policy = coerce_enum(MissingPolicy, missing, "missing-image policy")
     label_path, image_dir = _find(root, labels, images)
     table = read_rsna_labels(label_path)
-    from edge_ich.dicom.discover import iter_files
+    from edge_ich.sources.dicom.discover import iter_files
 
     files = [p for p in iter_files(image_dir) if p.name.upper() != "DICOMDIR"]
     stems = {p.stem for p in files}

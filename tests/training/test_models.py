@@ -1,0 +1,163 @@
+"""Networks, Grad-CAM through the LSTM, FLOP counting, resumable deterministic loops."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.cam import _window_cams, volume_cams  # noqa: E402
+from training.loops import LoopConfig, segmenter_loss, train_loop  # noqa: E402
+from training.models import SliceSequenceClassifier, UNet25D, count_parameters, flops_per_slice  # noqa: E402
+from training.volumes import Volume, window_starts  # noqa: E402
+
+
+def test_unet_shape_no_transposed_conv_and_size() -> None:
+    net = UNet25D(9, base=8).eval()
+    out = net(torch.zeros(2, 9, 64, 64))
+    assert out.shape == (2, 1, 64, 64)
+    assert not any(isinstance(m, torch.nn.ConvTranspose2d) for m in net.modules())
+    assert count_parameters(UNet25D(9, base=12)) < 3_000_000
+
+
+def test_flops_of_one_convolution_match_hand_count() -> None:
+    conv = torch.nn.Conv2d(9, 4, 3, padding=1)
+    assert flops_per_slice(conv, 9, (16, 16)) == 2 * 9 * 3 * 3 * 4 * 16 * 16
+
+
+def test_classifier_reads_neighbouring_slices() -> None:
+    torch.manual_seed(0)
+    net = SliceSequenceClassifier(3, (8, 8, 16, 16), hidden=8).eval()
+    x = torch.rand(1, 6, 3, 32, 32)
+    y = x.clone()
+    y[0, 4] += 0.5  # change slice 4 only
+    with torch.no_grad():
+        a, b = net(x), net(y)
+    assert a.shape == (1, 6)
+    assert not torch.allclose(a[0, 1], b[0, 1])  # slice 1's logit moved: the LSTM carries context
+
+
+@pytest.mark.parametrize("pool", SliceSequenceClassifier.POOLS)
+def test_gradcam_weights_are_gradients_on_the_conv_maps(pool: str) -> None:
+    """Our weights (gradient w.r.t. pooled features) equal the spatial sum of Grad-CAM's map gradients, for every pooling."""
+    torch.manual_seed(1)
+    net = SliceSequenceClassifier(3, (8, 8, 16, 16), hidden=8, pool=pool).eval()
+    x = torch.rand(1, 4, 3, 32, 32)
+    cams, prob = _window_cams(net, x)
+    feats = net.features(x).detach().requires_grad_(True)
+    logits = net.head_from_pooled(net.pool(feats))
+    t = 2
+    (g,) = torch.autograd.grad(logits[0, t], feats)
+    w = g[0, t].sum(dim=(-2, -1))
+    ref = torch.relu(torch.einsum("f,fhw->hw", w, feats[0, t].detach()))
+    assert torch.allclose(cams[t], ref, atol=1e-5)
+    assert prob.shape == (4,) and bool(((prob > 0) & (prob < 1)).all())
+
+
+def test_volume_cams_cover_every_slice_and_are_normalised() -> None:
+    net = SliceSequenceClassifier(3, (8, 8, 16, 16), hidden=8).eval()
+    rng = np.random.default_rng(0)
+    vol = Volume("v", rng.normal(30, 20, (11, 32, 32)).astype(np.float32), (5.0, 1.0, 1.0), np.zeros(11, np.uint8))
+    cams, prob = volume_cams(net, vol, length=4)
+    assert cams.shape == (11, 32, 32) and prob.shape == (11,)
+    assert cams.min() >= 0 and cams.max() <= 1 + 1e-6
+    assert window_starts(11, 4, 2) == [0, 2, 4, 6, 7]
+    up, prob_up = volume_cams(net, vol, length=4, out_size=(64, 64))  # classifier on a coarser grid than the segmenter
+    assert up.shape == (11, 64, 64) and np.allclose(prob_up, prob)
+
+
+def test_unknown_pooling_is_refused() -> None:
+    with pytest.raises(ValueError, match="pool"):
+        SliceSequenceClassifier(3, pool="median")
+
+
+def test_classifier_grid_is_separate_from_the_segmenter_grid() -> None:
+    from training.pipeline import (
+        PipelineConfig,
+        classifier_slice_auc,
+        classifier_volumes,
+        make_pseudo_masks,
+        new_classifier,
+    )
+
+    rng = np.random.default_rng(2)
+    hu = rng.normal(30, 5, (8, 64, 64)).astype(np.float32)
+    labels = np.array([0, 0, 1, 1, 1, 0, 0, 0], np.uint8)
+    vol = Volume("v", hu, (5.0, 0.5, 0.5), labels)
+    cfg = PipelineConfig(size=64, cls_size=32, seq_len=4, cls_widths=(8, 8, 16, 16), cls_hidden=8)
+    (small,) = classifier_volumes([vol], cfg)
+    assert small.hu.shape == (8, 32, 32) and small.spacing == (5.0, 1.0, 1.0) and small.slice_labels is labels
+    assert classifier_volumes([vol], PipelineConfig(size=64))[0] is vol
+    clf = new_classifier(cfg)
+    (mask,) = make_pseudo_masks(clf, [vol], cfg)
+    assert mask.shape == vol.hu.shape and not mask[labels == 0].any()
+    auc = classifier_slice_auc(clf, [vol], cfg)
+    assert 0.0 <= auc <= 1.0
+
+
+def _sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    x = rng.random((batch, 3, 16, 16), dtype=np.float32)
+    return x, (x[:, :1] > 0.7).astype(np.float32)
+
+
+def test_loop_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    def run(steps: int, ckpt: Path | None) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        net = UNet25D(3, base=4, depth=2)
+        cfg = LoopConfig(steps=steps, batch=2, lr=1e-2, warmup=2, seed=3, ckpt=ckpt, ckpt_every=3, log_every=100)
+        return {k: v.clone() for k, v in train_loop(net, _sample, segmenter_loss, cfg).state_dict().items()}
+
+    straight = run(6, None)
+    ck = tmp_path / "c.pt"
+    run(3, ck)  # stops at step 3 with a checkpoint
+    assert torch.load(ck, weights_only=False)["step"] == 3
+    resumed = run(6, ck)  # new process state, resumes at 3
+    for k in straight:
+        assert torch.allclose(straight[k].float(), resumed[k].float(), atol=1e-6), k
+
+
+def test_classifier_augmentation_flips_and_shifts_whole_windows_and_keeps_labels() -> None:
+    from training.volumes import ClassifierSampler
+
+    rng = np.random.default_rng(3)
+    hu = np.full((6, 16, 16), -1000.0, np.float32)
+    hu[:, 6:10, 3:6] = 60.0  # a block left of centre on every slice
+    vol = Volume("v", hu, (5.0, 1.0, 1.0), np.array([0, 1, 1, 0, 0, 1], np.uint8))
+    plain = ClassifierSampler([vol], 6)
+    aug = ClassifierSampler([vol], 6, augment=True, max_shift=2)
+    x0, y0, _ = plain.sample(np.random.default_rng(0), 1)
+    seen_flip = False
+    for _ in range(20):
+        x, y, m = aug.sample(rng, 1)
+        assert x.shape == x0.shape and np.array_equal(y, y0) and m.all()
+        # the same transform for every slice and window of the window
+        assert all(np.array_equal(x[0, t], x[0, 0]) for t in range(6))
+        assert np.isclose(x.sum(), x0.sum()) or x.sum() < x0.sum()  # content moves, never appears
+        cols = np.nonzero(x[0, 0, 0].any(axis=0))[0]
+        seen_flip |= bool(cols.size and cols.min() > 8)
+    assert seen_flip
+
+
+def test_segmenter_sampler_can_leave_out_bleed_slices_without_a_pseudo_mask() -> None:
+    from training.volumes import SegmenterSampler
+
+    hu = np.zeros((4, 8, 8), np.float32)
+    vol = Volume("v", hu, (5.0, 1.0, 1.0), np.array([0, 1, 1, 0], np.uint8))
+    target = np.zeros((4, 8, 8), bool)
+    target[1, 2:4, 2:4] = True  # slice 2 is labelled bleed but its pseudo-mask came out empty
+    keep = SegmenterSampler([vol], [target], 0)
+    assert sorted(keep.pos) == [(0, 1)] and sorted(keep.neg) == [(0, 0), (0, 2), (0, 3)] and keep.skipped == 0
+    skip = SegmenterSampler([vol], [target], 0, skip_unresolved=True)
+    assert sorted(skip.pos) == [(0, 1)] and sorted(skip.neg) == [(0, 0), (0, 3)] and skip.skipped == 1
+
+
+def test_segmenter_sampler_says_why_nothing_is_left() -> None:
+    from edge_ich.errors import InputError
+    from training.volumes import SegmenterSampler
+
+    vol = Volume("v", np.zeros((2, 8, 8), np.float32), (5.0, 1.0, 1.0), np.array([1, 1], np.uint8))
+    with pytest.raises(InputError, match="all 2 bleed slices came out without a pseudo-mask"):
+        SegmenterSampler([vol], [np.zeros((2, 8, 8), bool)], 0, skip_unresolved=True)
