@@ -50,8 +50,15 @@ def default_model() -> tuple[Path, str]:
     return tiny, "the tiny TEST model (two convolutions, 64x64): no bundled model existed when this ran"
 
 
-def time_calls_with_result(fn: Callable[[], Any], *, warmup: int = 2, min_iters: int = 5, max_iters: int = 50,
-                           budget_s: float = 3.0, shorten_slow: bool = False) -> tuple[Stats, Any]:
+def time_calls_with_result(
+    fn: Callable[[], Any],
+    *,
+    warmup: int = 2,
+    min_iters: int = 5,
+    max_iters: int = 50,
+    budget_s: float = 3.0,
+    shorten_slow: bool = False,
+) -> tuple[Stats, Any]:
     """Seconds per call of `fn` after `warmup` calls: at least min_iters, then until budget_s or max_iters.
 
     With shorten_slow, a path whose first call alone takes more than a third of the budget is
@@ -74,8 +81,9 @@ def time_calls_with_result(fn: Callable[[], Any], *, warmup: int = 2, min_iters:
     return summarize(samples), last
 
 
-def time_calls(fn: Callable[[], Any], *, warmup: int = 2, min_iters: int = 5, max_iters: int = 50,
-               budget_s: float = 3.0) -> Stats:
+def time_calls(
+    fn: Callable[[], Any], *, warmup: int = 2, min_iters: int = 5, max_iters: int = 50, budget_s: float = 3.0
+) -> Stats:
     """As time_calls_with_result, statistics only."""
     return time_calls_with_result(fn, warmup=warmup, min_iters=min_iters, max_iters=max_iters, budget_s=budget_s)[0]
 

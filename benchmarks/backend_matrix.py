@@ -54,7 +54,9 @@ def real_hu_slices() -> list[np.ndarray]:
         if not p:
             continue
         ds = pydicom.dcmread(p)
-        hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(getattr(ds, "RescaleIntercept", 0))
+        hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
+            getattr(ds, "RescaleIntercept", 0)
+        )
         out.append(hu)
     if not out:
         sys.exit("no real CT test files found (pip install pydicom-data)")
@@ -100,8 +102,16 @@ def export_onnx(model: Any, in_ch: int, size: int, path: Path) -> None:
     import torch
 
     x = torch.zeros(1, in_ch, size, size)
-    torch.onnx.export(model, x, str(path), input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
+    torch.onnx.export(
+        model,
+        x,
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+        opset_version=17,
+        dynamo=False,
+    )
 
 
 def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> None:
@@ -111,16 +121,23 @@ def quantize_int8(fp32: Path, out: Path, calib: np.ndarray) -> None:
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
+            self.it = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
 
     pre = out.with_name(out.stem + "_pre.onnx")
     quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    quantize_static(
+        str(pre),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+    )
 
 
 def ort_session(path: Path, threads: int) -> Any:
@@ -149,19 +166,31 @@ def gemm_peak(threads: int, n: int = 2048, budget_s: float = 2.0) -> dict[str, d
     }
     # BF16 GEMM is emulated (very slow) on CPUs without AVX512-BF16/AMX: size it down so it stays short
     nb = n if "avx512_bf16" in envinfo.cpu_info()["flags"] or "amx_bf16" in envinfo.cpu_info()["flags"] else 512
-    cases["torch_bf16"] = (lambda x, y: (lambda: torch.mm(x, y)))(ta[:nb, :nb].bfloat16(), tb[:nb, :nb].bfloat16())
+    cases["torch_bf16"] = (lambda x, y: lambda: torch.mm(x, y))(ta[:nb, :nb].bfloat16(), tb[:nb, :nb].bfloat16())
     out = {}
     for name, fn in cases.items():
         size = nb if name == "torch_bf16" else n
         st = time_calls_with_result(fn, warmup=1, min_iters=3, max_iters=20, budget_s=budget_s, shorten_slow=True)[0]
         f = 2.0 * size**3
-        out[name] = {"gflops_median": f / st.median / 1e9, "gflops_best": f / st.min / 1e9, "n": size,
-                     "median_ms": st.median * 1e3}
+        out[name] = {
+            "gflops_median": f / st.median / 1e9,
+            "gflops_best": f / st.min / 1e9,
+            "n": size,
+            "median_ms": st.median * 1e3,
+        }
     return out
 
 
-def run_size(size: int, card: Any, model_path: Path, torch_model: Any, threads: int, budget: float,
-             slices: list[np.ndarray], tmp: Path) -> dict[str, Any]:
+def run_size(
+    size: int,
+    card: Any,
+    model_path: Path,
+    torch_model: Any,
+    threads: int,
+    budget: float,
+    slices: list[np.ndarray],
+    tmp: Path,
+) -> dict[str, Any]:
     import torch
 
     in_ch = card.in_channels
@@ -174,9 +203,14 @@ def run_size(size: int, card: Any, model_path: Path, torch_model: Any, threads: 
     quant_s = time.perf_counter() - t0
     x = make_inputs(slices, size, card.context, 1)
     cost = graph_cost(fp32)
-    res: dict[str, Any] = {"size": size, "flops_per_slice": cost.flops, "weight_params": cost.weight_params,
-                           "fp32_bytes_per_slice": cost.bytes_moved(4, 4),
-                           "quantize_s": quant_s, "paths": {}}
+    res: dict[str, Any] = {
+        "size": size,
+        "flops_per_slice": cost.flops,
+        "weight_params": cost.weight_params,
+        "fp32_bytes_per_slice": cost.bytes_moved(4, 4),
+        "quantize_s": quant_s,
+        "paths": {},
+    }
     sess = {"ort_fp32": ort_session(fp32, threads), "ort_int8": ort_session(int8, threads)}
     if tuple(card.input_size) == (size, size):
         sess["ort_fp32_bundled_file"] = ort_session(model_path, threads)
@@ -200,20 +234,28 @@ def run_size(size: int, card: Any, model_path: Path, torch_model: Any, threads: 
     fns["torch_fp32"] = torch_fp32
     fns["torch_cl_fp32"] = lambda: run_cl(False)
     fns["torch_cl_bf16"] = lambda: run_cl(True)
-    order = ["ort_fp32", "ort_int8", "torch_fp32", "torch_cl_fp32", "torch_cl_bf16"] + [k for k in sess if k not in PATHS]
+    order = ["ort_fp32", "ort_int8", "torch_fp32", "torch_cl_fp32", "torch_cl_bf16"] + [
+        k for k in sess if k not in PATHS
+    ]
     for name in order:
-        st, y = time_calls_with_result(fns[name], warmup=2, min_iters=5, max_iters=40, budget_s=budget,
-                                       shorten_slow=True)
+        st, y = time_calls_with_result(
+            fns[name], warmup=2, min_iters=5, max_iters=40, budget_s=budget, shorten_slow=True
+        )
         y = y.float().numpy() if hasattr(y, "numpy") else np.asarray(y)
         outs[name] = y
-        res["paths"][name] = {"ms_per_slice": ms(st), "gflops": cost.flops / st.median / 1e9,
-                              "gflops_best": cost.flops / st.min / 1e9}
+        res["paths"][name] = {
+            "ms_per_slice": ms(st),
+            "gflops": cost.flops / st.median / 1e9,
+            "gflops_best": cost.flops / st.min / 1e9,
+        }
         print(f"  {size} {name:>22}: median {st.median * 1e3:8.2f} ms  (CV {st.cv * 100:.1f}%, n {st.n})", flush=True)
     ref = outs["ort_fp32"]
     for name, y in outs.items():
         same_weights = name in PATHS  # the bundled file has its own trained weights: no numeric comparison
         res["paths"][name]["max_abs_diff_vs_ort_fp32"] = float(np.max(np.abs(y - ref))) if same_weights else None
-        res["paths"][name]["call_disagreement_vs_ort_fp32"] = float(np.mean((y > 0) != (ref > 0))) if same_weights else None
+        res["paths"][name]["call_disagreement_vs_ort_fp32"] = (
+            float(np.mean((y > 0) != (ref > 0))) if same_weights else None
+        )
     fastest = min(res["paths"], key=lambda k: res["paths"][k]["ms_per_slice"]["median"])
     for p in res["paths"].values():
         p["ratio_to_fastest"] = p["ms_per_slice"]["median"] / res["paths"][fastest]["ms_per_slice"]["median"]
@@ -247,19 +289,25 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=None,
-                    help="input sizes (default: 256, 512 and the model's own size)")
+    ap.add_argument(
+        "--sizes", type=int, nargs="+", default=None, help="input sizes (default: 256, 512 and the model's own size)"
+    )
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per path and size")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
     threads = args.threads or envinfo.cpu_info()["usable_cpus"] or 1
     model_path, model_note = default_model()
     card = load_card(model_path)
-    sizes = args.sizes or sorted({256, 512, int(card.input_size[0])} if card.input_size[0] == card.input_size[1] else {256, 512})
+    sizes = args.sizes or sorted(
+        {256, 512, int(card.input_size[0])} if card.input_size[0] == card.input_size[1] else {256, 512}
+    )
     acct = envinfo.CpuAccount().start()
     is_bundled = not model_note.startswith("the tiny")
     torch_model, arch = build_torch(card.in_channels, card.parameters if is_bundled else None)
-    print(f"model: {model_note}; torch UNet25D base {arch['base']} depth {arch['depth']} ({arch['parameters']} params)", flush=True)
+    print(
+        f"model: {model_note}; torch UNet25D base {arch['base']} depth {arch['depth']} ({arch['parameters']} params)",
+        flush=True,
+    )
     slices = real_hu_slices()
     peak = gemm_peak(threads)
     print("  GEMM peak GFLOP/s: " + ", ".join(f"{k} {v['gflops_median']:.1f}" for k, v in peak.items()), flush=True)
@@ -273,10 +321,24 @@ def main() -> None:
             p["fraction_of_peak"] = p["gflops_best"] / peak_fp32
     load = acct.stop(threads_used=threads)
     env = env_block(threads)
-    doc = {"command": command_line(), "model": {"file": model_path.name, "note": model_note, "card_id": card.card_id,
-                                                 "card_parameters": card.parameters, "torch_architecture": arch},
-           "threads": threads, "batch": 1, "gemm_peak": peak, "peak_fp32_gflops": peak_fp32,
-           "theoretical_fp32_gflops": theoretical_peak(threads), "results": results, "machine_load": load, "environment": env}
+    doc = {
+        "command": command_line(),
+        "model": {
+            "file": model_path.name,
+            "note": model_note,
+            "card_id": card.card_id,
+            "card_parameters": card.parameters,
+            "torch_architecture": arch,
+        },
+        "threads": threads,
+        "batch": 1,
+        "gemm_peak": peak,
+        "peak_fp32_gflops": peak_fp32,
+        "theoretical_fp32_gflops": theoretical_peak(threads),
+        "results": results,
+        "machine_load": load,
+        "environment": env,
+    }
     usable = envinfo.cpu_info()["usable_cpus"] or 1
     out = write_report("backend_matrix" if threads == usable else f"backend_matrix_{threads}thread", doc, markdown(doc))
     plot(results, out / "backend_matrix.png")
@@ -306,8 +368,11 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     ]
     for k, v in doc["gemm_peak"].items():
         lines.append(f"| {k} | {v['n']} | {v['gflops_median']:.2f} | {v['gflops_best']:.2f} |")
-    lines += ["", "Medians on a shared machine are pulled down by other people's work; the best run is the least "
-              "disturbed, so the fraction of peak below compares best with best."]
+    lines += [
+        "",
+        "Medians on a shared machine are pulled down by other people's work; the best run is the least "
+        "disturbed, so the fraction of peak below compares best with best.",
+    ]
     for r in doc["results"]:
         lines += [
             "",
@@ -318,17 +383,24 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         ]
         for name, p in sorted(r["paths"].items(), key=lambda kv: kv[1]["ms_per_slice"]["median"]):
             s = p["ms_per_slice"]
-            lines.append(f"| {LABELS.get(name, name)} | {s['median']:.2f} | {s['p95']:.2f} | {s['cv'] * 100:.1f}% | "
-                         f"{p['ratio_to_fastest']:.2f} | {p['gflops']:.1f} | {p['fraction_of_peak'] * 100:.0f}% | "
-                         + (f"{p['max_abs_diff_vs_ort_fp32']:.2g} | {p['call_disagreement_vs_ort_fp32'] * 100:.3f}% |"
-                            if p["max_abs_diff_vs_ort_fp32"] is not None else "n/a (trained weights) | n/a |"))
+            lines.append(
+                f"| {LABELS.get(name, name)} | {s['median']:.2f} | {s['p95']:.2f} | {s['cv'] * 100:.1f}% | "
+                f"{p['ratio_to_fastest']:.2f} | {p['gflops']:.1f} | {p['fraction_of_peak'] * 100:.0f}% | "
+                + (
+                    f"{p['max_abs_diff_vs_ort_fp32']:.2g} | {p['call_disagreement_vs_ort_fp32'] * 100:.3f}% |"
+                    if p["max_abs_diff_vs_ort_fp32"] is not None
+                    else "n/a (trained weights) | n/a |"
+                )
+            )
     lines += ["", "![matrix](backend_matrix.png)", "", "## Reading it", ""]
     lines += analysis(doc)
     if doc["machine_load"]["busy"] and doc["threads"] > 1:
-        lines.append("- This run shared the CPU with other work. Multi-threaded torch suffers most from that (its "
-                     "OpenMP threads wait at every operator for a descheduled partner), so its numbers here are "
-                     "pessimistic; `python benchmarks/backend_matrix.py --threads 1` (report "
-                     "`backend_matrix_1thread/`) repeats the matrix on one thread, where that effect is absent.")
+        lines.append(
+            "- This run shared the CPU with other work. Multi-threaded torch suffers most from that (its "
+            "OpenMP threads wait at every operator for a descheduled partner), so its numbers here are "
+            "pessimistic; `python benchmarks/backend_matrix.py --threads 1` (report "
+            "`backend_matrix_1thread/`) repeats the matrix on one thread, where that effect is absent."
+        )
     lines += [""] + env_lines(doc["environment"], doc["machine_load"])
     return lines
 
@@ -347,8 +419,12 @@ def theoretical_peak(threads: int) -> dict[str, Any] | None:
     if not mhz:
         return None
     per_cycle = 2 * lanes * 2
-    return {"gflops": threads * max(mhz) / 1000.0 * per_cycle, "mhz": max(mhz), "flops_per_cycle_per_core": per_cycle,
-            "assumption": f"{threads} cores x {max(mhz):.0f} MHz x 2 FMA pipes x {lanes} FP32 lanes x 2 FLOPs"}
+    return {
+        "gflops": threads * max(mhz) / 1000.0 * per_cycle,
+        "mhz": max(mhz),
+        "flops_per_cycle_per_core": per_cycle,
+        "assumption": f"{threads} cores x {max(mhz):.0f} MHz x 2 FMA pipes x {lanes} FP32 lanes x 2 FLOPs",
+    }
 
 
 def analysis(doc: dict[str, Any]) -> list[str]:
@@ -356,32 +432,49 @@ def analysis(doc: dict[str, Any]) -> list[str]:
     arch = doc["model"]["torch_architecture"]
     flags = doc["environment"]["cpu"]["flags"]
     has_lowp = [f for f in flags if f in ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")]
-    out = [f"- Ceiling: the best FP32 GEMM of this run, {doc['peak_fp32_gflops']:.1f} GFLOP/s on {doc['threads']} threads"
-           + (f" (theoretical {doc['theoretical_fp32_gflops']['gflops']:.0f}: {doc['theoretical_fp32_gflops']['assumption']})"
-              if doc.get("theoretical_fp32_gflops") else "") + ". Each path's best run is set against it. "
-           + ("This CPU has " + ", ".join(has_lowp) + ", so INT8/BF16 could exceed the FP32 ceiling."
-              if has_lowp else "This CPU lists no VNNI, AVX512-BF16 or AMX instructions: BF16 is converted to FP32 to "
-              "compute (the BF16 GEMM row shows the cost), so FP32 FMA is its ceiling too; INT8 has AVX2's 8-bit "
-              "multiply-add into 16 bits (VPMADDUBSW) without VNNI's fused accumulate, which can beat FP32 by less "
-              "than its 4x narrower data suggests.")]
+    out = [
+        f"- Ceiling: the best FP32 GEMM of this run, {doc['peak_fp32_gflops']:.1f} GFLOP/s on {doc['threads']} threads"
+        + (
+            f" (theoretical {doc['theoretical_fp32_gflops']['gflops']:.0f}: {doc['theoretical_fp32_gflops']['assumption']})"
+            if doc.get("theoretical_fp32_gflops")
+            else ""
+        )
+        + ". Each path's best run is set against it. "
+        + (
+            "This CPU has " + ", ".join(has_lowp) + ", so INT8/BF16 could exceed the FP32 ceiling."
+            if has_lowp
+            else "This CPU lists no VNNI, AVX512-BF16 or AMX instructions: BF16 is converted to FP32 to "
+            "compute (the BF16 GEMM row shows the cost), so FP32 FMA is its ceiling too; INT8 has AVX2's 8-bit "
+            "multiply-add into 16 bits (VPMADDUBSW) without VNNI's fused accumulate, which can beat FP32 by less "
+            "than its 4x narrower data suggests."
+        )
+    ]
     for r in doc["results"]:
         best = max(r["paths"], key=lambda k: r["paths"][k]["fraction_of_peak"])
         p = r["paths"][best]
         ai = r["flops_per_slice"] / r["fp32_bytes_per_slice"]
         worst = min(r["paths"], key=lambda k: r["paths"][k]["fraction_of_peak"])
-        out.append(f"- {r['size']}x{r['size']}: fastest **{LABELS.get(r['fastest'], r['fastest'])}**; closest to the "
-                   f"ceiling **{LABELS.get(best, best)}** at {p['fraction_of_peak'] * 100:.0f}%; furthest "
-                   f"{LABELS.get(worst, worst)} at {r['paths'][worst]['fraction_of_peak'] * 100:.0f}%. The network does "
-                   f"{ai:.0f} FLOPs per byte of FP32 activations and weights it must move (each convolution reading its "
-                   "input and writing its output once)"
-                   + (": far more than a few GB/s of memory bandwidth needs to keep 2 cores' FMA units busy, so it is "
-                      "compute-bound and the gap is kernel efficiency, not memory." if ai > 10 else
-                      ": few enough that memory traffic, not arithmetic, limits it."))
+        out.append(
+            f"- {r['size']}x{r['size']}: fastest **{LABELS.get(r['fastest'], r['fastest'])}**; closest to the "
+            f"ceiling **{LABELS.get(best, best)}** at {p['fraction_of_peak'] * 100:.0f}%; furthest "
+            f"{LABELS.get(worst, worst)} at {r['paths'][worst]['fraction_of_peak'] * 100:.0f}%. The network does "
+            f"{ai:.0f} FLOPs per byte of FP32 activations and weights it must move (each convolution reading its "
+            "input and writing its output once)"
+            + (
+                ": far more than a few GB/s of memory bandwidth needs to keep 2 cores' FMA units busy, so it is "
+                "compute-bound and the gap is kernel efficiency, not memory."
+                if ai > 10
+                else ": few enough that memory traffic, not arithmetic, limits it."
+            )
+        )
     r0 = doc["results"][0]["paths"]
     torch_slower = r0["torch_fp32"]["ms_per_slice"]["median"] > r0["ort_fp32"]["ms_per_slice"]["median"]
     out += [
-        ("- Why torch eager trails ONNX Runtime: " if torch_slower
-         else "- Where torch eager loses time (although not slower in this run): ")
+        (
+            "- Why torch eager trails ONNX Runtime: "
+            if torch_slower
+            else "- Where torch eager loses time (although not slower in this run): "
+        )
         + "it runs each convolution, BatchNorm and ReLU as a separate pass over the feature map; the ONNX export "
         "folds BatchNorm into the convolution weights, and ORT fuses the ReLU and runs convolutions in its blocked "
         "NCHWc layout. channels_last changes torch's layout but not its op-by-op execution.",

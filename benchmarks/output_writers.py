@@ -39,7 +39,7 @@ class _MemorySeries:
         from edge_ich.sources.volume import Geometry, affine_from_dicom
 
         ds = pydicom.dcmread(get_testdata_file("693_UNCR.dcm"))
-        self._hu = (ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+        self._hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
         del ds.PixelData
         series, frame = generate_uid(), generate_uid()
         origin = np.asarray(ds.ImagePositionPatient, dtype=float)
@@ -51,7 +51,9 @@ class _MemorySeries:
             h.InstanceNumber = k + 1
             self.headers.append(h)
         row_mm, col_mm = (float(v) for v in ds.PixelSpacing)
-        aff = affine_from_dicom(np.asarray(ds.ImageOrientationPatient, dtype=float), origin, row_mm, col_mm, np.array([0, 0, 5.0]))
+        aff = affine_from_dicom(
+            np.asarray(ds.ImageOrientationPatient, dtype=float), origin, row_mm, col_mm, np.array([0, 0, 5.0])
+        )
         self.geometry = Geometry((n, int(ds.Rows), int(ds.Columns)), (5.0, row_mm, col_mm), aff)
         self.skipped: list[Any] = []
 
@@ -84,12 +86,27 @@ def _child_cold(slices: int, warm: bool) -> None:
     out = Path(tempfile.mkdtemp(prefix="edge-ich-cold-")) / "seg.dcm"
     t2 = time.perf_counter()
     write_seg(out, mask, src.headers, algorithm_name="edge-ich-bench", algorithm_version="0")
-    print(json.dumps({"import_highdicom_s": t_import, "warm_up_s": t_warm, "first_seg_s": time.perf_counter() - t2,
-                      "setup_s": t1 - t0}))
+    print(
+        json.dumps(
+            {
+                "import_highdicom_s": t_import,
+                "warm_up_s": t_warm,
+                "first_seg_s": time.perf_counter() - t2,
+                "setup_s": t1 - t0,
+            }
+        )
+    )
 
 
 def _cold(slices: int, warm: bool) -> dict[str, float]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--slices", str(slices), "--child-cold", "warm" if warm else "none"]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--slices",
+        str(slices),
+        "--child-cold",
+        "warm" if warm else "none",
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=300)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -134,20 +151,36 @@ def main() -> None:
 
     def _seg_all() -> Any:
         return hd.seg.Segmentation(
-            source_images=src.headers, pixel_array=mask.astype(np.uint8), segmentation_type="BINARY",
-            segment_descriptions=[_segment_description(hd, "edge-ich-bench", "0")], series_instance_uid=generate_uid(),
-            series_number=9901, sop_instance_uid=generate_uid(), instance_number=1, manufacturer="edge-ich",
-            manufacturer_model_name="edge-ich", software_versions="0", device_serial_number="0", omit_empty_frames=False)
+            source_images=src.headers,
+            pixel_array=mask.astype(np.uint8),
+            segmentation_type="BINARY",
+            segment_descriptions=[_segment_description(hd, "edge-ich-bench", "0")],
+            series_instance_uid=generate_uid(),
+            series_number=9901,
+            sop_instance_uid=generate_uid(),
+            instance_number=1,
+            manufacturer="edge-ich",
+            manufacturer_model_name="edge-ich",
+            software_versions="0",
+            device_serial_number="0",
+            omit_empty_frames=False,
+        )
 
     stats = {
         "seg (non-empty frames, written atomically)": time_calls(seg, warmup=1, min_iters=5, budget_s=5.0),
         "seg (all frames, for comparison)": time_calls(seg_all, warmup=1, min_iters=5, budget_s=5.0),
-        "nifti mask .nii.gz": time_calls(lambda: write_mask_nifti(out / "mask.nii.gz", mask, src), warmup=1, min_iters=5),
-        "3 key-image PNGs": time_calls(lambda: write_key_images(out / "keys", src, mask, [z // 3, z // 3 + 3, z // 3 + 7]),
-                                       warmup=1, min_iters=5),
+        "nifti mask .nii.gz": time_calls(
+            lambda: write_mask_nifti(out / "mask.nii.gz", mask, src), warmup=1, min_iters=5
+        ),
+        "3 key-image PNGs": time_calls(
+            lambda: write_key_images(out / "keys", src, mask, [z // 3, z // 3 + 3, z // 3 + 7]), warmup=1, min_iters=5
+        ),
     }
-    sizes = {"seg.dcm": (out / "seg.dcm").stat().st_size, "seg_all.dcm": (out / "seg_all.dcm").stat().st_size,
-             "mask.nii.gz": (out / "mask.nii.gz").stat().st_size}
+    sizes = {
+        "seg.dcm": (out / "seg.dcm").stat().st_size,
+        "seg_all.dcm": (out / "seg_all.dcm").stat().st_size,
+        "mask.nii.gz": (out / "mask.nii.gz").stat().st_size,
+    }
     doc = {
         "command": command_line(),
         "series": {"slices": z, "rows": y, "cols": x, "lesion_slices": len(lesion), "source": "693_UNCR.dcm copies"},
@@ -173,7 +206,9 @@ def main() -> None:
         "|---|---|---|---|",
     ]
     for k, c in cold.items():
-        md.append(f"| {k} | {c['import_highdicom_s'] * 1000:.0f} | {c['warm_up_s'] * 1000:.0f} | {c['first_seg_s'] * 1000:.0f} |")
+        md.append(
+            f"| {k} | {c['import_highdicom_s'] * 1000:.0f} | {c['warm_up_s'] * 1000:.0f} | {c['first_seg_s'] * 1000:.0f} |"
+        )
     md += [
         "",
         "Warm (same process, after the first):",

@@ -118,11 +118,23 @@ def main() -> None:
                 fn_by_sub[name] = fn_by_sub.get(name, 0.0) + float((t & ~pred).sum()) * vml
                 missed[name][1] += 1
                 missed[name][0] += int((t & pred).sum() < 0.1 * t.sum())
-        rows.append({"case": i, "positive": bool(truth.any()), "subtypes": c.meta["subtypes"], "dice": d,
-                     "truth_ml": float(truth.sum()) * vml, "pred_ml": float(pred.sum()) * vml,
-                     "fp_ml": float(fp.sum()) * vml, "thickness": c.meta["thickness"],
-                     "lesions": c.meta["lesions"]})
-        print(f"case {i}: {c.meta['subtypes']} dice {d:.3f} fp {rows[-1]['fp_ml']:.2f} mL ({gen_cpu[-1]:.2f} s cpu)", flush=True)
+        rows.append(
+            {
+                "case": i,
+                "positive": bool(truth.any()),
+                "subtypes": c.meta["subtypes"],
+                "dice": d,
+                "truth_ml": float(truth.sum()) * vml,
+                "pred_ml": float(pred.sum()) * vml,
+                "fp_ml": float(fp.sum()) * vml,
+                "thickness": c.meta["thickness"],
+                "lesions": c.meta["lesions"],
+            }
+        )
+        print(
+            f"case {i}: {c.meta['subtypes']} dice {d:.3f} fp {rows[-1]['fp_ml']:.2f} mL ({gen_cpu[-1]:.2f} s cpu)",
+            flush=True,
+        )
     ph_b = np.concatenate(ph_brain).astype(np.float32)
     ph_w = np.concatenate(ph_whole).astype(np.float32)
     blood = np.concatenate(blood_truth) if blood_truth else np.zeros(0)
@@ -138,19 +150,30 @@ def main() -> None:
     speed = _speed(args.size)
     result: dict[str, Any] = {
         "command": f"python benchmarks/phantom_realism.py --cases {args.cases} --seed {args.seed} --slices {args.slices} --size {args.size}",
-        "histogram": {"range_hu": [rng_lo, rng_hi], "wasserstein_hu": wd, "real_voxels": int(rb.size),
-                      "phantom_voxels": int(pb.size), "real_mean": float(rb.mean()), "phantom_mean": float(pb.mean()),
-                      "real_std": float(rb.std()), "phantom_std": float(pb.std())},
+        "histogram": {
+            "range_hu": [rng_lo, rng_hi],
+            "wasserstein_hu": wd,
+            "real_voxels": int(rb.size),
+            "phantom_voxels": int(pb.size),
+            "real_mean": float(rb.mean()),
+            "phantom_mean": float(pb.mean()),
+            "real_std": float(rb.std()),
+            "phantom_std": float(pb.std()),
+        },
         "peaks_hu": {"real_693_UNCR": p_real, "phantom": p_ph},
-        "baseline": {"blood_hu": list(BLOOD_HU), "min_component_ml": MIN_COMPONENT_ML,
-                     "dice_convention": "per volume; 1.0 when truth and prediction are both empty, 0.0 when only one is",
-                     "mean_dice_all": float(np.mean(dices)), "mean_dice_positive": float(np.mean(pos)) if pos else None,
-                     "negatives_with_false_positive": f"{sum(r['pred_ml'] > 0 for r in neg)}/{len(neg)}",
-                     "fp_ml_by_mimic": {k: round(v, 3) for k, v in sorted(fp_by_mimic.items(), key=lambda kv: -kv[1])},
-                     "fn_ml_by_subtype": {k: round(v, 3) for k, v in fn_by_sub.items()},
-                     "truth_ml_by_subtype": {k: round(v, 3) for k, v in tot_by_sub.items()},
-                     "lesions_missed_by_subtype": {k: f"{v[0]}/{v[1]}" for k, v in missed.items() if v[1]},
-                     "cases": rows},
+        "baseline": {
+            "blood_hu": list(BLOOD_HU),
+            "min_component_ml": MIN_COMPONENT_ML,
+            "dice_convention": "per volume; 1.0 when truth and prediction are both empty, 0.0 when only one is",
+            "mean_dice_all": float(np.mean(dices)),
+            "mean_dice_positive": float(np.mean(pos)) if pos else None,
+            "negatives_with_false_positive": f"{sum(r['pred_ml'] > 0 for r in neg)}/{len(neg)}",
+            "fp_ml_by_mimic": {k: round(v, 3) for k, v in sorted(fp_by_mimic.items(), key=lambda kv: -kv[1])},
+            "fn_ml_by_subtype": {k: round(v, 3) for k, v in fn_by_sub.items()},
+            "truth_ml_by_subtype": {k: round(v, 3) for k, v in tot_by_sub.items()},
+            "lesions_missed_by_subtype": {k: f"{v[0]}/{v[1]}" for k, v in missed.items() if v[1]},
+            "cases": rows,
+        },
         "speed": speed | {"cpu_s_per_case_in_run": [round(t, 3) for t in gen_cpu]},
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "loadavg": os.getloadavg()},
     }
@@ -170,8 +193,13 @@ def _speed(size: int) -> dict[str, Any]:
         generate_case(900 + s, "standard", slices=40, size=size)
         cpu.append(time.process_time() - t0)
         wall.append(time.perf_counter() - w0)
-    return {"size": size, "slices": 40, "cpu_s": [round(t, 3) for t in cpu], "wall_s": [round(t, 3) for t in wall],
-            "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default")}
+    return {
+        "size": size,
+        "slices": 40,
+        "cpu_s": [round(t, 3) for t in cpu],
+        "wall_s": [round(t, 3) for t in wall],
+        "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS", "default"),
+    }
 
 
 def _plot_hist(plt: Any, rb: np.ndarray, pb: np.ndarray, p_real: dict, p_ph: dict, wd: float, path: Path) -> None:
@@ -224,8 +252,9 @@ def _montage(plt: Any, args: argparse.Namespace, path: Path) -> None:
     tiles: list[tuple[str, np.ndarray, np.ndarray | None, str]] = []
     for j, name in enumerate(SUBTYPES.values()):
         for t in range(6):  # show a convexity SAH (basal ones are drawn too, and look more schematic)
-            c = generate_case(case_seed(args.seed, 2000 + 10 * j + t), "standard", slices=36, thickness=4.0, size=512,
-                              subtypes=[name])
+            c = generate_case(
+                case_seed(args.seed, 2000 + 10 * j + t), "standard", slices=36, thickness=4.0, size=512, subtypes=[name]
+            )
             if c.meta["positive"] and c.meta["lesions"][0]["kind"] != "basal":
                 break
         area = (c.labels > 0).reshape(len(c.labels), -1).sum(1)
@@ -236,7 +265,9 @@ def _montage(plt: Any, args: argparse.Namespace, path: Path) -> None:
     for s in range(30):
         if len(found) == len(MIMICS):
             break
-        c = generate_case(case_seed(args.seed, 3000 + s), "standard", slices=36, thickness=4.0, size=512, positive=False)
+        c = generate_case(
+            case_seed(args.seed, 3000 + s), "standard", slices=36, thickness=4.0, size=512, positive=False
+        )
         if c.mimic_map is None:
             continue
         brain_area = brain_mask(c.hu).reshape(len(c.hu), -1).sum(1)
@@ -277,42 +308,79 @@ def _fmt(v: Any) -> str:
 def _markdown(r: dict[str, Any]) -> str:
     h, b, p = r["histogram"], r["baseline"], r["peaks_hu"]
     lines = [
-        "# Phantom realism report", "",
-        f"Made by `{r['command']}` (numbers below come from `realism.json`).", "",
-        "## Brain HU histogram, phantom vs a real head CT", "",
+        "# Phantom realism report",
+        "",
+        f"Made by `{r['command']}` (numbers below come from `realism.json`).",
+        "",
+        "## Brain HU histogram, phantom vs a real head CT",
+        "",
         "Real: pydicom-data `693_UNCR.dcm` (CQ500 head CT, one 5 mm slice). Phantom: `standard` cases, slices at",
         "the level of the largest brain area, hemorrhage voxels excluded. Both inside `edge_ich.analysis.brain.brain_mask`,",
-        f"HU {h['range_hu'][0]}..{h['range_hu'][1]}.", "",
+        f"HU {h['range_hu'][0]}..{h['range_hu'][1]}.",
+        "",
         f"- Wasserstein-1 distance: **{h['wasserstein_hu']:.2f} HU**",
-        f"- mean +- sd: real {h['real_mean']:.1f} +- {h['real_std']:.1f} HU; phantom {h['phantom_mean']:.1f} +- {h['phantom_std']:.1f} HU", "",
-        "| tissue peak (HU, histogram mode) | real 693_UNCR | phantom |", "|---|---|---|",
+        f"- mean +- sd: real {h['real_mean']:.1f} +- {h['real_std']:.1f} HU; phantom {h['phantom_mean']:.1f} +- {h['phantom_std']:.1f} HU",
+        "",
+        "| tissue peak (HU, histogram mode) | real 693_UNCR | phantom |",
+        "|---|---|---|",
     ]
     for k in PEAKS:
         lines.append(f"| {k} | {_fmt(p['real_693_UNCR'].get(k))} | {_fmt(p['phantom'].get(k))} |")
-    lines += ["", "Blood in the phantom is the mode of labelled voxels; the real slice has no labels (its blood-range",
-              "mode is shown when 50+ voxels fall in 50..95 HU).", "", "![histogram](histogram.png)", "",
-              "![real vs phantom](real_vs_phantom.png)", "",
-              "## Threshold baseline on `standard`", "",
-              f"`edge_ich.analysis.baseline.threshold_segment`: HU {b['blood_hu'][0]:g}..{b['blood_hu'][1]:g} inside the brain mask,",
-              f"3D components >= {b['min_component_ml']} mL. Dice convention: {b['dice_convention']}.", "",
-              f"- mean per-volume Dice, all {len(b['cases'])} cases: **{b['mean_dice_all']:.3f}**",
-              f"- mean per-volume Dice, positive cases: **{_f3(b['mean_dice_positive'])}**",
-              f"- negative cases with a false positive: {b['negatives_with_false_positive']}", "",
-              "### Where it fails: false-positive volume by mimic", "", "| mimic | FP mL (all cases) |", "|---|---|"]
+    lines += [
+        "",
+        "Blood in the phantom is the mode of labelled voxels; the real slice has no labels (its blood-range",
+        "mode is shown when 50+ voxels fall in 50..95 HU).",
+        "",
+        "![histogram](histogram.png)",
+        "",
+        "![real vs phantom](real_vs_phantom.png)",
+        "",
+        "## Threshold baseline on `standard`",
+        "",
+        f"`edge_ich.analysis.baseline.threshold_segment`: HU {b['blood_hu'][0]:g}..{b['blood_hu'][1]:g} inside the brain mask,",
+        f"3D components >= {b['min_component_ml']} mL. Dice convention: {b['dice_convention']}.",
+        "",
+        f"- mean per-volume Dice, all {len(b['cases'])} cases: **{b['mean_dice_all']:.3f}**",
+        f"- mean per-volume Dice, positive cases: **{_f3(b['mean_dice_positive'])}**",
+        f"- negative cases with a false positive: {b['negatives_with_false_positive']}",
+        "",
+        "### Where it fails: false-positive volume by mimic",
+        "",
+        "| mimic | FP mL (all cases) |",
+        "|---|---|",
+    ]
     for k, v in b["fp_ml_by_mimic"].items():
         lines.append(f"| {k} | {v:.2f} |")
-    lines += ["", "### Where it fails: missed blood by subtype", "",
-              "| subtype | truth mL | missed mL | lesions missed (<10% found) |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "### Where it fails: missed blood by subtype",
+        "",
+        "| subtype | truth mL | missed mL | lesions missed (<10% found) |",
+        "|---|---|---|---|",
+    ]
     for k, v in b["truth_ml_by_subtype"].items():
-        lines.append(f"| {k} | {v:.2f} | {b['fn_ml_by_subtype'][k]:.2f} | {b['lesions_missed_by_subtype'].get(k, '')} |")
+        lines.append(
+            f"| {k} | {v:.2f} | {b['fn_ml_by_subtype'][k]:.2f} | {b['lesions_missed_by_subtype'].get(k, '')} |"
+        )
     lines += ["", "| case | subtypes | truth mL | predicted mL | FP mL | Dice |", "|---|---|---|---|---|---|"]
     for c in b["cases"]:
-        lines.append(f"| {c['case']} | {', '.join(c['subtypes']) or '-'} | {c['truth_ml']:.2f} | {c['pred_ml']:.2f} | "
-                     f"{c['fp_ml']:.2f} | {c['dice']:.3f} |")
+        lines.append(
+            f"| {c['case']} | {', '.join(c['subtypes']) or '-'} | {c['truth_ml']:.2f} | {c['pred_ml']:.2f} | "
+            f"{c['fp_ml']:.2f} | {c['dice']:.3f} |"
+        )
     s = r["speed"]
-    lines += ["", "## Montage", "", "![montage](montage.png)", "", "## Speed", "",
-              f"40-slice {s['size']}x{s['size']} cases, CPU seconds of this process: {s['cpu_s']} (wall {s['wall_s']});",
-              f"OPENBLAS_NUM_THREADS={s['openblas_threads']}, load average during the run {r['machine']['loadavg']}.", ""]
+    lines += [
+        "",
+        "## Montage",
+        "",
+        "![montage](montage.png)",
+        "",
+        "## Speed",
+        "",
+        f"40-slice {s['size']}x{s['size']} cases, CPU seconds of this process: {s['cpu_s']} (wall {s['wall_s']});",
+        f"OPENBLAS_NUM_THREADS={s['openblas_threads']}, load average during the run {r['machine']['loadavg']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 

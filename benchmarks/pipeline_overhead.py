@@ -72,7 +72,7 @@ def model_only(lm: Any, src: Any, batch: int, passes: int) -> dict[str, Any]:
     for _ in range(passes):
         t0 = time.perf_counter()
         for s in range(0, n, batch):
-            lm.backend.infer(x[s:s + batch])
+            lm.backend.infer(x[s : s + batch])
         totals.append(time.perf_counter() - t0)
     return {"series_s": summarize(totals).to_dict(), "per_slice_ms": summarize(totals).median / n * 1e3}
 
@@ -90,13 +90,22 @@ def main() -> None:
     acct = envinfo.CpuAccount().start()
     with tempfile.TemporaryDirectory(prefix="edge-ich-overhead-") as tmp:
         tmp_p = Path(tmp)
-        write_dataset(tmp_p / "ph", cases=1, seed=0, layout="dicom", difficulty="standard", slices=args.slices,
-                      thickness=None, compress=False)
+        write_dataset(
+            tmp_p / "ph",
+            cases=1,
+            seed=0,
+            layout="dicom",
+            difficulty="standard",
+            slices=args.slices,
+            thickness=None,
+            compress=False,
+        )
         series = tmp_p / "ph" / "case_000" / "dicom"
         lm = load_model(model_path, "onnxrt", args.threads)
         threads = getattr(lm.backend, "threads", args.threads)
-        ropts = RunOptions(series=series, model=model_path, out=tmp_p / "out", backend="onnxrt", threads=args.threads,
-                           batch=args.batch)
+        ropts = RunOptions(
+            series=series, model=model_path, out=tmp_p / "out", backend="onnxrt", threads=args.threads, batch=args.batch
+        )
         run(ropts, model=lm, source=open_source(ropts), progress=False)  # warm-up pass
         e2e, seg_wall, l2r, stages = [], [], [], {}
         for _ in range(args.passes):
@@ -128,7 +137,9 @@ def main() -> None:
         "command": command_line(),
         "model": {"file": model_path.name, "note": model_note},
         "series": {"kind": "phantom", "seed": 0, "shape": shape},
-        "batch": args.batch, "threads": threads, "passes": args.passes,
+        "batch": args.batch,
+        "threads": threads,
+        "passes": args.passes,
         "model_only_s": mo["series_s"],
         "segment_s": summarize(seg_wall).to_dict(),
         "end_to_end_s": summarize(e2e).to_dict(),
@@ -136,7 +147,9 @@ def main() -> None:
         "ratio_segment_over_model": float(np.median(seg_wall)) / model_s,
         "goal_ratio": GOAL,
         "stages_ms_per_slice": stage_ms,
-        "last_slice_to_result_s_from_disk": summarize([v for v in l2r if v is not None]).to_dict() if any(v is not None for v in l2r) else None,
+        "last_slice_to_result_s_from_disk": summarize([v for v in l2r if v is not None]).to_dict()
+        if any(v is not None for v in l2r)
+        else None,
         "streaming": {"interval_s": interval, "last_arrival_to_result_s": summarize(arr_res).to_dict()},
         "machine_load": load,
         "environment": env_block(threads),
@@ -175,7 +188,9 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         f"median **{st['median']:.3f} s** (min {st['min']:.3f}, max {st['max']:.3f}, n {st['n']}).",
     ]
     if disk:
-        lines.append(f"From disk at full speed (runner's own clock, last slice read -> outputs written): median {disk['median']:.3f} s.")
+        lines.append(
+            f"From disk at full speed (runner's own clock, last slice read -> outputs written): median {disk['median']:.3f} s."
+        )
     st_ms = doc["stages_ms_per_slice"]
     per_series = {k: v["total"] / doc["passes"] for k, v in st_ms.items()}
     others = sorted(((k, v) for k, v in per_series.items() if k != "compute"), key=lambda kv: -kv[1])
@@ -184,16 +199,25 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Where the time beyond the network goes (per series, from the stage table below): "
-        + ", ".join(f"{STAGE_LABELS.get(k, k)} {v:.0f} ms" for k, v in others) + ". "
+        + ", ".join(f"{STAGE_LABELS.get(k, k)} {v:.0f} ms" for k, v in others)
+        + ". "
         f"Read and preprocess run on the reader thread, overlapped with compute, but on 2 cores they compete with the "
         f"network's own threads: compute inside the pipeline took {st_ms['compute']['mean']:.1f} ms per slice against "
         f"{model_ms / n:.1f} ms when the model runs alone. Postprocess (resize back to 512x512, threshold, 3D components) "
         "and writing (report, NIfTI, DICOM SEG, key images) run on the main thread, between and after the network calls, and are what "
         "stands between the goal and this result.",
     ]
-    lines += ["", "## Per stage, per slice (ms)", "", "| stage | mean | median | p95 | total per series (ms) |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Per stage, per slice (ms)",
+        "",
+        "| stage | mean | median | p95 | total per series (ms) |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for s, v in doc["stages_ms_per_slice"].items():
-        lines.append(f"| {STAGE_LABELS.get(s, s)} | {v['mean']:.2f} | {v['median']:.2f} | {v['p95']:.2f} | {v['total'] / doc['passes']:.0f} |")
+        lines.append(
+            f"| {STAGE_LABELS.get(s, s)} | {v['mean']:.2f} | {v['median']:.2f} | {v['p95']:.2f} | {v['total'] / doc['passes']:.0f} |"
+        )
     lines += ["", "![stages](stages.png)", ""]
     lines += env_lines(doc["environment"], doc["machine_load"])
     return lines

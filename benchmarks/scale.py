@@ -67,17 +67,27 @@ def rss_for_length(n: int, model: Path, threads: int, tmp: Path) -> dict[str, An
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", GEN, str(ph), str(n)], check=True, cwd=ROOT)
     gen_s = time.perf_counter() - t0
-    res = subprocess.run([sys.executable, "-c", CHILD, str(ph / "case_000" / "dicom"), str(model), str(tmp / f"out{n}"),
-                          str(threads)], check=True, cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(ph / "case_000" / "dicom"), str(model), str(tmp / f"out{n}"), str(threads)],
+        check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     out = json.loads(res.stdout.strip().splitlines()[-1])
     out["phantom_generation_s"] = gen_s
     out["mask_bytes_mb"] = out["shape"][0] * out["shape"][1] * out["shape"][2] / 2**20
-    print(f"  {n} slices: peak RSS {out['peak_rss_mb']:.0f} MiB (after load {out['peak_rss_after_load_mb']:.0f}), "
-          f"run {out['run_s']:.1f} s", flush=True)
+    print(
+        f"  {n} slices: peak RSS {out['peak_rss_mb']:.0f} MiB (after load {out['peak_rss_after_load_mb']:.0f}), "
+        f"run {out['run_s']:.1f} s",
+        flush=True,
+    )
     return out
 
 
-def latency_vs_size(sizes: list[int], in_ch: int, params: int | None, threads: int, tmp: Path, budget: float) -> list[dict[str, Any]]:
+def latency_vs_size(
+    sizes: list[int], in_ch: int, params: int | None, threads: int, tmp: Path, budget: float
+) -> list[dict[str, Any]]:
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -94,10 +104,19 @@ def latency_vs_size(sizes: list[int], in_ch: int, params: int | None, threads: i
         export_onnx(model, in_ch, s, p)
         sess = ort_session(p, threads)
         x = np.random.default_rng(0).random((1, in_ch, s, s), dtype=np.float32)
-        st = time_calls(lambda sess=sess, x=x: sess.run(None, {"input": x}), warmup=2, min_iters=5, max_iters=40, budget_s=budget)
+        st = time_calls(
+            lambda sess=sess, x=x: sess.run(None, {"input": x}), warmup=2, min_iters=5, max_iters=40, budget_s=budget
+        )
         flops = graph_cost(p).flops
-        rows.append({"size": s, "ms_per_slice": ms(st), "flops_per_slice": flops, "gflops": flops / st.median / 1e9,
-                     "architecture": arch})
+        rows.append(
+            {
+                "size": s,
+                "ms_per_slice": ms(st),
+                "flops_per_slice": flops,
+                "gflops": flops / st.median / 1e9,
+                "architecture": arch,
+            }
+        )
         print(f"  {s}x{s}: median {st.median * 1e3:.1f} ms", flush=True)
     return rows
 
@@ -118,7 +137,12 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         axes[0].set_ylabel("ms per slice (median, ORT FP32)")
     rss = doc["rss_vs_length"]
     axes[1].bar([str(r["slices"]) for r in rss], [r["peak_rss_mb"] for r in rss], color="#3572a5", label="peak RSS")
-    axes[1].bar([str(r["slices"]) for r in rss], [r["peak_rss_after_load_mb"] for r in rss], color="#9cc", label="after model load")
+    axes[1].bar(
+        [str(r["slices"]) for r in rss],
+        [r["peak_rss_after_load_mb"] for r in rss],
+        color="#9cc",
+        label="after model load",
+    )
     axes[1].set_xlabel("slices in the series (512x512)")
     axes[1].set_ylabel("MiB")
     axes[1].legend(fontsize=8)
@@ -140,14 +164,28 @@ def main() -> None:
     card = load_card(model_path)
     acct = envinfo.CpuAccount().start()
     with tempfile.TemporaryDirectory(prefix="edge-ich-scale-") as tmp:
-        lat = latency_vs_size(args.sizes, card.in_channels, None if note.startswith("the tiny") else card.parameters,
-                              threads, Path(tmp), args.budget)
+        lat = latency_vs_size(
+            args.sizes,
+            card.in_channels,
+            None if note.startswith("the tiny") else card.parameters,
+            threads,
+            Path(tmp),
+            args.budget,
+        )
         rss = [rss_for_length(n, model_path, threads, Path(tmp)) for n in args.lengths]
     load = acct.stop(threads_used=threads)
     ratio = rss[-1]["peak_rss_mb"] / rss[0]["peak_rss_mb"] if len(rss) > 1 else None
-    doc = {"command": command_line(), "model": {"file": model_path.name, "note": note}, "threads": threads,
-           "latency_vs_size": lat, "rss_vs_length": rss, "rss_ratio_longest_over_shortest": ratio,
-           "goal_rss_ratio": GOAL_RSS_RATIO, "machine_load": load, "environment": env_block(threads)}
+    doc = {
+        "command": command_line(),
+        "model": {"file": model_path.name, "note": note},
+        "threads": threads,
+        "latency_vs_size": lat,
+        "rss_vs_length": rss,
+        "rss_ratio_longest_over_shortest": ratio,
+        "goal_rss_ratio": GOAL_RSS_RATIO,
+        "machine_load": load,
+        "environment": env_block(threads),
+    }
     out = write_report("scale", doc, markdown(doc))
     plot(doc, out / "scale.png")
     print(f"peak RSS ratio {ratio}; wrote {out}")
@@ -158,37 +196,55 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     lines += ["## Latency against input size (model only, ONNX Runtime FP32, batch 1)", ""]
     if doc["latency_vs_size"]:
         a = doc["latency_vs_size"][0]["architecture"]
-        lines += [f"Network: training.models.UNet25D base {a['base']} depth {a['depth']} ({a['parameters']} parameters), "
-                  "exported at each size.", "",
-                  "| input | GFLOP per slice | median ms | p95 ms | GFLOP/s | ms per megapixel |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"Network: training.models.UNet25D base {a['base']} depth {a['depth']} ({a['parameters']} parameters), "
+            "exported at each size.",
+            "",
+            "| input | GFLOP per slice | median ms | p95 ms | GFLOP/s | ms per megapixel |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         for r in doc["latency_vs_size"]:
             m = r["ms_per_slice"]
-            lines.append(f"| {r['size']}x{r['size']} | {r['flops_per_slice'] / 1e9:.2f} | {m['median']:.1f} | {m['p95']:.1f} | "
-                         f"{r['gflops']:.1f} | {m['median'] / (r['size'] ** 2 / 1e6):.0f} |")
+            lines.append(
+                f"| {r['size']}x{r['size']} | {r['flops_per_slice'] / 1e9:.2f} | {m['median']:.1f} | {m['p95']:.1f} | "
+                f"{r['gflops']:.1f} | {m['median'] / (r['size'] ** 2 / 1e6):.0f} |"
+            )
     else:
         lines.append("Skipped: torch is not installed (it is needed only to export the network at each size).")
-    lines += ["", "## Peak memory against series length (fresh process per length, `runner.run` with all outputs)", "",
-              "| slices | shape | peak RSS after model load (MiB) | peak RSS (MiB) | mask alone (MiB) | run s |",
-              "|---:|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Peak memory against series length (fresh process per length, `runner.run` with all outputs)",
+        "",
+        "| slices | shape | peak RSS after model load (MiB) | peak RSS (MiB) | mask alone (MiB) | run s |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
     for r in doc["rss_vs_length"]:
-        lines.append(f"| {r['slices']} | {'x'.join(map(str, r['shape']))} | {r['peak_rss_after_load_mb']:.0f} | "
-                     f"{r['peak_rss_mb']:.0f} | {r['mask_bytes_mb']:.0f} | {r['run_s']:.1f} |")
+        lines.append(
+            f"| {r['slices']} | {'x'.join(map(str, r['shape']))} | {r['peak_rss_after_load_mb']:.0f} | "
+            f"{r['peak_rss_mb']:.0f} | {r['mask_bytes_mb']:.0f} | {r['run_s']:.1f} |"
+        )
     ratio = doc["rss_ratio_longest_over_shortest"]
     if ratio is not None:
-        lines += ["", f"**Peak RSS ratio, longest over shortest: {ratio:.2f}** (goal <= {doc['goal_rss_ratio']}: "
-                      f"{'met' if ratio <= doc['goal_rss_ratio'] else 'NOT met'})."]
+        lines += [
+            "",
+            f"**Peak RSS ratio, longest over shortest: {ratio:.2f}** (goal <= {doc['goal_rss_ratio']}: "
+            f"{'met' if ratio <= doc['goal_rss_ratio'] else 'NOT met'}).",
+        ]
     rss = doc["rss_vs_length"]
     if len(rss) > 1:
         a, b = rss[0], rss[-1]
         extra_vox = (b["shape"][0] - a["shape"][0]) * b["shape"][1] * b["shape"][2]
         grow = b["peak_rss_mb"] - a["peak_rss_mb"]
-        lines += ["", f"What grows: {grow:.0f} MiB more for {b['slices'] - a['slices']} more slices, "
-                      f"{grow * 2**20 / max(extra_vox, 1):.1f} bytes per extra voxel. The streamed input does not grow "
-                      "(the reader holds a bounded queue of slices), and the runner keeps one uint8 mask (1 byte per "
-                      "voxel; components are labelled slice by slice and filter it in place). Measured step by step with "
-                      "/proc VmHWM on 400 slices, the rest of the growth is transient inside the writers: the NIfTI "
-                      "writer (about +100 MiB) and highdicom's SEG encoding (about +160 MiB). Meeting the goal needs a "
-                      "streamed NIfTI writer and a SEG built frame by frame."]
+        lines += [
+            "",
+            f"What grows: {grow:.0f} MiB more for {b['slices'] - a['slices']} more slices, "
+            f"{grow * 2**20 / max(extra_vox, 1):.1f} bytes per extra voxel. The streamed input does not grow "
+            "(the reader holds a bounded queue of slices), and the runner keeps one uint8 mask (1 byte per "
+            "voxel; components are labelled slice by slice and filter it in place). Measured step by step with "
+            "/proc VmHWM on 400 slices, the rest of the growth is transient inside the writers: the NIfTI "
+            "writer (about +100 MiB) and highdicom's SEG encoding (about +160 MiB). Meeting the goal needs a "
+            "streamed NIfTI writer and a SEG built frame by frame.",
+        ]
     lines += ["", "![scale](scale.png)", ""] + env_lines(doc["environment"], doc["machine_load"])
     return lines
 

@@ -62,7 +62,16 @@ def make_series(work: Path, count: int, slices: int, compress: bool) -> list[tup
 
     from edge_ich.phantom.writers import write_dataset
 
-    write_dataset(work / "phantom", cases=1, seed=0, layout="dicom", difficulty="standard", slices=slices, thickness=None, compress=compress)
+    write_dataset(
+        work / "phantom",
+        cases=1,
+        seed=0,
+        layout="dicom",
+        difficulty="standard",
+        slices=slices,
+        thickness=None,
+        compress=compress,
+    )
     base = sorted((work / "phantom" / "case_000" / "dicom").glob("*.dcm"))
     out = []
     for i in range(count):
@@ -129,18 +138,43 @@ def main() -> int:
         t0 = time.perf_counter()
         series = make_series(work, a.associations, a.slices, a.compress)
         model, model_kind = pick_model(a.model, work)
-        print(f"data ready ({time.perf_counter() - t0:.1f} s): {a.associations} series x {a.slices} slices; model {model} ({model_kind})")
+        print(
+            f"data ready ({time.perf_counter() - t0:.1f} s): {a.associations} series x {a.slices} slices; model {model} ({model_kind})"
+        )
 
         pacs_dir = work / "pacs"
         pacs_dir.mkdir()
         pacs_port, port = free_port(), free_port()
-        pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "-od", str(pacs_dir), str(pacs_port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        pacs = subprocess.Popen(
+            [dcmtk("storescp"), "-aet", "PACS", "-od", str(pacs_dir), str(pacs_port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         log_path = work / "server.log"
         with open(log_path, "wb") as log:
-            server = subprocess.Popen([sys.executable, "-m", "edge_ich", "serve", "--port", str(port), "--spool", str(work / "spool"),
-                                       "--out", str(work / "out"), "--model", str(model), "--quiet-seconds", str(a.quiet),
-                                       "--send-to", f"PACS@127.0.0.1:{pacs_port}"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            server = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "edge_ich",
+                    "serve",
+                    "--port",
+                    str(port),
+                    "--spool",
+                    str(work / "spool"),
+                    "--out",
+                    str(work / "out"),
+                    "--model",
+                    str(model),
+                    "--quiet-seconds",
+                    str(a.quiet),
+                    "--send-to",
+                    f"PACS@127.0.0.1:{pacs_port}",
+                ],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 if not (wait_port(port) and wait_port(pacs_port)):
                     raise SystemExit("server or storescp did not start:\n" + log_path.read_text())
@@ -148,10 +182,22 @@ def main() -> int:
                 clients: list[dict] = [{} for _ in series]
 
                 def send(i: int, files: list[Path]) -> None:
-                    args = [dcmtk("storescu"), "-aec", "EDGE-ICH", *(["-xv"] if a.compress else []), "127.0.0.1", str(port), *map(str, files)]
+                    args = [
+                        dcmtk("storescu"),
+                        "-aec",
+                        "EDGE-ICH",
+                        *(["-xv"] if a.compress else []),
+                        "127.0.0.1",
+                        str(port),
+                        *map(str, files),
+                    ]
                     s = time.perf_counter()
                     r = subprocess.run(args, capture_output=True, text=True, timeout=a.timeout)
-                    clients[i] = {"rc": r.returncode, "send_s": round(time.perf_counter() - s, 3), "end": time.perf_counter()}
+                    clients[i] = {
+                        "rc": r.returncode,
+                        "send_s": round(time.perf_counter() - s, 3),
+                        "end": time.perf_counter(),
+                    }
 
                 threads = [threading.Thread(target=send, args=(i, f)) for i, (_, f, _) in enumerate(series)]
                 t_send = time.perf_counter()
@@ -179,11 +225,17 @@ def main() -> int:
             rec = json.loads((out / "serve.json").read_text()) if (out / "serve.json").is_file() else None
             rep = json.loads((out / "report.json").read_text()) if (out / "report.json").is_file() else None
             got = sorted(s.get("sop_instance_uid", "") for s in rep["slices"]) if rep else []
-            rows.append({
-                "client_rc": client.get("rc"), "client_send_s": client.get("send_s"),
-                "slices_sent": len(sops), "slices_in_result": len(got), "all_accounted": got == sorted(sops),
-                "serve": rec, "compute_ms_per_slice": rep["timings"]["stages"]["compute"]["mean_ms"] if rep else None,
-            })
+            rows.append(
+                {
+                    "client_rc": client.get("rc"),
+                    "client_send_s": client.get("send_s"),
+                    "slices_sent": len(sops),
+                    "slices_in_result": len(got),
+                    "all_accounted": got == sorted(sops),
+                    "serve": rec,
+                    "compute_ms_per_slice": rep["timings"]["stages"]["compute"]["mean_ms"] if rep else None,
+                }
+            )
         ok = [r for r in rows if r["serve"]]
         seg_s = seg_write_seconds(series[0][1], outs[0] / "seg.dcm") if ok else None
         per_slice_s = statistics.median(r["compute_ms_per_slice"] for r in ok) / 1000.0 if ok else None
@@ -192,22 +244,46 @@ def main() -> int:
         l2r = [r["serve"]["last_slice_to_result_s"] for r in ok]
         result = {
             "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
-            "environment": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
-                            "processor": platform.processor() or platform.machine(),
-                            "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
-            "model": {"path": model.name, "kind": model_kind},
-            "setup": {"associations": a.associations, "slices": a.slices, "quiet_seconds": a.quiet, "compress": a.compress},
-            "all_slices_accounted": all(r["all_accounted"] for r in rows) and len(ok) == len(rows),
-            "slices_sent": sum(r["slices_sent"] for r in rows), "slices_in_results": sum(r["slices_in_result"] for r in rows),
-            "segs_delivered": segs_at_pacs, "server_exit_code": rc,
-            "wall_s": {"send_all": round(last_sent - t_send, 3), "send_start_to_all_results": round(all_done - t_send, 3)},
-            "latency_s": {
-                "completion_to_result": {"median": round(statistics.median(c2r), 3), "max": round(max(c2r), 3)} if ok else None,
-                "last_slice_to_result_incl_quiet": {"median": round(statistics.median(l2r), 3), "max": round(max(l2r), 3)} if ok else None,
+            "environment": {
+                "python": platform.python_version(),
+                "machine": platform.machine(),
+                "cpus": os.cpu_count(),
+                "processor": platform.processor() or platform.machine(),
+                "loadavg_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
             },
-            "goal": {"infer_s_per_slice": round(per_slice_s, 5) if ok else None, "seg_write_s": round(seg_s, 4) if seg_s else None,
-                     "two_slices_plus_seg_s": round(goal, 4) if goal else None,
-                     "met_by_median_completion_to_result": (statistics.median(c2r) <= goal) if ok else None},
+            "model": {"path": model.name, "kind": model_kind},
+            "setup": {
+                "associations": a.associations,
+                "slices": a.slices,
+                "quiet_seconds": a.quiet,
+                "compress": a.compress,
+            },
+            "all_slices_accounted": all(r["all_accounted"] for r in rows) and len(ok) == len(rows),
+            "slices_sent": sum(r["slices_sent"] for r in rows),
+            "slices_in_results": sum(r["slices_in_result"] for r in rows),
+            "segs_delivered": segs_at_pacs,
+            "server_exit_code": rc,
+            "wall_s": {
+                "send_all": round(last_sent - t_send, 3),
+                "send_start_to_all_results": round(all_done - t_send, 3),
+            },
+            "latency_s": {
+                "completion_to_result": {"median": round(statistics.median(c2r), 3), "max": round(max(c2r), 3)}
+                if ok
+                else None,
+                "last_slice_to_result_incl_quiet": {
+                    "median": round(statistics.median(l2r), 3),
+                    "max": round(max(l2r), 3),
+                }
+                if ok
+                else None,
+            },
+            "goal": {
+                "infer_s_per_slice": round(per_slice_s, 5) if ok else None,
+                "seg_write_s": round(seg_s, 4) if seg_s else None,
+                "two_slices_plus_seg_s": round(goal, 4) if goal else None,
+                "met_by_median_completion_to_result": (statistics.median(c2r) <= goal) if ok else None,
+            },
             "series": rows,
         }
     a.out.mkdir(parents=True, exist_ok=True)
@@ -220,14 +296,18 @@ def main() -> int:
 def markdown(r: dict) -> str:
     lat, goal, s = r["latency_s"], r["goal"], r["setup"]
     lines = [
-        "# edge-ich serve: concurrent load", "",
+        "# edge-ich serve: concurrent load",
+        "",
         f"Command: `{r['command']}`  ",
         f"Machine: {r['environment']['cpus']} CPUs ({r['environment']['processor']}), Python {r['environment']['python']}; "
         f"model {r['model']['path']} ({r['model']['kind']}); 1-minute load average before/after: "
-        f"{r['environment']['loadavg_1min_before_after']} (a shared machine: other work competes for the 2 cores)", "",
+        f"{r['environment']['loadavg_1min_before_after']} (a shared machine: other work competes for the 2 cores)",
+        "",
         f"{s['associations']} concurrent dcmtk storescu associations x {s['slices']} slices"
-        f"{' (JPEG 2000 lossless)' if s['compress'] else ''}, --quiet-seconds {s['quiet_seconds']}.", "",
-        "| what | value |", "|---|---|",
+        f"{' (JPEG 2000 lossless)' if s['compress'] else ''}, --quiet-seconds {s['quiet_seconds']}.",
+        "",
+        "| what | value |",
+        "|---|---|",
         f"| slices sent / in results | {r['slices_sent']} / {r['slices_in_results']} |",
         f"| every slice accounted for | {r['all_slices_accounted']} |",
         f"| SEGs delivered to storescp | {r['segs_delivered']} |",
@@ -243,15 +323,21 @@ def markdown(r: dict) -> str:
             f"| goal: 2 slices' inference + SEG write | {goal['two_slices_plus_seg_s']} s |",
             f"| goal met by the median completion -> result | {goal['met_by_median_completion_to_result']} |",
         ]
-    lines += ["", "Per series (serve.json): slices inferred while receiving / at completion, completion breakdown:", "",
-              "| # | sent | in result | on arrival | at completion | complete->result s | read series s | infer rest s | write outputs s |",
-              "|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "Per series (serve.json): slices inferred while receiving / at completion, completion breakdown:",
+        "",
+        "| # | sent | in result | on arrival | at completion | complete->result s | read series s | infer rest s | write outputs s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for i, row in enumerate(r["series"]):
         sv = row["serve"] or {}
         b = sv.get("completion_breakdown_s", {})
-        lines.append(f"| {i} | {row['slices_sent']} | {row['slices_in_result']} | {sv.get('inferred_while_receiving')} | "
-                     f"{sv.get('inferred_at_completion')} | {sv.get('completion_to_result_s')} | {b.get('read_series')} | "
-                     f"{b.get('infer_remaining')} | {b.get('write_outputs')} |")
+        lines.append(
+            f"| {i} | {row['slices_sent']} | {row['slices_in_result']} | {sv.get('inferred_while_receiving')} | "
+            f"{sv.get('inferred_at_completion')} | {sv.get('completion_to_result_s')} | {b.get('read_series')} | "
+            f"{b.get('infer_remaining')} | {b.get('write_outputs')} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -127,7 +127,11 @@ class ModelCard:
 def card_path_for(model_path: Path) -> Path:
     """`dir/model.onnx` -> `dir/model.card.json`."""
     model_path = Path(model_path)
-    return model_path.with_name(model_path.name.split(".")[0] + ".card.json") if model_path.suffix else model_path.with_name(model_path.name + ".card.json")
+    return (
+        model_path.with_name(model_path.name.split(".")[0] + ".card.json")
+        if model_path.suffix
+        else model_path.with_name(model_path.name + ".card.json")
+    )
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -52,10 +52,14 @@ class PrecisionOpt(str, Enum):
 def run(
     series: Path | None = typer.Option(None, "--series", help="Folder with a DICOM series (searched recursively)."),
     volume: Path | None = typer.Option(None, "--volume", help="NIfTI volume in HU instead of a DICOM folder."),
-    model: Path | None = typer.Option(None, "--model", help="ONNX model (with its .card.json) or TensorRT .plan; default: the bundled model."),
+    model: Path | None = typer.Option(
+        None, "--model", help="ONNX model (with its .card.json) or TensorRT .plan; default: the bundled model."
+    ),
     out: Path = typer.Option(Path("edge-ich-out"), "--out", help="Output folder."),
     backend: BackendOpt = typer.Option(BackendOpt.auto, "--backend", help="Inference backend."),
-    series_uid: str | None = typer.Option(None, "--series-uid", help="Pick this SeriesInstanceUID when the folder holds several."),
+    series_uid: str | None = typer.Option(
+        None, "--series-uid", help="Pick this SeriesInstanceUID when the folder holds several."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the report JSON instead of the summary line."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for ONNX Runtime (default: all)."),
     batch: int = typer.Option(4, "--batch", min=1, max=64, help="Slices per inference call."),
@@ -65,8 +69,17 @@ def run(
     from edge_ich.runner import RunOptions, run_and_print
 
     run_and_print(
-        RunOptions(series=series, volume=volume, model=model, out=out, backend=backend.value, series_uid=series_uid,
-                   threads=threads, batch=batch, write_seg=not no_seg),
+        RunOptions(
+            series=series,
+            volume=volume,
+            model=model,
+            out=out,
+            backend=backend.value,
+            series_uid=series_uid,
+            threads=threads,
+            batch=batch,
+            write_seg=not no_seg,
+        ),
         json_out=json_out,
     )
 
@@ -78,16 +91,33 @@ def phantom(
     seed: int = typer.Option(0, "--seed", help="Random seed (same seed, same bytes)."),
     layout: LayoutOpt = typer.Option(LayoutOpt.dicom, "--layout", help="On-disk layout."),
     difficulty: DifficultyOpt = typer.Option(DifficultyOpt.standard, "--difficulty"),
-    slices: int | None = typer.Option(None, "--slices", min=1, max=1000, help="Slices per case (default: from thickness)."),
-    thickness: float | None = typer.Option(None, "--thickness", min=0.5, max=10.0, help="Slice thickness in mm (default: random 1-5)."),
-    compress: bool = typer.Option(False, "--compress", help="Write JPEG 2000 lossless instead of uncompressed (dicom/rsna)."),
-    size: int = typer.Option(512, "--size", min=64, max=1024, help="Matrix size (pixel spacing scales so the head keeps its size)."),
+    slices: int | None = typer.Option(
+        None, "--slices", min=1, max=1000, help="Slices per case (default: from thickness)."
+    ),
+    thickness: float | None = typer.Option(
+        None, "--thickness", min=0.5, max=10.0, help="Slice thickness in mm (default: random 1-5)."
+    ),
+    compress: bool = typer.Option(
+        False, "--compress", help="Write JPEG 2000 lossless instead of uncompressed (dicom/rsna)."
+    ),
+    size: int = typer.Option(
+        512, "--size", min=64, max=1024, help="Matrix size (pixel spacing scales so the head keeps its size)."
+    ),
 ) -> None:
     """Generate synthetic head-CT series with hemorrhages and ground truth."""
     from edge_ich.phantom.writers import write_dataset
 
-    summary = write_dataset(out, cases=cases, seed=seed, layout=layout.value, difficulty=difficulty.value,
-                            slices=slices, thickness=thickness, compress=compress, size=size)
+    summary = write_dataset(
+        out,
+        cases=cases,
+        seed=seed,
+        layout=layout.value,
+        difficulty=difficulty.value,
+        slices=slices,
+        thickness=thickness,
+        compress=compress,
+        size=size,
+    )
     typer.echo(summary)
 
 
@@ -95,13 +125,23 @@ def phantom(
 def build_engine(
     model: Path = typer.Argument(..., help="FP32 ONNX model with its card."),
     precision: PrecisionOpt = typer.Option(PrecisionOpt.fp16, "--precision"),
-    calib: Path | None = typer.Option(None, "--calib", help="Folder of DICOM series (or phantom folder) for INT8 calibration and the gate."),
-    calib_slices: int = typer.Option(500, "--calib-slices", min=8, help="Calibration slices (stratified bleed/no bleed)."),
-    max_dice_drop: float = typer.Option(0.01, "--max-dice-drop", min=0.0, max=1.0, help="Refuse the build above this Dice drop vs FP32."),
-    max_sens_drop: float = typer.Option(0.02, "--max-sens-drop", min=0.0, max=1.0, help="Refuse the build above this sensitivity drop."),
+    calib: Path | None = typer.Option(
+        None, "--calib", help="Folder of DICOM series (or phantom folder) for INT8 calibration and the gate."
+    ),
+    calib_slices: int = typer.Option(
+        500, "--calib-slices", min=8, help="Calibration slices (stratified bleed/no bleed)."
+    ),
+    max_dice_drop: float = typer.Option(
+        0.01, "--max-dice-drop", min=0.0, max=1.0, help="Refuse the build above this Dice drop vs FP32."
+    ),
+    max_sens_drop: float = typer.Option(
+        0.02, "--max-sens-drop", min=0.0, max=1.0, help="Refuse the build above this sensitivity drop."
+    ),
     out: Path = typer.Option(Path("engines/build"), "--out", help="Output folder."),
     workspace: int = typer.Option(1024, "--workspace", min=16, help="TensorRT workspace cap in MB."),
-    dla_core: int | None = typer.Option(None, "--dla-core", min=0, max=1, help="Build for DLA core K (Orin NX/AGX) with GPU fallback."),
+    dla_core: int | None = typer.Option(
+        None, "--dla-core", min=0, max=1, help="Build for DLA core K (Orin NX/AGX) with GPU fallback."
+    ),
     timing_cache: Path | None = typer.Option(None, "--timing-cache", help="TensorRT timing cache file to reuse."),
     quantizer: str = typer.Option("ort", "--quantizer", help="INT8 quantizer: ort (ONNX Runtime) or modelopt."),
     batch: int = typer.Option(4, "--batch", min=1, max=64, help="Batch the engine profile is optimised for."),
@@ -109,9 +149,22 @@ def build_engine(
     """Make FP16/INT8 ONNX, gate its accuracy, and build a TensorRT engine with a manifest."""
     from edge_ich.builder.engine import BuildOptions, build_and_print
 
-    build_and_print(BuildOptions(model=model, precision=precision.value, calib=calib, calib_slices=calib_slices,
-                                 max_dice_drop=max_dice_drop, max_sens_drop=max_sens_drop, out=out, workspace_mb=workspace, dla_core=dla_core,
-                                 timing_cache=timing_cache, quantizer=quantizer, batch=batch))
+    build_and_print(
+        BuildOptions(
+            model=model,
+            precision=precision.value,
+            calib=calib,
+            calib_slices=calib_slices,
+            max_dice_drop=max_dice_drop,
+            max_sens_drop=max_sens_drop,
+            out=out,
+            workspace_mb=workspace,
+            dla_core=dla_core,
+            timing_cache=timing_cache,
+            quantizer=quantizer,
+            batch=batch,
+        )
+    )
 
 
 @app.command()
@@ -130,8 +183,20 @@ def bench(
     """Measure the point-of-care path per stage and write bench.json, bench.md and plots."""
     from edge_ich.bench import BenchOptions, bench_and_print
 
-    bench_and_print(BenchOptions(model=model, series=series, phantom=use_phantom, backend=backend.value, batch=batch,
-                                 warmup_s=warmup, duration_s=duration, iterations=iterations, threads=threads, out=out))
+    bench_and_print(
+        BenchOptions(
+            model=model,
+            series=series,
+            phantom=use_phantom,
+            backend=backend.value,
+            batch=batch,
+            warmup_s=warmup,
+            duration_s=duration,
+            iterations=iterations,
+            threads=threads,
+            out=out,
+        )
+    )
 
 
 @app.command()
@@ -139,7 +204,9 @@ def serve(
     port: int = typer.Option(11112, "--port", min=1, max=65535),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default loopback only)."),
     ae_title: str = typer.Option("EDGE-ICH", "--ae-title"),
-    allow_ae: str | None = typer.Option(None, "--allow-ae", help="Comma-separated calling AE titles allowed (default: any)."),
+    allow_ae: str | None = typer.Option(
+        None, "--allow-ae", help="Comma-separated calling AE titles allowed (default: any)."
+    ),
     spool: Path = typer.Option(Path("edge-ich-spool"), "--spool", help="Spool folder for received instances."),
     out: Path = typer.Option(Path("edge-ich-out"), "--out", help="Output folder (one subfolder per series)."),
     send_to: str | None = typer.Option(None, "--send-to", help="AE@HOST:PORT to C-STORE the SEG to."),
@@ -151,8 +218,21 @@ def serve(
     """Receive series over DICOM C-STORE (or a watch folder), infer, and send the SEG back."""
     from edge_ich.serve import ServeOptions, serve_forever
 
-    serve_forever(ServeOptions(port=port, host=host, ae_title=ae_title, allow_ae=allow_ae, spool=spool, out=out,
-                               send_to=send_to, quiet_seconds=quiet_seconds, watch=watch, model=model, backend=backend.value))
+    serve_forever(
+        ServeOptions(
+            port=port,
+            host=host,
+            ae_title=ae_title,
+            allow_ae=allow_ae,
+            spool=spool,
+            out=out,
+            send_to=send_to,
+            quiet_seconds=quiet_seconds,
+            watch=watch,
+            model=model,
+            backend=backend.value,
+        )
+    )
 
 
 @app.command()

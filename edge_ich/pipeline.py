@@ -73,7 +73,9 @@ def native_mask(prob: np.ndarray, card: ModelCard, shape: tuple[int, int]) -> np
     return resize_back_above(prob, shape, card.threshold).view(np.uint8)
 
 
-def _reader(source: SliceSource, card: ModelCard, q: queue.Queue[Any], timings: StageTimes, stop: threading.Event) -> None:
+def _reader(
+    source: SliceSource, card: ModelCard, q: queue.Queue[Any], timings: StageTimes, stop: threading.Event
+) -> None:
     """Decode and preprocess slices in order into the queue; pass an exception on if one happens."""
     try:
         for i in range(source.geometry.shape[0]):
@@ -111,7 +113,9 @@ def segment(
     q: queue.Queue[Any] = queue.Queue(maxsize=max(queue_depth, 2 * k + 2))
     stop = threading.Event()
     t_start = time.perf_counter()
-    reader = threading.Thread(target=_reader, args=(source, card, q, timings, stop), name="edge-ich-reader", daemon=True)
+    reader = threading.Thread(
+        target=_reader, args=(source, card, q, timings, stop), name="edge-ich-reader", daemon=True
+    )
     reader.start()
 
     window: dict[int, np.ndarray] = {}  # prepared slices still needed as context
@@ -212,8 +216,8 @@ def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     keys = []
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
-            aa = a[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
-            bb = b[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            aa = a[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
+            bb = b[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
             both = (aa > 0) & (bb > 0)
             if both.any():
                 keys.append((aa[both].astype(np.int64) << 32) | bb[both].astype(np.int64))
@@ -223,7 +227,9 @@ def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.stack([u >> 32, u & 0xFFFFFFFF], axis=1)
 
 
-def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float) -> tuple[np.ndarray, list[Component]]:
+def postprocess(
+    mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float
+) -> tuple[np.ndarray, list[Component]]:
     """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest.
 
     The mask is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
@@ -260,9 +266,11 @@ def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lp
     count, comp = connected_components(graph, directed=False)
     size2a, z2a = np.concatenate(size2), np.concatenate(z2)
     sizes = np.bincount(comp, weights=size2a, minlength=count)
-    sums = [np.bincount(comp, weights=z2a * size2a, minlength=count),
-            np.bincount(comp, weights=np.concatenate(sy2), minlength=count),
-            np.bincount(comp, weights=np.concatenate(sx2), minlength=count)]
+    sums = [
+        np.bincount(comp, weights=z2a * size2a, minlength=count),
+        np.bincount(comp, weights=np.concatenate(sy2), minlength=count),
+        np.bincount(comp, weights=np.concatenate(sx2), minlength=count),
+    ]
     zmin = np.full(count, mask.shape[0], dtype=np.int64)
     zmax = np.full(count, -1, dtype=np.int64)
     np.minimum.at(zmin, comp, z2a)
@@ -270,9 +278,9 @@ def postprocess(mask: np.ndarray, spacing: tuple[float, float, float], affine_lp
     keep = sizes * voxel_mm3 >= min_component_mm3
     keep2 = keep[comp]
     for z, (off, n) in offsets.items():  # second pass: clear the dropped components
-        if not keep2[off:off + n].all():
+        if not keep2[off : off + n].all():
             lab, _ = ndimage.label(mask[z], structure=_S2)
-            lut = np.concatenate([[False], keep2[off:off + n]])
+            lut = np.concatenate([[False], keep2[off : off + n]])
             mask[z] = lut[lab]
     comps: list[Component] = []
     for c in np.flatnonzero(keep):

@@ -24,6 +24,7 @@ class Window:
     center: float
     width: float
 
+
 #: Windows used by the bundled model (brain, subdural, wide soft tissue), as RSNA winners did.
 DEFAULT_WINDOWS = (Window("brain", 40.0, 80.0), Window("subdural", 80.0, 200.0), Window("wide", 40.0, 380.0))
 

@@ -138,7 +138,12 @@ def _stats_ms(values: list[float]) -> dict[str, float]:
     if not values:
         return {"total_s": 0.0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
     ms = sorted(v * 1000.0 for v in values)
-    return {"total_s": float(sum(values)), "mean_ms": sum(ms) / len(ms), "p50_ms": median(ms), "p95_ms": percentile(ms, 95)}
+    return {
+        "total_s": float(sum(values)),
+        "mean_ms": sum(ms) / len(ms),
+        "p50_ms": median(ms),
+        "p95_ms": percentile(ms, 95),
+    }
 
 
 def build_report(
@@ -177,13 +182,31 @@ def build_report(
         "edge_ich_version": __version__,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "intended_use": "research use only; not a medical device",
-        "input": {**source.summary(), "kind": source.kind, "shape": list(geo.shape), "spacing_mm": [round(float(s), 4) for s in geo.spacing],
-                  "geometry_warnings": list(geo.warnings), "skipped": [{"path": s.path, "reason": s.reason} for s in source.skipped]},
-        "model": {"name": card.name, "card_id": card.card_id, "sha256": card.model_sha256, "precision": card.precision,
-                  "threshold": card.threshold, "min_component_mm3": card.min_component_mm3, "input_size": list(card.input_size),
-                  "context": card.context, "windows": [w.name for w in card.windows]},
-        "backend": {"name": model.backend.info.name, "device": model.backend.info.device, "precision": model.backend.info.precision,
-                    "details": dict(model.backend.info.details)},
+        "input": {
+            **source.summary(),
+            "kind": source.kind,
+            "shape": list(geo.shape),
+            "spacing_mm": [round(float(s), 4) for s in geo.spacing],
+            "geometry_warnings": list(geo.warnings),
+            "skipped": [{"path": s.path, "reason": s.reason} for s in source.skipped],
+        },
+        "model": {
+            "name": card.name,
+            "card_id": card.card_id,
+            "sha256": card.model_sha256,
+            "precision": card.precision,
+            "threshold": card.threshold,
+            "min_component_mm3": card.min_component_mm3,
+            "input_size": list(card.input_size),
+            "context": card.context,
+            "windows": [w.name for w in card.windows],
+        },
+        "backend": {
+            "name": model.backend.info.name,
+            "device": model.backend.info.device,
+            "precision": model.backend.info.precision,
+            "details": dict(model.backend.info.details),
+        },
         "finding": {
             "hemorrhage": bool(comps),
             "total_volume_ml": round(total_ml, 3),
@@ -192,8 +215,14 @@ def build_report(
             "max_slice_probability": round(float(seg.slice_prob.max()) if n else 0.0, 4),
         },
         "components": [
-            {"id": c.id, "volume_ml": round(c.volume_ml, 3), "voxels": c.voxels, "slices": list(c.slices),
-             "centroid_voxel": [round(v, 2) for v in c.centroid_voxel], "centroid_lps_mm": [round(v, 2) for v in c.centroid_lps_mm]}
+            {
+                "id": c.id,
+                "volume_ml": round(c.volume_ml, 3),
+                "voxels": c.voxels,
+                "slices": list(c.slices),
+                "centroid_voxel": [round(v, 2) for v in c.centroid_voxel],
+                "centroid_lps_mm": [round(v, 2) for v in c.centroid_lps_mm],
+            }
             for c in comps
         ],
         "slices": slices,
@@ -213,7 +242,9 @@ def _key_slices(kept: np.ndarray, count: int) -> list[int]:
     return sorted(order[:count])
 
 
-def write_outputs(stage: Path, source: SliceSource, model: LoadedModel, kept: np.ndarray, opts: RunOptions) -> dict[str, Any]:
+def write_outputs(
+    stage: Path, source: SliceSource, model: LoadedModel, kept: np.ndarray, opts: RunOptions
+) -> dict[str, Any]:
     """Write mask, SEG and key images into the staging folder; return their names."""
     from edge_ich.outputs.nifti import write_mask_nifti
 
@@ -225,7 +256,13 @@ def write_outputs(stage: Path, source: SliceSource, model: LoadedModel, kept: np
 
         # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies
         headers = [source.header(i, copy_=False) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
-        write_seg(stage / "seg.dcm", kept, headers, algorithm_name=model.card.name, algorithm_version=model.card.model_sha256[:12])
+        write_seg(
+            stage / "seg.dcm",
+            kept,
+            headers,
+            algorithm_name=model.card.name,
+            algorithm_version=model.card.model_sha256[:12],
+        )
         outputs["seg"] = "seg.dcm"
     keys = _key_slices(kept, opts.key_images)
     if keys:
@@ -257,8 +294,9 @@ def publish_staged(stage: Path, out: Path) -> None:
             os.replace(src, dst)
 
 
-def stage_outputs(out: Path, source: SliceSource, model: LoadedModel, seg: Segmentation,
-                  opts: RunOptions) -> tuple[Path, dict[str, Any], np.ndarray]:
+def stage_outputs(
+    out: Path, source: SliceSource, model: LoadedModel, seg: Segmentation, opts: RunOptions
+) -> tuple[Path, dict[str, Any], np.ndarray]:
     """Postprocess, then write every output but the report into a new staging folder inside `out`.
 
     Returns (staging folder, report, kept mask); nothing is visible in `out` until
@@ -266,7 +304,9 @@ def stage_outputs(out: Path, source: SliceSource, model: LoadedModel, seg: Segme
     """
     n = source.geometry.shape[0]
     t0 = time.perf_counter()
-    kept, comps = postprocess(seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3)
+    kept, comps = postprocess(
+        seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3
+    )
     seg.timings.spread("postprocess", time.perf_counter() - t0)
     t0 = time.perf_counter()
     stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out))
@@ -298,8 +338,13 @@ def _warm_outputs(seg: bool) -> None:
         warm_up()
 
 
-def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSource | None = None,
-        progress: bool | None = None) -> RunResult:
+def run(
+    opts: RunOptions,
+    *,
+    model: LoadedModel | None = None,
+    source: SliceSource | None = None,
+    progress: bool | None = None,
+) -> RunResult:
     """Segment one series and write all outputs under `opts.out`; return the report."""
     out = Path(opts.out)
     check_out_dir(out)
@@ -310,13 +355,19 @@ def run(opts: RunOptions, *, model: LoadedModel | None = None, source: SliceSour
         model = load_model(opts.model, opts.backend, opts.threads)
     try:
         if tuple(source.geometry.shape[1:]) and min(source.geometry.shape[1:]) < 16:
-            raise InputError(f"slices of {source.geometry.shape[1]}x{source.geometry.shape[2]} pixels are too small to segment")
+            raise InputError(
+                f"slices of {source.geometry.shape[1]}x{source.geometry.shape[2]} pixels are too small to segment"
+            )
         # one-time costs of the output stage (scipy.ndimage import, highdicom's tables: 1-2 s)
         # overlap inference instead of following the last slice
         import threading
 
-        warm = threading.Thread(target=_warm_outputs, args=(opts.write_seg and source.kind == "dicom",),
-                                name="edge-ich-warm-up", daemon=True)
+        warm = threading.Thread(
+            target=_warm_outputs,
+            args=(opts.write_seg and source.kind == "dicom",),
+            name="edge-ich-warm-up",
+            daemon=True,
+        )
         warm.start()
         show = sys.stderr.isatty() if progress is None else progress
         with _progress(show, source.geometry.shape[0]) as cb:
@@ -343,7 +394,13 @@ def _progress(show: bool, total: int):  # type: ignore[no-untyped-def]
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True) as bar:
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task("segmenting slices", total=total)
         yield lambda done, n: bar.update(task, completed=done)
 
@@ -355,8 +412,10 @@ def summary_line(report: dict[str, Any]) -> str:
     tail = f"[{report['model']['card_id']}, {report['backend']['name']} {report['backend']['device']}, {report['timings']['segment_wall_s']:.2f} s]"
     if f["hemorrhage"]:
         pos = f["positive_slices"]
-        return (f"HEMORRHAGE SUSPECTED: {f['total_volume_ml']:.1f} mL in {f['n_components']} region(s), "
-                f"slices {pos[0] + 1}-{pos[-1] + 1} of {n}; max slice probability {f['max_slice_probability']:.2f} {tail}")
+        return (
+            f"HEMORRHAGE SUSPECTED: {f['total_volume_ml']:.1f} mL in {f['n_components']} region(s), "
+            f"slices {pos[0] + 1}-{pos[-1] + 1} of {n}; max slice probability {f['max_slice_probability']:.2f} {tail}"
+        )
     return f"No hemorrhage found on {n} slices; max slice probability {f['max_slice_probability']:.2f} {tail}"
 
 

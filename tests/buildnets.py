@@ -60,10 +60,17 @@ def build_deep_model(out_dir: Path, name: str = "deep", size: int = 64, bone_gai
         helper.make_node("Relu", ["c3"], ["r3"], name="relu3"),
         helper.make_node("Conv", ["r3", "w4", "b4"], ["logits"], name="conv_head"),
     ]
-    inits = [numpy_helper.from_array(a, n) for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (w3, "w3"),
-                                                        (b3, "b3"), (w4, "w4"), (b4, "b4"))]
-    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c_in, size, size])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, size, size])], inits)
+    inits = [
+        numpy_helper.from_array(a, n)
+        for a, n in ((w1, "w1"), (b1, "b1"), (w2, "w2"), (b2, "b2"), (w3, "w3"), (b3, "b3"), (w4, "w4"), (b4, "b4"))
+    ]
+    graph = helper.make_graph(
+        nodes,
+        name,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", c_in, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 1, size, size])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edge-ich-tests")
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -71,14 +78,25 @@ def build_deep_model(out_dir: Path, name: str = "deep", size: int = 64, bone_gai
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.onnx"
     onnx.save(model, str(path))
-    ModelCard(name=name, model_file=path.name, model_sha256=sha256_file(path), input_name="input", output_name="logits",
-              input_size=(size, size), context=1, windows=windows, min_component_mm3=5.0,
-              parameters=int(sum(a.size for a in (w1, b1, w2, b2, w3, b3, w4, b4))),
-              training={"note": f"hand-set weights for tests (bone_gain {bone_gain}), not trained"}).save(path.with_name(f"{name}.card.json"))
+    ModelCard(
+        name=name,
+        model_file=path.name,
+        model_sha256=sha256_file(path),
+        input_name="input",
+        output_name="logits",
+        input_size=(size, size),
+        context=1,
+        windows=windows,
+        min_component_mm3=5.0,
+        parameters=int(sum(a.size for a in (w1, b1, w2, b2, w3, b3, w4, b4))),
+        training={"note": f"hand-set weights for tests (bone_gain {bone_gain}), not trained"},
+    ).save(path.with_name(f"{name}.card.json"))
     return path
 
 
-def synthetic_head(seed: int, slices: int = 12, size: int = 128, air_only: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def synthetic_head(
+    seed: int, slices: int = 12, size: int = 128, air_only: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """HU int16 [Z, Y, X] (skull 1000, brain 30 +- 4, blood 75 on about half the slices) and uint8 labels."""
     rng = np.random.default_rng(seed)
     hu = np.full((slices, size, size), -1000, np.int16)
@@ -103,7 +121,9 @@ def synthetic_head(seed: int, slices: int = 12, size: int = 128, air_only: bool 
     return hu, labels
 
 
-def write_series(folder: Path, hu: np.ndarray, series_no: int, spacing: tuple[float, float, float] = (5.0, 1.5, 1.5)) -> None:
+def write_series(
+    folder: Path, hu: np.ndarray, series_no: int, spacing: tuple[float, float, float] = (5.0, 1.5, 1.5)
+) -> None:
     """One axial CT series (CT Image Storage, explicit VR little endian), ascending positions."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
@@ -135,13 +155,19 @@ def write_series(folder: Path, hu: np.ndarray, series_no: int, spacing: tuple[fl
         ds.save_as(folder / f"slice_{z:03d}.dcm", enforce_file_format=True)
 
 
-def write_calib_dir(root: Path, cases: int = 4, slices: int = 12, size: int = 128, seed: int = 0, air_only: bool = False) -> Path:
+def write_calib_dir(
+    root: Path, cases: int = 4, slices: int = 12, size: int = 128, seed: int = 0, air_only: bool = False
+) -> Path:
     """Phantom-style folder: case_NNN/dicom/*.dcm and case_NNN/truth.npz (labels, slice_labels, spacing)."""
     root = Path(root)
     for k in range(cases):
         hu, labels = synthetic_head(seed + k, slices, size, air_only)
         case = root / f"case_{k:03d}"
         write_series(case / "dicom", hu, seed * 1000 + k + (500 if air_only else 0))
-        np.savez_compressed(case / "truth.npz", labels=labels, slice_labels=labels.reshape(slices, -1).any(1).astype(np.uint8),
-                            spacing=np.array([5.0, 1.5, 1.5]))
+        np.savez_compressed(
+            case / "truth.npz",
+            labels=labels,
+            slice_labels=labels.reshape(slices, -1).any(1).astype(np.uint8),
+            spacing=np.array([5.0, 1.5, 1.5]),
+        )
     return root

@@ -71,6 +71,7 @@ def labels_from_mask(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------- DICOM
 
+
 def write_ct_slice(
     path: Path,
     hu: np.ndarray,
@@ -98,16 +99,41 @@ def write_ct_slice(
     from pydicom.config import disable_value_validation
 
     with disable_value_validation():
-        _write_ct_slice(path, hu, sop_uid=sop_uid, series_uid=series_uid, study_uid=study_uid, position=position,
-                        orientation=orientation, pixel_spacing=pixel_spacing, thickness=thickness,
-                        instance_number=instance_number, intercept=intercept, rsna_quirk=rsna_quirk,
-                        multi_window=multi_window, patient_id=patient_id)
+        _write_ct_slice(
+            path,
+            hu,
+            sop_uid=sop_uid,
+            series_uid=series_uid,
+            study_uid=study_uid,
+            position=position,
+            orientation=orientation,
+            pixel_spacing=pixel_spacing,
+            thickness=thickness,
+            instance_number=instance_number,
+            intercept=intercept,
+            rsna_quirk=rsna_quirk,
+            multi_window=multi_window,
+            patient_id=patient_id,
+        )
 
 
-def _write_ct_slice(path: Path, hu: np.ndarray, *, sop_uid: str, series_uid: str, study_uid: str,
-                    position: tuple[float, float, float], orientation: tuple[float, ...],
-                    pixel_spacing: tuple[float, float], thickness: float, instance_number: int, intercept: float,
-                    rsna_quirk: bool, multi_window: bool, patient_id: str) -> None:
+def _write_ct_slice(
+    path: Path,
+    hu: np.ndarray,
+    *,
+    sop_uid: str,
+    series_uid: str,
+    study_uid: str,
+    position: tuple[float, float, float],
+    orientation: tuple[float, ...],
+    pixel_spacing: tuple[float, float],
+    thickness: float,
+    instance_number: int,
+    intercept: float,
+    rsna_quirk: bool,
+    multi_window: bool,
+    patient_id: str,
+) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
@@ -180,9 +206,18 @@ def write_series(
     n = hu.shape[0]
     for z in range(n):
         pos = (0.0, 0.0, -40.0 + z * spacing[0])
-        write_ct_slice(folder / names[z], hu[z], sop_uid=sop_uids[z], series_uid=series_uid, study_uid=study_uid,
-                       position=pos, pixel_spacing=(spacing[1], spacing[2]), thickness=spacing[0],
-                       instance_number=(n - z) if reverse_z else (z + 1), **kw)  # type: ignore[arg-type]
+        write_ct_slice(
+            folder / names[z],
+            hu[z],
+            sop_uid=sop_uids[z],
+            series_uid=series_uid,
+            study_uid=study_uid,
+            position=pos,
+            pixel_spacing=(spacing[1], spacing[2]),
+            thickness=spacing[0],
+            instance_number=(n - z) if reverse_z else (z + 1),
+            **kw,
+        )  # type: ignore[arg-type]
 
 
 def uid(prefix: str, *parts: int) -> str:
@@ -191,6 +226,7 @@ def uid(prefix: str, *parts: int) -> str:
 
 
 # --------------------------------------------------------------------------- RSNA
+
 
 @dataclass
 class RsnaFixture:
@@ -221,9 +257,17 @@ def make_rsna(root: Path, n_series: int = 2, n_slices: int = 5, size: int = 32, 
         series_uid = f"ID_{rng.integers(16**9):09x}"
         study_uid = f"ID_{rng.integers(16**10):010x}"
         img_ids = [f"ID_{rng.integers(16**9):09x}" for _ in range(n_slices)]
-        write_series(img_dir, hu, series_uid=series_uid, study_uid=study_uid, sop_uids=img_ids,
-                     names=[f"{i}.dcm" for i in img_ids], rsna_quirk=(s % 2 == 1), multi_window=(s % 2 == 1),
-                     patient_id=f"ID_{rng.integers(16**8):08x}")
+        write_series(
+            img_dir,
+            hu,
+            series_uid=series_uid,
+            study_uid=study_uid,
+            sop_uids=img_ids,
+            names=[f"{i}.dcm" for i in img_ids],
+            rsna_quirk=(s % 2 == 1),
+            multi_window=(s % 2 == 1),
+            patient_id=f"ID_{rng.integers(16**8):08x}",
+        )
         sl, sub = labels_from_mask(mask)
         cases[series_uid] = TruthCase(series_uid, hu, (5.0, 0.5, 0.5), sl, sub, None)
         ids[series_uid] = img_ids
@@ -243,7 +287,10 @@ def make_rsna(root: Path, n_series: int = 2, n_slices: int = 5, size: int = 32, 
 
 # --------------------------------------------------------------------------- NIfTI helpers
 
-def display_to_nifti(vol: np.ndarray, spacing: tuple[float, float, float], reverse_z: bool = False) -> tuple[np.ndarray, np.ndarray]:
+
+def display_to_nifti(
+    vol: np.ndarray, spacing: tuple[float, float, float], reverse_z: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Display-frame [Z, Y, X] -> a NIfTI data array [i, j, k] and its RAS affine, as dcm2niix writes axial CT.
 
     i runs to patient left (RAS x negative), j to anterior, k to superior (or inferior with
@@ -276,11 +323,22 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float | 
 
 # --------------------------------------------------------------------------- PhysioNet CT-ICH
 
-PHYSIONET_COLUMNS = ["PatientNumber", "SliceNumber", "Intraventricular", "Intraparenchymal", "Subarachnoid",
-                     "Epidural", "Subdural", "No_Hemorrhage", "Fracture_Yes_No"]
+PHYSIONET_COLUMNS = [
+    "PatientNumber",
+    "SliceNumber",
+    "Intraventricular",
+    "Intraparenchymal",
+    "Subarachnoid",
+    "Epidural",
+    "Subdural",
+    "No_Hemorrhage",
+    "Fracture_Yes_No",
+]
 
 
-def make_physionet(root: Path, numbers: tuple[int, ...] = (49, 50), n_slices: int = 6, size: int = 32) -> dict[str, TruthCase]:
+def make_physionet(
+    root: Path, numbers: tuple[int, ...] = (49, 50), n_slices: int = 6, size: int = 32
+) -> dict[str, TruthCase]:
     """`ct_scans/NNN.nii`, `masks/NNN.nii` (0/255) and `hemorrhage_diagnosis_raw_ct.csv`.
 
     The second scan is stored with its slices running downwards, so SliceNumber (1-based in
@@ -314,7 +372,10 @@ def make_physionet(root: Path, numbers: tuple[int, ...] = (49, 50), n_slices: in
 
 # --------------------------------------------------------------------------- INSTANCE 2022
 
-def make_instance(root: Path, numbers: tuple[int, ...] = (1, 2), n_slices: int = 5, size: int = 32) -> dict[str, TruthCase]:
+
+def make_instance(
+    root: Path, numbers: tuple[int, ...] = (1, 2), n_slices: int = 5, size: int = 32
+) -> dict[str, TruthCase]:
     """`train/data/NNN.nii.gz` and `train/label/NNN.nii.gz` (binary), float32 HU with a slope."""
     cases: dict[str, TruthCase] = {}
     spacing = (5.0, 0.42, 0.42)
@@ -333,8 +394,15 @@ def make_instance(root: Path, numbers: tuple[int, ...] = (1, 2), n_slices: int =
 
 # --------------------------------------------------------------------------- BHSD (nnU-Net layout)
 
-def make_bhsd(root: Path, names: tuple[str, ...] = ("ID_0a1b2c3d", "ID_4e5f6a7b"), n_slices: int = 5, size: int = 32,
-              channel_suffix: bool = True, unlabelled: tuple[str, ...] = ()) -> dict[str, TruthCase]:
+
+def make_bhsd(
+    root: Path,
+    names: tuple[str, ...] = ("ID_0a1b2c3d", "ID_4e5f6a7b"),
+    n_slices: int = 5,
+    size: int = 32,
+    channel_suffix: bool = True,
+    unlabelled: tuple[str, ...] = (),
+) -> dict[str, TruthCase]:
     """`imagesTr/<name>_0000.nii.gz` + `labelsTr/<name>.nii.gz` with codes 1 EDH 2 IPH 3 IVH 4 SAH 5 SDH."""
     cases: dict[str, TruthCase] = {}
     spacing = (5.0, 0.45, 0.45)
@@ -357,8 +425,10 @@ def make_bhsd(root: Path, names: tuple[str, ...] = ("ID_0a1b2c3d", "ID_4e5f6a7b"
 
 # --------------------------------------------------------------------------- generic
 
-def make_generic(root: Path, n_series: int = 2, n_slices: int = 4, size: int = 32, key: str = "SOPInstanceUID",
-                 subtypes: bool = True) -> dict[str, TruthCase]:
+
+def make_generic(
+    root: Path, n_series: int = 2, n_slices: int = 4, size: int = 32, key: str = "SOPInstanceUID", subtypes: bool = True
+) -> dict[str, TruthCase]:
     """A folder of DICOM series (one subfolder each, any file names) + `labels.csv` of slice labels.
 
     key "SOPInstanceUID" writes rows `SOPInstanceUID,any[,epidural..subdural]`; key "file"
@@ -372,8 +442,16 @@ def make_generic(root: Path, n_series: int = 2, n_slices: int = 4, size: int = 3
         series_uid = uid("7", s)
         sops = [uid("7", s, z + 1) for z in range(n_slices)]
         names = [f"IM{(z * 7919) % 1000:04d}" for z in range(n_slices)]  # no extension, unordered names
-        write_series(root / f"series_{s}", hu, series_uid=series_uid, study_uid=uid("8", s), sop_uids=sops,
-                     names=names, spacing=(2.5, 0.5, 0.5), reverse_z=(s == 1))
+        write_series(
+            root / f"series_{s}",
+            hu,
+            series_uid=series_uid,
+            study_uid=uid("8", s),
+            sop_uids=sops,
+            names=names,
+            spacing=(2.5, 0.5, 0.5),
+            reverse_z=(s == 1),
+        )
         sl, sub = labels_from_mask(mask)
         cases[series_uid] = TruthCase(series_uid, hu, (2.5, 0.5, 0.5), sl, sub if subtypes else None, None)
         for z in range(n_slices):

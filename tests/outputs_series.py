@@ -57,11 +57,17 @@ def open_sorted(paths: list[Path]) -> SeriesOnDisk:
     headers = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
     iop = np.asarray(headers[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(iop[:3], iop[3:])
-    order = sorted(range(len(paths)), key=lambda k: float(np.dot(np.asarray(headers[k].ImagePositionPatient, dtype=float), normal)))
+    order = sorted(
+        range(len(paths)), key=lambda k: float(np.dot(np.asarray(headers[k].ImagePositionPatient, dtype=float), normal))
+    )
     paths = [paths[k] for k in order]
     headers = [headers[k] for k in order]
     first = np.asarray(headers[0].ImagePositionPatient, dtype=float)
-    step = (np.asarray(headers[1].ImagePositionPatient, dtype=float) - first) if len(headers) > 1 else normal * float(headers[0].get("SliceThickness", 1.0))
+    step = (
+        (np.asarray(headers[1].ImagePositionPatient, dtype=float) - first)
+        if len(headers) > 1
+        else normal * float(headers[0].get("SliceThickness", 1.0))
+    )
     row_mm, col_mm = (float(v) for v in headers[0].PixelSpacing)
     affine = affine_from_dicom(iop, first, row_mm, col_mm, step)
     shape = (len(headers), int(headers[0].Rows), int(headers[0].Columns))

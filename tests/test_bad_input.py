@@ -248,7 +248,7 @@ def _patched_sform(tmp: Path, offset: int, value: float, name: str) -> Path:
     raw = bytearray(p.read_bytes())
     raw[252:254] = struct.pack("<h", 0)  # qform_code 0
     raw[254:256] = struct.pack("<h", 1)  # sform_code 1
-    raw[offset:offset + 4] = struct.pack("<f", value)
+    raw[offset : offset + 4] = struct.pack("<f", value)
     p.write_bytes(bytes(raw))
     return p
 

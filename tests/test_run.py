@@ -40,9 +40,13 @@ def _mask_from_nifti(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("variant", ["plain", "reverse", "flip", "jpeg2000-source"])
 def test_run_writes_consistent_outputs(tmp_path: Path, tiny_model: Path, real_ct_files, variant: str, capsys) -> None:
     src = real_ct_files["J2K_pixelrep_mismatch.dcm"] if variant == "jpeg2000-source" else None
-    files = make_series(tmp_path / "series", n=6, size=128, from_file=src, reverse=variant == "reverse", flip=variant == "flip")
+    files = make_series(
+        tmp_path / "series", n=6, size=128, from_file=src, reverse=variant == "reverse", flip=variant == "flip"
+    )
     out = tmp_path / "out"
-    code, stdout, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(out)], capsys)
+    code, stdout, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(out)], capsys
+    )
     assert code == 0, err
     assert stdout.count("\n") == 1 and str(out) in stdout
     report = json.loads((out / "report.json").read_text())
@@ -72,7 +76,9 @@ def test_seg_is_valid_dicom(tmp_path: Path, tiny_model: Path, capsys) -> None:
     if dciodvfy is None:
         pytest.skip("dciodvfy (dicom3tools) not installed")
     make_series(tmp_path / "series", n=5, size=128)
-    code, _, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 0, err
     res = subprocess.run([dciodvfy, str(tmp_path / "o" / "seg.dcm")], capture_output=True, text=True)
     errors = [ln for ln in (res.stdout + res.stderr).splitlines() if ln.startswith("Error")]
@@ -85,7 +91,9 @@ def test_outputs_are_readable_like_any_new_file(tmp_path: Path, tiny_model: Path
     import os
 
     make_series(tmp_path / "series", n=5, size=128)
-    code, _, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys
+    )
     assert code == 0, err
     plain = tmp_path / "plain"
     plain.write_text("x")
@@ -99,7 +107,20 @@ def test_outputs_are_readable_like_any_new_file(tmp_path: Path, tiny_model: Path
 
 def test_json_flag_prints_the_report(tmp_path: Path, tiny_model: Path, capsys) -> None:
     make_series(tmp_path / "series", n=4, size=64)
-    code, stdout, _ = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(tmp_path / "o"), "--json", "--no-seg"], capsys)
+    code, stdout, _ = _run(
+        [
+            "run",
+            "--series",
+            str(tmp_path / "series"),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "o"),
+            "--json",
+            "--no-seg",
+        ],
+        capsys,
+    )
     assert code == 0
     report = json.loads(stdout)
     _validate(report)
@@ -115,7 +136,10 @@ def test_volume_input_mask_matches_input_grid(tmp_path: Path, tiny_model: Path, 
     data[30:50, 40:60, 2:5] = 80
     affine = np.array([[-0.5, 0, 0, 20], [0, 0.5, 0, -30], [0, 0, 5.0, 7], [0, 0, 0, 1]])
     nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "ct.nii.gz"))
-    code, _, err = _run(["run", "--volume", str(tmp_path / "ct.nii.gz"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        ["run", "--volume", str(tmp_path / "ct.nii.gz"), "--model", str(tiny_model), "--out", str(tmp_path / "o")],
+        capsys,
+    )
     assert code == 0, err
     out = nib.load(str(tmp_path / "o" / "mask.nii.gz"))
     assert out.shape == data.shape
@@ -125,6 +149,7 @@ def test_volume_input_mask_matches_input_grid(tmp_path: Path, tiny_model: Path, 
 
 
 # ---- bad input through the CLI: exit 1, one line, nothing written ----
+
 
 def _assert_refused(code: int, stdout: str, err: str, out: Path) -> None:
     assert code == 1, err
@@ -177,7 +202,9 @@ def test_bad_model_exit_1_nothing_written(tmp_path: Path, tiny_model: Path, make
     make_series(tmp_path / "series", n=3, size=64)
     model = make_model(tmp_path, tiny_model)
     out = tmp_path / "out"
-    code, stdout, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(model), "--out", str(out)], capsys)
+    code, stdout, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(model), "--out", str(out)], capsys
+    )
     _assert_refused(code, stdout, err, out)
 
 
@@ -185,16 +212,33 @@ def test_unwritable_out_exit_1(tmp_path: Path, tiny_model: Path, capsys) -> None
     make_series(tmp_path / "series", n=3, size=64)
     blocker = tmp_path / "afile"
     blocker.write_text("x")
-    code, stdout, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(blocker / "sub")], capsys)
+    code, stdout, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(blocker / "sub")], capsys
+    )
     assert code == 1 and "cannot write" in err and stdout == ""
-    code, _, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(blocker)], capsys)
+    code, _, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(blocker)], capsys
+    )
     assert code == 1 and "not a folder" in err
 
 
 def test_series_and_volume_are_exclusive(tmp_path: Path, tiny_model: Path, capsys) -> None:
     code, _, err = _run(["run", "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys)
     assert code == 1 and "exactly one" in err
-    code, _, err = _run(["run", "--series", str(tmp_path), "--volume", str(tmp_path / "v.nii"), "--model", str(tiny_model), "--out", str(tmp_path / "o")], capsys)
+    code, _, err = _run(
+        [
+            "run",
+            "--series",
+            str(tmp_path),
+            "--volume",
+            str(tmp_path / "v.nii"),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capsys,
+    )
     assert code == 1 and "exactly one" in err
 
 
@@ -202,7 +246,10 @@ def test_failed_output_keeps_previous_result(tmp_path: Path, tiny_model: Path, c
     """A writer failing midway leaves the earlier complete result untouched (no half set)."""
     make_series(tmp_path / "series", n=4, size=64)
     out = tmp_path / "o"
-    assert _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(out)], capsys)[0] == 0
+    assert (
+        _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(out)], capsys)[0]
+        == 0
+    )
     before = {p.name: p.read_bytes() for p in out.glob("*") if p.is_file()}
     import edge_ich.outputs.seg as seg_mod
 
@@ -210,7 +257,9 @@ def test_failed_output_keeps_previous_result(tmp_path: Path, tiny_model: Path, c
         raise InputError("SEG writer failed (simulated full disk)")
 
     monkeypatch.setattr(seg_mod, "write_seg", broken)
-    code, _, err = _run(["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(out)], capsys)
+    code, _, err = _run(
+        ["run", "--series", str(tmp_path / "series"), "--model", str(tiny_model), "--out", str(out)], capsys
+    )
     assert code == 1 and "simulated" in err
     after = {p.name: p.read_bytes() for p in out.glob("*") if p.is_file()}
     assert after == before

@@ -20,12 +20,35 @@ def _run(args: list[str]) -> int:
 def layouts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("layouts")
     for layout in ("dicom", "rsna", "physionet", "instance"):
-        write_dataset(root / layout, cases=1, seed=3, layout=layout, difficulty="standard", slices=10, thickness=5.0, compress=False, size=128)
+        write_dataset(
+            root / layout,
+            cases=1,
+            seed=3,
+            layout=layout,
+            difficulty="standard",
+            slices=10,
+            thickness=5.0,
+            compress=False,
+            size=128,
+        )
     return root
 
 
 def test_dicom_layout(layouts: Path, tiny_model: Path, tmp_path: Path) -> None:
-    assert _run(["run", "--series", str(layouts / "dicom" / "case_000" / "dicom"), "--model", str(tiny_model), "--out", str(tmp_path)]) == 0
+    assert (
+        _run(
+            [
+                "run",
+                "--series",
+                str(layouts / "dicom" / "case_000" / "dicom"),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     truth = np.load(layouts / "dicom" / "case_000" / "truth.npz")
     assert report["input"]["shape"] == list(truth["labels"].shape)
@@ -33,7 +56,20 @@ def test_dicom_layout(layouts: Path, tiny_model: Path, tmp_path: Path) -> None:
 
 
 def test_rsna_layout_flat_folder(layouts: Path, tiny_model: Path, tmp_path: Path) -> None:
-    assert _run(["run", "--series", str(layouts / "rsna" / "stage_2_train"), "--model", str(tiny_model), "--out", str(tmp_path)]) == 0
+    assert (
+        _run(
+            [
+                "run",
+                "--series",
+                str(layouts / "rsna" / "stage_2_train"),
+                "--model",
+                str(tiny_model),
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["input"]["shape"][0] == 10
 

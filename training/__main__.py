@@ -16,24 +16,40 @@ from edge_ich.errors import EdgeIchError
 def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training length")
     g.add_argument("--size", type=int, default=128, help="model input size (square)")
-    g.add_argument("--cls-size", type=int, default=None, help="classifier input size (default: --size); a coarser grid trains faster")
+    g.add_argument(
+        "--cls-size",
+        type=int,
+        default=None,
+        help="classifier input size (default: --size); a coarser grid trains faster",
+    )
     g.add_argument("--context", type=int, default=1, help="neighbour slices each side stacked as channels")
     g.add_argument("--seq-len", type=int, default=8, help="classifier window of contiguous slices")
     g.add_argument("--cls-steps", type=int, default=400)
     g.add_argument("--cls-batch", type=int, default=4, help="windows per classifier step")
     g.add_argument("--cls-lr", type=float, default=1e-3)
     g.add_argument("--no-cls-augment", action="store_true", help="no flips or shifts of the classifier's windows")
-    g.add_argument("--cls-pool", default="mean", choices=["mean", "max", "lse"], help="how the classifier pools each slice's feature maps")
+    g.add_argument(
+        "--cls-pool",
+        default="mean",
+        choices=["mean", "max", "lse"],
+        help="how the classifier pools each slice's feature maps",
+    )
     g.add_argument("--seg-steps", type=int, default=800)
     g.add_argument("--seg-batch", type=int, default=16)
     g.add_argument("--seg-base", type=int, default=12, help="U-Net width of the first level")
-    g.add_argument("--min-component-mm3", type=float, default=None,
-                   help="smallest kept component; default: chosen on the validation cases with the threshold")
+    g.add_argument(
+        "--min-component-mm3",
+        type=float,
+        default=None,
+        help="smallest kept component; default: chosen on the validation cases with the threshold",
+    )
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     g.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("pseudo-mask refinement (see training/refine.py)")
-    r.add_argument("--cam-threshold", type=float, default=None, help="fraction of each slice's CAM peak opening the search region")
+    r.add_argument(
+        "--cam-threshold", type=float, default=None, help="fraction of each slice's CAM peak opening the search region"
+    )
     r.add_argument("--hu-low", type=float, default=None, help="lowest HU taken as blood")
     r.add_argument("--hu-high", type=float, default=None, help="highest HU taken as blood")
     r.add_argument("--component-cam-peak", type=float, default=None, help="CAM value a kept component must reach")
@@ -53,10 +69,25 @@ def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
             setattr(refine, key, float(getattr(a, key)))
     if a.brain_erode is not None:
         refine.brain_erode_px = int(a.brain_erode)
-    return PipelineConfig(refine=refine, size=a.size, cls_size=a.cls_size, context=a.context, seq_len=a.seq_len, cls_steps=a.cls_steps, cls_batch=a.cls_batch,
-                          cls_lr=a.cls_lr, cls_pool=a.cls_pool, cls_augment=not a.no_cls_augment,
-                          seg_steps=a.seg_steps, seg_batch=a.seg_batch, seg_base=a.seg_base,
-                          min_component_mm3=a.min_component_mm3, device=a.device, amp=a.amp, seed=a.seed)
+    return PipelineConfig(
+        refine=refine,
+        size=a.size,
+        cls_size=a.cls_size,
+        context=a.context,
+        seq_len=a.seq_len,
+        cls_steps=a.cls_steps,
+        cls_batch=a.cls_batch,
+        cls_lr=a.cls_lr,
+        cls_pool=a.cls_pool,
+        cls_augment=not a.no_cls_augment,
+        seg_steps=a.seg_steps,
+        seg_batch=a.seg_batch,
+        seg_base=a.seg_base,
+        min_component_mm3=a.min_component_mm3,
+        device=a.device,
+        amp=a.amp,
+        seed=a.seed,
+    )
 
 
 def _add_phantom_args(p: argparse.ArgumentParser) -> None:
@@ -64,7 +95,9 @@ def _add_phantom_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--difficulty", default="standard", choices=["easy", "standard", "hard"])
     g.add_argument("--slices", type=int, default=24, help="slices per phantom; 0 = full head coverage")
     g.add_argument("--thickness", type=float, default=5.0, help="slice thickness mm; 0 = random 1-5 mm per case")
-    g.add_argument("--gen-size", type=int, default=None, help="generate phantoms at this size, then resize like the runtime")
+    g.add_argument(
+        "--gen-size", type=int, default=None, help="generate phantoms at this size, then resize like the runtime"
+    )
     g.add_argument("--cache", type=Path, default=Path("runs/cache"), help="folder for cached volumes (.npz)")
     g.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
 
@@ -81,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--test-cases", type=int, default=24)
     t.add_argument("--supervision", default="weak", choices=["weak", "full"])
     t.add_argument("--work", type=Path, default=Path("runs/train"), help="checkpoints and stage outputs (resumable)")
-    t.add_argument("--out", type=Path, default=Path("engines/ich_segmenter.onnx"), help="ONNX model path (card beside it)")
+    t.add_argument(
+        "--out", type=Path, default=Path("engines/ich_segmenter.onnx"), help="ONNX model path (card beside it)"
+    )
     t.add_argument("--no-export", action="store_true")
     t.add_argument("--name", default="ich_segmenter")
     _add_pipeline_args(t)
@@ -97,7 +132,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--folds", type=int, default=5)
     e.add_argument("--fractions", default="0.1,0.25,0.5,1.0", help="fractions of the large set's bleed slices")
     e.add_argument("--reduced", action="store_true", help="label the results as a reduced configuration")
-    e.add_argument("--no-cam-ablation", action="store_true", help="skip rerunning the last weakly supervised set with the CAM gate open")
+    e.add_argument(
+        "--no-cam-ablation",
+        action="store_true",
+        help="skip rerunning the last weakly supervised set with the CAM gate open",
+    )
     _add_pipeline_args(e)
     _add_phantom_args(e)
     e.set_defaults(size=64, seg_base=8, cls_steps=300, seg_steps=400)
@@ -107,20 +146,51 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "train":
             from training.train import TrainOptions, train_main
 
-            o = TrainOptions(data=a.data, root=a.root, cases=a.cases, val_cases=a.val_cases, test_cases=a.test_cases,
-                             seed=a.seed, difficulty=a.difficulty, slices=a.slices or None, thickness=a.thickness or None, gen_size=a.gen_size,
-                             supervision=a.supervision, work=a.work, cache=a.cache, out=None if a.no_export else a.out,
-                             name=a.name, workers=a.workers, pipeline=_pipeline(a))
+            o = TrainOptions(
+                data=a.data,
+                root=a.root,
+                cases=a.cases,
+                val_cases=a.val_cases,
+                test_cases=a.test_cases,
+                seed=a.seed,
+                difficulty=a.difficulty,
+                slices=a.slices or None,
+                thickness=a.thickness or None,
+                gen_size=a.gen_size,
+                supervision=a.supervision,
+                work=a.work,
+                cache=a.cache,
+                out=None if a.no_export else a.out,
+                name=a.name,
+                workers=a.workers,
+                pipeline=_pipeline(a),
+            )
             train_main(o)
         elif a.cmd == "experiment":
             from training.experiment import ExperimentOptions, run_experiment
 
-            run_experiment(ExperimentOptions(out=a.out, work=a.work, large=a.large, small=a.small, val=a.val, test=a.test, folds=a.folds,
-                                             fractions=tuple(float(f) for f in a.fractions.split(",")), reduced=a.reduced,
-                                             cam_ablation=not a.no_cam_ablation,
-                                             difficulty=a.difficulty, slices=a.slices or None, thickness=a.thickness or None,
-                                             gen_size=a.gen_size, cache=a.cache, workers=a.workers, pipeline=_pipeline(a),
-                                             argv=list(sys.argv[1:] if argv is None else argv)))
+            run_experiment(
+                ExperimentOptions(
+                    out=a.out,
+                    work=a.work,
+                    large=a.large,
+                    small=a.small,
+                    val=a.val,
+                    test=a.test,
+                    folds=a.folds,
+                    fractions=tuple(float(f) for f in a.fractions.split(",")),
+                    reduced=a.reduced,
+                    cam_ablation=not a.no_cam_ablation,
+                    difficulty=a.difficulty,
+                    slices=a.slices or None,
+                    thickness=a.thickness or None,
+                    gen_size=a.gen_size,
+                    cache=a.cache,
+                    workers=a.workers,
+                    pipeline=_pipeline(a),
+                    argv=list(sys.argv[1:] if argv is None else argv),
+                )
+            )
     except EdgeIchError as exc:
         print(f"training: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1

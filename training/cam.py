@@ -30,14 +30,22 @@ def _window_cams(model: SliceSequenceClassifier, x: torch.Tensor) -> tuple[torch
     with torch.enable_grad():
         logits = model.head_from_pooled(pooled)[0]  # [T]
         t_len = logits.shape[0]
-        weights = torch.stack([torch.autograd.grad(logits[t], pooled, retain_graph=True)[0][0, t] for t in range(t_len)])
+        weights = torch.stack(
+            [torch.autograd.grad(logits[t], pooled, retain_graph=True)[0][0, t] for t in range(t_len)]
+        )
     cams = F.relu(torch.einsum("tf,tfhw->thw", weights, feats))
     return cams.detach(), torch.sigmoid(logits.detach())
 
 
 @torch.no_grad()
-def volume_cams(model: SliceSequenceClassifier, vol: Volume, length: int, device: str = "cpu",
-                windows: Sequence[Window] = DEFAULT_WINDOWS, out_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def volume_cams(
+    model: SliceSequenceClassifier,
+    vol: Volume,
+    length: int,
+    device: str = "cpu",
+    windows: Sequence[Window] = DEFAULT_WINDOWS,
+    out_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """CAMs [Z, H, W] in [0, 1] (each slice scaled by its own maximum) and slice probabilities [Z].
 
     H, W: `out_size` (e.g. the segmenter's grid when the classifier reads a coarser one), else the volume's.

@@ -72,8 +72,19 @@ def score_case(case_id: str, pred: np.ndarray, truth: np.ndarray, spacing: tuple
     sp = pred.reshape(pred.shape[0], -1).any(axis=1)
     d_pos = dice(pred[st], t[st]) if st.any() else float("nan")
     tv, pv = volume_ml(t, spacing), volume_ml(pred, spacing)
-    return CaseScores(case_id, dice(pred, t, empty=1.0), d_pos, abs(pv - tv), tv, pv, bool(st.any()), bool(sp.any()),
-                      st, sp, subtype_dice(pred, np.asarray(truth)))
+    return CaseScores(
+        case_id,
+        dice(pred, t, empty=1.0),
+        d_pos,
+        abs(pv - tv),
+        tv,
+        pv,
+        bool(st.any()),
+        bool(sp.any()),
+        st,
+        sp,
+        subtype_dice(pred, np.asarray(truth)),
+    )
 
 
 def summarize(scores: Sequence[CaseScores]) -> dict[str, Any]:
@@ -82,7 +93,9 @@ def summarize(scores: Sequence[CaseScores]) -> dict[str, Any]:
     pos = [s for s in scores if s.scan_truth]
     dpos = np.array([s.dice_pos_slices for s in pos]) if pos else np.array([np.nan])
     scan_sens, scan_spec = sens_spec(np.array([s.scan_pred for s in scores]), np.array([s.scan_truth for s in scores]))
-    sl_sens, sl_spec = sens_spec(np.concatenate([s.slice_pred for s in scores]), np.concatenate([s.slice_truth for s in scores]))
+    sl_sens, sl_spec = sens_spec(
+        np.concatenate([s.slice_pred for s in scores]), np.concatenate([s.slice_truth for s in scores])
+    )
     sub: dict[str, list[float]] = {}
     for s in scores:
         for k, v in s.subtype_dice.items():
@@ -101,7 +114,7 @@ def summarize(scores: Sequence[CaseScores]) -> dict[str, Any]:
         "subtype_dice": {k: float(np.mean(v)) for k, v in sorted(sub.items())},
         "per_case_dice": [float(v) for v in d],
         "convention": "Dice per volume over all cases; empty prediction on empty truth = 1.0; "
-                      "dice_positive_slices over truth-positive slices of positive scans",
+        "dice_positive_slices over truth-positive slices of positive scans",
     }
 
 
@@ -125,15 +138,20 @@ def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
 MIN_COMPONENT_GRID = (10.0, 50.0, 100.0, 200.0, 400.0, 800.0)
 
 
-def choose_threshold(probs: Sequence[np.ndarray], truths: Sequence[np.ndarray], spacings: Sequence[tuple[float, float, float]],
-                     min_mm3: float | None, grid: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
-                     min_grid: Sequence[float] = MIN_COMPONENT_GRID) -> tuple[float, float, float]:
+def choose_threshold(
+    probs: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    spacings: Sequence[tuple[float, float, float]],
+    min_mm3: float | None,
+    grid: Sequence[float] = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8),
+    min_grid: Sequence[float] = MIN_COMPONENT_GRID,
+) -> tuple[float, float, float]:
     """Operating point with the best mean per-volume Dice on a validation set -> (threshold, min_mm3, Dice).
 
     `min_mm3` fixes the smallest kept component; None chooses it from `min_grid` as well.
     """
     best = (0.5, float(min_mm3 if min_mm3 is not None else min_grid[0]), -1.0)
-    for mm in ([min_mm3] if min_mm3 is not None else list(min_grid)):
+    for mm in [min_mm3] if min_mm3 is not None else list(min_grid):
         for th in grid:
             ds = [dice(remove_small(p >= th, sp, float(mm)), t > 0) for p, t, sp in zip(probs, truths, spacings)]
             m = float(np.mean(ds)) if ds else 0.0

@@ -70,7 +70,9 @@ def _scores(result: TrainResult, test: list[Volume], cfg: PipelineConfig) -> lis
     return [score_case(v.case_id, p, v.truth, v.spacing) for v, p in zip(test, preds)]  # type: ignore[arg-type]
 
 
-def _ws_row(res: TrainResult, train: list[Volume], test: list[Volume], cfg: PipelineConfig) -> tuple[dict[str, Any], list[float]]:
+def _ws_row(
+    res: TrainResult, train: list[Volume], test: list[Volume], cfg: PipelineConfig
+) -> tuple[dict[str, Any], list[float]]:
     """One weakly supervised row of the table (scores on `test`, training facts) and its per-case Dice."""
     s = summarize(_scores(res, test, cfg))
     per_case = s.pop("per_case_dice")
@@ -99,7 +101,9 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     val = phantom_volumes(spec(base + 60_000, o.val), size, o.cache, o.workers)
     test = phantom_volumes(spec(base + 80_000, o.test), size, o.cache, o.workers)
     t_data = time.perf_counter() - t_start
-    log(f"[experiment] phantoms ready in {t_data:.0f}s: large {len(large)} small {len(small)} val {len(val)} test {len(test)}")
+    log(
+        f"[experiment] phantoms ready in {t_data:.0f}s: large {len(large)} small {len(small)} val {len(val)} test {len(test)}"
+    )
     work = Path(o.work)
     rows: dict[str, dict[str, Any]] = {}
     per_case: dict[str, list[float]] = {}
@@ -142,7 +146,9 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
         cv_dice.append(res.summary["val_dice"])
     s = summarize([sc for fs in fold_scores for sc in fs])
     s.pop("per_case_dice")
-    per_case["FS small"] = [float(np.mean([fold_scores[k][i].dice for k in range(len(folds))])) for i in range(len(test))]
+    per_case["FS small"] = [
+        float(np.mean([fold_scores[k][i].dice for k in range(len(folds))])) for i in range(len(test))
+    ]
     s["dice_all"] = float(np.mean(per_case["FS small"]))
     s["fold_test_dice"] = fold_dice
     s["cv_heldout_fold_dice"] = cv_dice
@@ -162,15 +168,24 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     # threshold baseline, with the smallest-component rule the full weakly supervised model chose
     from edge_ich.analysis.baseline import threshold_segment
 
-    sc = [score_case(v.case_id, remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, ws_min_mm3),
-                     v.truth, v.spacing) for v in test]  # type: ignore[arg-type]
+    sc = [
+        score_case(
+            v.case_id,
+            remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, ws_min_mm3),
+            v.truth,
+            v.spacing,
+        )
+        for v in test
+    ]  # type: ignore[arg-type]
     s = summarize(sc)
     per_case["Threshold"] = s.pop("per_case_dice")
     rows["Threshold"] = s
 
     ws_full = f"WS {int(round(o.fractions[-1] * 100))}%"
-    tests = {f"{ws_full} vs {other}": wilcoxon_p(per_case[ws_full], per_case[other])
-             for other in ("FS large (ceiling)", "FS small", "Threshold")}
+    tests = {
+        f"{ws_full} vs {other}": wilcoxon_p(per_case[ws_full], per_case[other])
+        for other in ("FS large (ceiling)", "FS small", "Threshold")
+    }
     for n in per_case:
         if n.endswith("CAM gate open"):
             tests[f"{ws_full} vs {n}"] = wilcoxon_p(per_case[ws_full], per_case[n])
@@ -187,10 +202,27 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
         "ws_minus_threshold_goal_0.15": bool(ws - rows["Threshold"]["dice_all"] >= 0.15),
     }
     timings["total"] = round(time.perf_counter() - t_start, 1)
-    results = {"reduced": o.reduced, "command": "python -m training " + " ".join(o.argv), "config": cfg.to_dict(),
-               "sets": {"large": o.large, "small": o.small, "val": o.val, "test": o.test, "folds": o.folds,
-                        "difficulty": o.difficulty, "slices": o.slices, "thickness": o.thickness, "gen_size": gen},
-               "rows": rows, "per_case_dice": per_case, "wilcoxon_p": tests, "goals": goals, "seconds": timings}
+    results = {
+        "reduced": o.reduced,
+        "command": "python -m training " + " ".join(o.argv),
+        "config": cfg.to_dict(),
+        "sets": {
+            "large": o.large,
+            "small": o.small,
+            "val": o.val,
+            "test": o.test,
+            "folds": o.folds,
+            "difficulty": o.difficulty,
+            "slices": o.slices,
+            "thickness": o.thickness,
+            "gen_size": gen,
+        },
+        "rows": rows,
+        "per_case_dice": per_case,
+        "wilcoxon_p": tests,
+        "goals": goals,
+        "seconds": timings,
+    }
     write_reports(results, Path(o.out))
     return results
 
@@ -206,34 +238,64 @@ def write_reports(results: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "results.json", json.dumps(results, indent=2, default=float) + "\n")
     write_text_atomic(out / "command.txt", results["command"] + "\n")
-    cols = [("dice_all", "Dice (all cases)"), ("dice_positive_cases", "Dice (pos. cases)"), ("dice_positive_slices", "Dice (pos. slices)"), ("abs_volume_error_ml", "|dV| mL"),
-            ("scan_sensitivity", "scan sens"), ("scan_specificity", "scan spec"), ("slice_sensitivity", "slice sens"),
-            ("slice_specificity", "slice spec"), ("train_cases", "train cases"),
-            ("classifier_val_slice_auc", "classifier AUC"), ("pseudo_dice", "pseudo-mask Dice")]
-    lines = ["# In-silico experiment (phantoms)" + (" — REDUCED configuration" if results["reduced"] else ""), "",
-             f"Command: `{results['command']}`", "",
-             f"Sets: {json.dumps(results['sets'])}", "",
-             "Dice per volume on the held-out test set; an empty prediction on an empty truth counts 1.0. "
-             "'Dice (pos. cases)' averages over the test cases with blood only; "
-             "'Dice (pos. slices)' is computed over the truth-positive slices of positive scans.", "",
-             "| method | " + " | ".join(c[1] for c in cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    cols = [
+        ("dice_all", "Dice (all cases)"),
+        ("dice_positive_cases", "Dice (pos. cases)"),
+        ("dice_positive_slices", "Dice (pos. slices)"),
+        ("abs_volume_error_ml", "|dV| mL"),
+        ("scan_sensitivity", "scan sens"),
+        ("scan_specificity", "scan spec"),
+        ("slice_sensitivity", "slice sens"),
+        ("slice_specificity", "slice spec"),
+        ("train_cases", "train cases"),
+        ("classifier_val_slice_auc", "classifier AUC"),
+        ("pseudo_dice", "pseudo-mask Dice"),
+    ]
+    lines = [
+        "# In-silico experiment (phantoms)" + (" — REDUCED configuration" if results["reduced"] else ""),
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Sets: {json.dumps(results['sets'])}",
+        "",
+        "Dice per volume on the held-out test set; an empty prediction on an empty truth counts 1.0. "
+        "'Dice (pos. cases)' averages over the test cases with blood only; "
+        "'Dice (pos. slices)' is computed over the truth-positive slices of positive scans.",
+        "",
+        "| method | " + " | ".join(c[1] for c in cols) + " |",
+        "|" + "---|" * (len(cols) + 1),
+    ]
     for name, r in results["rows"].items():
         r = dict(r, pseudo_dice=r.get("pseudo_mask_dice", {}).get("dice_positive_cases", ""))
         lines.append(f"| {name} | " + " | ".join(_fmt(r.get(k, "")) for k, _ in cols) + " |")
-    lines += ["", "Dice per subtype (test set):", "", "| method | " + " | ".join(
-        sorted({k for r in results["rows"].values() for k in r.get("subtype_dice", {})})) + " |"]
+    lines += [
+        "",
+        "Dice per subtype (test set):",
+        "",
+        "| method | "
+        + " | ".join(sorted({k for r in results["rows"].values() for k in r.get("subtype_dice", {})}))
+        + " |",
+    ]
     subs = sorted({k for r in results["rows"].values() for k in r.get("subtype_dice", {})})
     lines.append("|" + "---|" * (len(subs) + 1))
     for name, r in results["rows"].items():
-        lines.append(f"| {name} | " + " | ".join(_fmt(r.get("subtype_dice", {}).get(k, float("nan"))) for k in subs) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join(_fmt(r.get("subtype_dice", {}).get(k, float("nan"))) for k in subs) + " |"
+        )
     lines += ["", "Paired Wilcoxon signed-rank tests on per-case test Dice (two-sided):", ""]
     lines += [f"- {k}: p = {_fmt(v) if v >= 1e-3 or v != v else f'{v:.1e}'}" for k, v in results["wilcoxon_p"].items()]
     g = results["goals"]
-    lines += ["", "Goals:", "",
-              f"- WS / ceiling Dice = {_fmt(g['ws_over_ceiling'])} (goal >= 0.8: {'met' if g['ws_over_ceiling_goal_0.8'] else 'NOT met'})",
-              f"- WS above low-data fully supervised: {'yes' if g['ws_above_fs_small'] else 'NO'}",
-              f"- WS - threshold = {_fmt(g['ws_minus_threshold'])} (goal >= 0.15: {'met' if g['ws_minus_threshold_goal_0.15'] else 'NOT met'})",
-              "", f"Seconds: {json.dumps(results['seconds'])}", ""]
+    lines += [
+        "",
+        "Goals:",
+        "",
+        f"- WS / ceiling Dice = {_fmt(g['ws_over_ceiling'])} (goal >= 0.8: {'met' if g['ws_over_ceiling_goal_0.8'] else 'NOT met'})",
+        f"- WS above low-data fully supervised: {'yes' if g['ws_above_fs_small'] else 'NO'}",
+        f"- WS - threshold = {_fmt(g['ws_minus_threshold'])} (goal >= 0.15: {'met' if g['ws_minus_threshold_goal_0.15'] else 'NOT met'})",
+        "",
+        f"Seconds: {json.dumps(results['seconds'])}",
+        "",
+    ]
     write_text_atomic(out / "results.md", "\n".join(lines))
     plot(results, out / "dice.png")
 
@@ -250,12 +312,25 @@ def plot(results: dict[str, Any], path: Path) -> None:
     rows = results["rows"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), dpi=110, sharey=True)
     styles = {"FS large (ceiling)": ("g", "--"), "FS small": ("r", "-."), "Threshold": ("k", ":")}
-    for ax, key, title in zip(axes, ("dice_all", "dice_positive_cases"), ("all test cases (empty/empty = 1)", "positive test cases")):
-        ws = sorted((float(k.split()[1].rstrip("%")), r[key]) for k, r in rows.items() if k.startswith("WS ") and k.endswith("%"))
+    for ax, key, title in zip(
+        axes, ("dice_all", "dice_positive_cases"), ("all test cases (empty/empty = 1)", "positive test cases")
+    ):
+        ws = sorted(
+            (float(k.split()[1].rstrip("%")), r[key])
+            for k, r in rows.items()
+            if k.startswith("WS ") and k.endswith("%")
+        )
         ax.plot([x for x, _ in ws], [y for _, y in ws], "o-", label="weakly supervised (large set, slice labels)")
         for k, r in rows.items():
             if k.startswith("WS ") and k.endswith("CAM gate open"):
-                ax.plot([float(k.split()[1].rstrip("%"))], [r[key]], "x", color="0.4", markersize=8, label="same, CAM gate open (ablation)")
+                ax.plot(
+                    [float(k.split()[1].rstrip("%"))],
+                    [r[key]],
+                    "x",
+                    color="0.4",
+                    markersize=8,
+                    label="same, CAM gate open (ablation)",
+                )
         for name, (col, ls) in styles.items():
             if name in rows:
                 ax.axhline(rows[name][key], color=col, linestyle=ls, label=name)
@@ -265,8 +340,13 @@ def plot(results: dict[str, Any], path: Path) -> None:
     axes[0].set_ylabel("mean Dice")
     axes[1].legend(fontsize=7, loc="upper right")
     p = results["wilcoxon_p"]
-    fig.suptitle("In-silico experiment" + (" (REDUCED)" if results["reduced"] else "") + "   Wilcoxon (all-case Dice): "
-                 + "; ".join(f"{k}: p={v:.2g}" for k, v in list(p.items())[:3]), fontsize=8)
+    fig.suptitle(
+        "In-silico experiment"
+        + (" (REDUCED)" if results["reduced"] else "")
+        + "   Wilcoxon (all-case Dice): "
+        + "; ".join(f"{k}: p={v:.2g}" for k, v in list(p.items())[:3]),
+        fontsize=8,
+    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

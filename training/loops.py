@@ -95,8 +95,12 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def train_loop(model: nn.Module, sample: Callable[[np.random.Generator, int], tuple[np.ndarray, ...]],
-               loss_fn: Callable[[nn.Module, list[torch.Tensor]], torch.Tensor], cfg: LoopConfig) -> nn.Module:
+def train_loop(
+    model: nn.Module,
+    sample: Callable[[np.random.Generator, int], tuple[np.ndarray, ...]],
+    loss_fn: Callable[[nn.Module, list[torch.Tensor]], torch.Tensor],
+    cfg: LoopConfig,
+) -> nn.Module:
     """Run `cfg.steps` AdamW steps on batches from `sample(rng, batch)`; return the trained model."""
     rank, world = dist_info()
     device = torch.device(cfg.device)
@@ -137,8 +141,10 @@ def train_loop(model: nn.Module, sample: Callable[[np.random.Generator, int], tu
         if done % cfg.log_every == 0 or done == cfg.steps:
             n = cfg.log_every if done % cfg.log_every == 0 else done % cfg.log_every
             rate = (done - start) / max(time.perf_counter() - t0, 1e-9)
-            log(f"[{cfg.name}] step {done}/{cfg.steps} loss {running / max(n, 1):.4f} lr {_lr_at(step, cfg):.2e} "
-                f"{rate:.2f} steps/s eta {(cfg.steps - done) / max(rate, 1e-9):.0f}s")
+            log(
+                f"[{cfg.name}] step {done}/{cfg.steps} loss {running / max(n, 1):.4f} lr {_lr_at(step, cfg):.2e} "
+                f"{rate:.2f} steps/s eta {(cfg.steps - done) / max(rate, 1e-9):.0f}s"
+            )
             running = 0.0
         if cfg.ckpt is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
             states = [rng.bit_generator.state]
@@ -147,8 +153,16 @@ def train_loop(model: nn.Module, sample: Callable[[np.random.Generator, int], tu
                 torch.distributed.all_gather_object(gathered, rng.bit_generator.state)
                 states = gathered
             if rank == 0:
-                _save(Path(cfg.ckpt), {"model": model.state_dict(), "opt": opt.state_dict(), "step": done, "rng_states": states,
-                                       "elapsed_s": elapsed_before + time.perf_counter() - t0})
+                _save(
+                    Path(cfg.ckpt),
+                    {
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "step": done,
+                        "rng_states": states,
+                        "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                    },
+                )
     model.eval()
     total = elapsed_before + time.perf_counter() - t0
     model.train_seconds = None if total != total else round(total, 1)  # type: ignore[assignment]
@@ -178,7 +192,9 @@ def segmenter_loss(net: nn.Module, batch: list[torch.Tensor]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_volume(model: nn.Module, inputs: Callable[[int], np.ndarray], n: int, device: str, batch: int = 16) -> np.ndarray:
+def predict_volume(
+    model: nn.Module, inputs: Callable[[int], np.ndarray], n: int, device: str, batch: int = 16
+) -> np.ndarray:
     """Segmenter logits for slices 0..n-1 of one volume -> float32 [Z, H, W]."""
     model.eval()
     out = []

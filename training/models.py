@@ -72,8 +72,14 @@ class SliceSequenceClassifier(nn.Module):
 
     POOLS = ("mean", "max", "lse")
 
-    def __init__(self, in_ch: int, widths: Sequence[int] = (16, 32, 64, 128), hidden: int = 64,
-                 pool: str = "mean", lse_r: float = 4.0) -> None:
+    def __init__(
+        self,
+        in_ch: int,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        hidden: int = 64,
+        pool: str = "mean",
+        lse_r: float = 4.0,
+    ) -> None:
         super().__init__()
         if pool not in self.POOLS:
             raise ValueError(f"pool must be one of {self.POOLS}, not {pool!r}")
@@ -111,8 +117,12 @@ class SliceSequenceClassifier(nn.Module):
 class _ConvBlock(nn.Sequential):
     def __init__(self, cin: int, cout: int) -> None:
         super().__init__(
-            nn.Conv2d(cin, cout, 3, 1, 1, bias=False), _norm(cout), nn.ReLU(inplace=True),
-            nn.Conv2d(cout, cout, 3, 1, 1, bias=False), _norm(cout), nn.ReLU(inplace=True),
+            nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+            _norm(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            _norm(cout),
+            nn.ReLU(inplace=True),
         )
 
 

@@ -42,7 +42,9 @@ class PipelineConfig:
     cls_hidden: int = 64
     cls_pool: str = "mean"
     cls_augment: bool = True  # flips and small shifts of the classifier's windows
-    skip_unresolved: bool = True  # weakly supervised: bleed slices with an empty pseudo-mask are left out of the segmenter's training
+    skip_unresolved: bool = (
+        True  # weakly supervised: bleed slices with an empty pseudo-mask are left out of the segmenter's training
+    )
     cls_steps: int = 400
     cls_batch: int = 4
     cls_lr: float = 1e-3
@@ -68,8 +70,18 @@ class PipelineConfig:
 
 
 def _loop(cfg: PipelineConfig, steps: int, batch: int, lr: float, ckpt: Path, name: str, seed_off: int) -> LoopConfig:
-    return LoopConfig(steps=steps, batch=batch, lr=lr, seed=cfg.seed + seed_off, device=cfg.device, amp=cfg.amp,
-                      ckpt=ckpt, ckpt_every=max(50, steps // 5), log_every=max(10, steps // 20), name=name)
+    return LoopConfig(
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        seed=cfg.seed + seed_off,
+        device=cfg.device,
+        amp=cfg.amp,
+        ckpt=ckpt,
+        ckpt_every=max(50, steps // 5),
+        log_every=max(10, steps // 20),
+        name=name,
+    )
 
 
 def new_classifier(cfg: PipelineConfig) -> SliceSequenceClassifier:
@@ -99,8 +111,9 @@ def train_classifier(vols: Sequence[Volume], cfg: PipelineConfig, work: Path) ->
     return train_loop(model, sampler.sample, classifier_loss, loop)  # type: ignore[return-value]
 
 
-def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cfg: PipelineConfig,
-                      cache: Path | None = None) -> list[np.ndarray]:
+def make_pseudo_masks(
+    model: SliceSequenceClassifier, vols: Sequence[Volume], cfg: PipelineConfig, cache: Path | None = None
+) -> list[np.ndarray]:
     """Stage 2+3: CAM per positive slice, refined without supervision; cached as .npz in the work folder."""
     key = json.dumps(cfg.refine.to_dict(), sort_keys=True)
     if cache is not None and Path(cache).is_file():
@@ -121,12 +134,18 @@ def make_pseudo_masks(model: SliceSequenceClassifier, vols: Sequence[Volume], cf
     if world > 1:
         gathered: list[Any] = [None] * world
         torch.distributed.all_gather_object(gathered, {k: np.packbits(m) for k, m in mine.items()})
-        mine = {k: np.unpackbits(p)[: vols[k].hu.size].reshape(vols[k].hu.shape).astype(bool) for g in gathered for k, p in g.items()}
+        mine = {
+            k: np.unpackbits(p)[: vols[k].hu.size].reshape(vols[k].hu.shape).astype(bool)
+            for g in gathered
+            for k, p in g.items()
+        }
     masks = [mine[i] for i in range(len(vols))]
     if cache is not None and rank == 0:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(cache) + ".tmp.npz")
-        np.savez_compressed(tmp, ids=np.array([v.case_id for v in vols]), params=key, **{f"m{i}": m for i, m in enumerate(masks)})
+        np.savez_compressed(
+            tmp, ids=np.array([v.case_id for v in vols]), params=key, **{f"m{i}": m for i, m in enumerate(masks)}
+        )
         tmp.replace(cache)
     return masks
 
@@ -145,8 +164,8 @@ def classifier_slice_auc(model: SliceSequenceClassifier, vols: Sequence[Volume],
         for s in window_starts(v.n, cfg.seq_len, max(1, cfg.seq_len // 2)):
             x, valid = sequence_window(v, s, cfg.seq_len, cfg.windows)
             p = torch.sigmoid(model(torch.from_numpy(x)[None].to(cfg.device)).float())[0].cpu().numpy()
-            prob[s:s + cfg.seq_len] += (p * valid)[: v.n - s]
-            cnt[s:s + cfg.seq_len] += valid[: v.n - s]
+            prob[s : s + cfg.seq_len] += (p * valid)[: v.n - s]
+            cnt[s : s + cfg.seq_len] += valid[: v.n - s]
         scores += list(prob / cnt.clip(min=1))
         labels += [int(b) for b in v.slice_labels]
     return auc(scores, labels)
@@ -160,12 +179,21 @@ def pseudo_mask_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> dic
     pos = [(m, t) for m, t in pairs if t.any()]
     allv = np.concatenate([m.ravel() for m, _ in pos]) if pos else np.zeros(0, bool)
     allt = np.concatenate([t.ravel() for _, t in pos]) if pos else np.zeros(0, bool)
-    return {"dice_positive_cases": float(np.mean([dice(m, t) for m, t in pos])) if pos else float("nan"),
-            "dice_pooled_positive": dice(allv, allt), "cases": len(pairs)}
+    return {
+        "dice_positive_cases": float(np.mean([dice(m, t) for m, t in pos])) if pos else float("nan"),
+        "dice_pooled_positive": dice(allv, allt),
+        "cases": len(pairs),
+    }
 
 
-def train_segmenter(vols: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig, work: Path, name: str = "segmenter",
-                    skip_unresolved: bool = False) -> UNet25D:
+def train_segmenter(
+    vols: Sequence[Volume],
+    targets: Sequence[np.ndarray],
+    cfg: PipelineConfig,
+    work: Path,
+    name: str = "segmenter",
+    skip_unresolved: bool = False,
+) -> UNet25D:
     """Stage 4: the 2.5D U-Net on (pseudo-)masks, negatives as empty masks."""
     sampler = SegmenterSampler(vols, targets, cfg.context, cfg.windows, skip_unresolved=skip_unresolved)
     if sampler.skipped:
@@ -199,8 +227,13 @@ class TrainResult:
     pseudo: list[np.ndarray] | None = None
 
 
-def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path,
-                          classifier: SliceSequenceClassifier | None = None) -> TrainResult:
+def run_weakly_supervised(
+    train: Sequence[Volume],
+    val: Sequence[Volume],
+    cfg: PipelineConfig,
+    work: Path,
+    classifier: SliceSequenceClassifier | None = None,
+) -> TrainResult:
     """All weakly supervised stages; the threshold is chosen on `val` against its pseudo-masks (no voxel truth).
 
     `classifier`: an already trained stage 1 (e.g. to compare refinement settings on one classifier).
@@ -217,29 +250,58 @@ def run_weakly_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: P
         vauc = classifier_slice_auc(clf, val, cfg)
         log(f"[classifier] validation slice AUC {vauc:.3f}")
         pv = make_pseudo_masks(clf, val, cfg, work / "pseudo_val.npz")
-        th, mm, vdice = choose_threshold(predict_probs(seg, val, cfg), [m.astype(np.uint8) for m in pv], [v.spacing for v in val], cfg.min_component_mm3)
-    summary = {"method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net)",
-               "train_cases": len(train), "train_slices": int(sum(v.n for v in train)),
-               "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
-               "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice_vs_pseudo": vdice,
-               "classifier_val_slice_auc": vauc,
-               "bleed_slices_without_pseudo_mask": int(sum(int(np.sum(np.asarray(v.slice_labels, bool) & ~m.reshape(m.shape[0], -1).any(1)))
-                                                          for v, m in zip(train, pseudo))),
-               "skip_unresolved": cfg.skip_unresolved, "cam_gate": cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0,
-               "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo), "voxel_truth_used": False,
-               "classifier_train_seconds": getattr(clf, "train_seconds", None), "segmenter_train_seconds": getattr(seg, "train_seconds", None)}
+        th, mm, vdice = choose_threshold(
+            predict_probs(seg, val, cfg),
+            [m.astype(np.uint8) for m in pv],
+            [v.spacing for v in val],
+            cfg.min_component_mm3,
+        )
+    summary = {
+        "method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net)",
+        "train_cases": len(train),
+        "train_slices": int(sum(v.n for v in train)),
+        "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
+        "val_cases": len(val),
+        "threshold": th,
+        "min_component_mm3": mm,
+        "val_dice_vs_pseudo": vdice,
+        "classifier_val_slice_auc": vauc,
+        "bleed_slices_without_pseudo_mask": int(
+            sum(
+                int(np.sum(np.asarray(v.slice_labels, bool) & ~m.reshape(m.shape[0], -1).any(1)))
+                for v, m in zip(train, pseudo)
+            )
+        ),
+        "skip_unresolved": cfg.skip_unresolved,
+        "cam_gate": cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0,
+        "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo),
+        "voxel_truth_used": False,
+        "classifier_train_seconds": getattr(clf, "train_seconds", None),
+        "segmenter_train_seconds": getattr(seg, "train_seconds", None),
+    }
     return TrainResult(seg, th, mm, summary, clf, pseudo)
 
 
-def run_fully_supervised(train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path, name: str = "segmenter_fs") -> TrainResult:
+def run_fully_supervised(
+    train: Sequence[Volume], val: Sequence[Volume], cfg: PipelineConfig, work: Path, name: str = "segmenter_fs"
+) -> TrainResult:
     """The same U-Net on true masks; threshold chosen on `val` against its true masks."""
     if any(v.truth is None for v in list(train) + list(val)):
         raise InputError("fully supervised training needs voxel masks on every training and validation case")
     seg = train_segmenter(train, [v.truth_binary() for v in train], cfg, Path(work), name)
     th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
     if val:
-        th, mm, vdice = choose_threshold(predict_probs(seg, val, cfg), [v.truth for v in val], [v.spacing for v in val], cfg.min_component_mm3)  # type: ignore[misc]
-    summary = {"method": "fully supervised (true voxel masks -> 2.5D U-Net)", "train_cases": len(train),
-               "val_cases": len(val), "threshold": th, "min_component_mm3": mm, "val_dice": vdice, "voxel_truth_used": True,
-               "segmenter_train_seconds": getattr(seg, "train_seconds", None)}
+        th, mm, vdice = choose_threshold(
+            predict_probs(seg, val, cfg), [v.truth for v in val], [v.spacing for v in val], cfg.min_component_mm3
+        )  # type: ignore[misc]
+    summary = {
+        "method": "fully supervised (true voxel masks -> 2.5D U-Net)",
+        "train_cases": len(train),
+        "val_cases": len(val),
+        "threshold": th,
+        "min_component_mm3": mm,
+        "val_dice": vdice,
+        "voxel_truth_used": True,
+        "segmenter_train_seconds": getattr(seg, "train_seconds", None),
+    }
     return TrainResult(seg, th, mm, summary)

@@ -49,15 +49,20 @@ def _kmeans_split(values: np.ndarray, seed: int = 0) -> float:
     return float(centers.mean())
 
 
-def pseudo_masks(hu: np.ndarray, cam: np.ndarray, positive: np.ndarray, brain: np.ndarray,
-                 params: RefineParams | None = None) -> np.ndarray:
+def pseudo_masks(
+    hu: np.ndarray, cam: np.ndarray, positive: np.ndarray, brain: np.ndarray, params: RefineParams | None = None
+) -> np.ndarray:
     """Pseudo-mask bool [Z, H, W] from HU [Z,H,W], CAM [Z,H,W] in [0,1], slice labels [Z], brain mask [Z,H,W]."""
     p = params or RefineParams()
     pos = np.asarray(positive, dtype=bool)
     out = np.zeros(hu.shape, dtype=bool)
     if not pos.any():
         return out
-    smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=(0, p.smooth_sigma_px, p.smooth_sigma_px)) if p.smooth_sigma_px > 0 else hu
+    smooth = (
+        ndimage.gaussian_filter(hu.astype(np.float32), sigma=(0, p.smooth_sigma_px, p.smooth_sigma_px))
+        if p.smooth_sigma_px > 0
+        else hu
+    )
     inner = brain.astype(bool)
     if p.brain_erode_px > 0:
         st = ndimage.generate_binary_structure(2, 1)
@@ -70,7 +75,9 @@ def pseudo_masks(hu: np.ndarray, cam: np.ndarray, positive: np.ndarray, brain: n
         dense = hu > p.dense_hu
         if dense.any():
             st = ndimage.generate_binary_structure(2, 1)
-            region &= ~np.stack([ndimage.binary_dilation(d, st, iterations=p.dense_margin_px) if d.any() else d for d in dense])
+            region &= ~np.stack(
+                [ndimage.binary_dilation(d, st, iterations=p.dense_margin_px) if d.any() else d for d in dense]
+            )
     gate = region & (smooth >= p.hu_low) & (smooth <= p.hu_high)
     split = _kmeans_split(smooth[region & (smooth > -20) & (smooth <= p.hu_high)])
     cand = gate & (smooth >= split)
@@ -93,4 +100,3 @@ def pseudo_masks(hu: np.ndarray, cam: np.ndarray, positive: np.ndarray, brain: n
                 continue
         out[sl] |= labels[sl] == lab
     return out
-

@@ -60,8 +60,10 @@ def load_splits(o: TrainOptions) -> tuple[list[Volume], list[Volume], list[Volum
     size = (o.pipeline.size, o.pipeline.size)
     if o.data == "phantom":
         gen = o.gen_size or o.pipeline.size
+
         def spec(start: int, count: int) -> PhantomSpec:
             return PhantomSpec(start, count, o.difficulty, o.slices, o.thickness, gen)
+
         base = o.seed * 100_000
         t0 = time.perf_counter()
         train = phantom_volumes(spec(base, o.cases), size, o.cache, o.workers)
@@ -76,7 +78,7 @@ def load_splits(o: TrainOptions) -> tuple[list[Volume], list[Volume], list[Volum
     n_test = min(o.test_cases, max(0, (len(vols) - n_val) // 5))
     if len(vols) - n_val - n_test < 1:
         raise InputError(f"dataset has {len(vols)} usable cases: too few to train")
-    return vols[n_val + n_test:], vols[:n_val], vols[n_val:n_val + n_test]
+    return vols[n_val + n_test :], vols[:n_val], vols[n_val : n_val + n_test]
 
 
 def evaluate_on(result: TrainResult, vols: list[Volume], cfg: PipelineConfig) -> dict[str, Any]:
@@ -96,8 +98,15 @@ def threshold_baseline_on(vols: list[Volume], min_mm3: float) -> dict[str, Any]:
     from training.evaluate import remove_small
 
     have = [v for v in vols if v.truth is not None]
-    scores = [score_case(v.case_id, remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, min_mm3),
-                         v.truth, v.spacing) for v in have]  # type: ignore[arg-type]
+    scores = [
+        score_case(
+            v.case_id,
+            remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, min_mm3),
+            v.truth,
+            v.spacing,
+        )
+        for v in have
+    ]  # type: ignore[arg-type]
     s = summarize(scores)
     s.pop("per_case_dice", None)
     return s
@@ -143,14 +152,21 @@ def train_main(o: TrainOptions) -> dict[str, Any]:
         result = run_fully_supervised(train, val, cfg, work)
     else:
         raise InputError(f"--supervision must be weak or full, not {o.supervision!r}")
-    summary: dict[str, Any] = {"training": result.summary, "world_size": world, "device": cfg.device,
-                               "config": cfg.to_dict(), "data": o.data}
+    summary: dict[str, Any] = {
+        "training": result.summary,
+        "world_size": world,
+        "device": cfg.device,
+        "config": cfg.to_dict(),
+        "data": o.data,
+    }
     if rank != 0:
         return summary
     evaluation = evaluate_on(result, test, cfg)
     if evaluation and o.data == "phantom":
-        evaluation = {"test_set": f"{len(test)} held-out phantoms ({o.difficulty}), model grid {cfg.size}x{cfg.size}",
-                      "segmenter": evaluation}
+        evaluation = {
+            "test_set": f"{len(test)} held-out phantoms ({o.difficulty}), model grid {cfg.size}x{cfg.size}",
+            "segmenter": evaluation,
+        }
         try:
             evaluation["threshold_baseline"] = threshold_baseline_on(test, result.min_component_mm3)
         except ImportError:
@@ -161,14 +177,34 @@ def train_main(o: TrainOptions) -> dict[str, Any]:
         ref = (test or val or train)[0]
         check = np.stack([ref.stack(z, cfg.context, cfg.windows) for z in range(min(4, ref.n))])
         diff = export_onnx(result.segmenter, Path(o.out), cfg.in_channels, (cfg.size, cfg.size), check)
-        training = _round({**result.summary, "data": o.data, "difficulty": o.difficulty if o.data == "phantom" else None,
-                           "config": cfg.to_dict(), "wall_seconds_this_invocation": summary["wall_seconds_this_invocation"], "device": cfg.device,
-                           "onnx_vs_torch_max_abs_diff": diff})
-        write_card(result.segmenter, Path(o.out), o.name, (cfg.size, cfg.size), cfg.context, cfg.windows, result.threshold,
-                   result.min_component_mm3, training, _round(evaluation))
+        training = _round(
+            {
+                **result.summary,
+                "data": o.data,
+                "difficulty": o.difficulty if o.data == "phantom" else None,
+                "config": cfg.to_dict(),
+                "wall_seconds_this_invocation": summary["wall_seconds_this_invocation"],
+                "device": cfg.device,
+                "onnx_vs_torch_max_abs_diff": diff,
+            }
+        )
+        write_card(
+            result.segmenter,
+            Path(o.out),
+            o.name,
+            (cfg.size, cfg.size),
+            cfg.context,
+            cfg.windows,
+            result.threshold,
+            result.min_component_mm3,
+            training,
+            _round(evaluation),
+        )
         summary["runtime_check_max_abs_diff"] = check_with_runtime(Path(o.out), ref, cfg, result.segmenter)
         summary["model"] = str(o.out)
-        log(f"[export] {o.out} written; ONNX vs torch {diff:.2e}; runtime backend vs torch {summary['runtime_check_max_abs_diff']:.2e}")
+        log(
+            f"[export] {o.out} written; ONNX vs torch {diff:.2e}; runtime backend vs torch {summary['runtime_check_max_abs_diff']:.2e}"
+        )
     work.mkdir(parents=True, exist_ok=True)
     (work / "summary.json").write_text(json.dumps(_round(summary), indent=2, default=str) + "\n")
     return summary

@@ -121,17 +121,28 @@ def _make_phantom(args: tuple[PhantomSpec, int, tuple[int, int], str]) -> str:
     hu, spacing = to_model_grid(np.asarray(case.hu), tuple(case.spacing), size)  # type: ignore[arg-type]
     truth = mask_to_model_grid(np.asarray(case.labels), size)
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")  # several processes may fill one cache
-    np.savez_compressed(tmp, hu=hu.astype(np.float32), truth=truth, spacing=np.array(spacing),
-                        slice_labels=(truth.reshape(truth.shape[0], -1).max(1) > 0).astype(np.uint8),
-                        meta=json.dumps({"seed": seed, "difficulty": spec.difficulty}))
+    np.savez_compressed(
+        tmp,
+        hu=hu.astype(np.float32),
+        truth=truth,
+        spacing=np.array(spacing),
+        slice_labels=(truth.reshape(truth.shape[0], -1).max(1) > 0).astype(np.uint8),
+        meta=json.dumps({"seed": seed, "difficulty": spec.difficulty}),
+    )
     tmp.replace(path)
     return str(path)
 
 
 def load_npz(path: Path, case_id: str) -> Volume:
     with np.load(path) as d:
-        return Volume(case_id=case_id, hu=d["hu"], spacing=tuple(float(v) for v in d["spacing"]),  # type: ignore[arg-type]
-                      slice_labels=d["slice_labels"], truth=d["truth"], meta=json.loads(str(d["meta"])))
+        return Volume(
+            case_id=case_id,
+            hu=d["hu"],
+            spacing=tuple(float(v) for v in d["spacing"]),  # type: ignore[arg-type]
+            slice_labels=d["slice_labels"],
+            truth=d["truth"],
+            meta=json.loads(str(d["meta"])),
+        )
 
 
 def phantom_volumes(spec: PhantomSpec, size: tuple[int, int], cache: Path, workers: int = 1) -> list[Volume]:
@@ -195,8 +206,14 @@ class ClassifierSampler:
     either. Without it tens of scans are memorised, and on hundreds the CAMs spread wider.
     """
 
-    def __init__(self, vols: Sequence[Volume], length: int, windows: Sequence[Window] = DEFAULT_WINDOWS,
-                 augment: bool = False, max_shift: int = 4) -> None:
+    def __init__(
+        self,
+        vols: Sequence[Volume],
+        length: int,
+        windows: Sequence[Window] = DEFAULT_WINDOWS,
+        augment: bool = False,
+        max_shift: int = 4,
+    ) -> None:
         self.augment = augment
         self.max_shift = max_shift
         self.vols = [v for v in vols if v.slice_labels is not None]
@@ -231,7 +248,9 @@ class ClassifierSampler:
             dy, dx = (int(d) for d in rng.integers(-self.max_shift, self.max_shift + 1, size=2))
             out = np.zeros_like(x)
             h, w = x.shape[-2:]
-            out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+            out[..., max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+                ..., max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+            ]
             x = out
         return np.ascontiguousarray(x)
 
@@ -244,9 +263,15 @@ class SegmenterSampler:
     segmenter that blood is background.
     """
 
-    def __init__(self, vols: Sequence[Volume], targets: Sequence[np.ndarray], context: int,
-                 windows: Sequence[Window] = DEFAULT_WINDOWS, pos_fraction: float = 0.5,
-                 skip_unresolved: bool = False) -> None:
+    def __init__(
+        self,
+        vols: Sequence[Volume],
+        targets: Sequence[np.ndarray],
+        context: int,
+        windows: Sequence[Window] = DEFAULT_WINDOWS,
+        pos_fraction: float = 0.5,
+        skip_unresolved: bool = False,
+    ) -> None:
         self.vols = list(vols)
         self.targets = [np.asarray(t, dtype=bool) for t in targets]
         self.context = context

@@ -42,7 +42,10 @@ COMPUTE_EFF = (0.20, 0.45)
 MEMORY_EFF = (0.60, 0.80)
 #: Bytes per activation / weight element at each precision. INT8 engines keep some layers in
 #: FP16/FP32 (first conv, head); 1.25 bytes per activation is a blended figure for that.
-PRECISIONS = {"fp16": {"act": 2.0, "w": 2.0, "peak": "fp16_tflops"}, "int8": {"act": 1.25, "w": 1.0, "peak": "int8_tops"}}
+PRECISIONS = {
+    "fp16": {"act": 2.0, "w": 2.0, "peak": "fp16_tflops"},
+    "int8": {"act": 1.25, "w": 1.0, "peak": "int8_tops"},
+}
 
 
 def estimate(flops: float, act_elems: float, weights: float) -> dict[str, Any]:
@@ -85,14 +88,32 @@ def main() -> None:
         k = s * s / native  # a fully convolutional net: FLOPs and activations scale with pixels
         flops = cost.flops * k
         acts = cost.activation_elems_fused * k
-        rows.append({"size": s, "scaled_from": list(card.input_size), "flops_per_slice": flops,
-                     "activation_elems_per_slice": acts, "weights": cost.weight_params,
-                     "modules": estimate(flops, acts, cost.weight_params)})
-    doc = {"label": "ESTIMATE - analytic roofline, not measured on a device", "command": command_line(),
-           "model": {"file": model_path.name, "note": note, "card_id": card.card_id, "input_size": list(card.input_size),
-                     "graph": cost.to_dict()},
-           "modules": MODULES, "compute_efficiency": COMPUTE_EFF, "memory_efficiency": MEMORY_EFF,
-           "precisions": PRECISIONS, "estimates": rows}
+        rows.append(
+            {
+                "size": s,
+                "scaled_from": list(card.input_size),
+                "flops_per_slice": flops,
+                "activation_elems_per_slice": acts,
+                "weights": cost.weight_params,
+                "modules": estimate(flops, acts, cost.weight_params),
+            }
+        )
+    doc = {
+        "label": "ESTIMATE - analytic roofline, not measured on a device",
+        "command": command_line(),
+        "model": {
+            "file": model_path.name,
+            "note": note,
+            "card_id": card.card_id,
+            "input_size": list(card.input_size),
+            "graph": cost.to_dict(),
+        },
+        "modules": MODULES,
+        "compute_efficiency": COMPUTE_EFF,
+        "memory_efficiency": MEMORY_EFF,
+        "precisions": PRECISIONS,
+        "estimates": rows,
+    }
     out = write_report("orin_estimate", doc, markdown(doc))
     print(f"wrote {out}")
 
@@ -126,15 +147,21 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     for mod, s in doc["modules"].items():
         lines.append(f"| {mod} | {s['fp16_tflops']:g} | {s['int8_tops']:g} | {s['dram_gbs']:g} |")
     for r in doc["estimates"]:
-        lines += ["", f"## {r['size']}x{r['size']} input: {r['flops_per_slice'] / 1e9:.2f} GFLOP per slice", "",
-                  "| module | precision | ideal ms | bound | expected ms per slice | expected ms per 40-slice series | MB moved | FLOP/byte |",
-                  "|---|---|---:|---|---:|---:|---:|---:|"]
+        lines += [
+            "",
+            f"## {r['size']}x{r['size']} input: {r['flops_per_slice'] / 1e9:.2f} GFLOP per slice",
+            "",
+            "| module | precision | ideal ms | bound | expected ms per slice | expected ms per 40-slice series | MB moved | FLOP/byte |",
+            "|---|---|---:|---|---:|---:|---:|---:|",
+        ]
         for mod, precs in r["modules"].items():
             for prec, e in precs.items():
-                lines.append(f"| {mod} | {prec} | {e['ideal_ms']:.2f} | {e['bound']} | {e['expected_ms_low']:.2f}-"
-                             f"{e['expected_ms_high']:.2f} | {40 * e['expected_ms_low']:.0f}-{40 * e['expected_ms_high']:.0f} | "
-                             f"{e['bytes_per_slice_mb']:.0f} | "
-                             f"{e['arithmetic_intensity_flop_per_byte']:.0f} |")
+                lines.append(
+                    f"| {mod} | {prec} | {e['ideal_ms']:.2f} | {e['bound']} | {e['expected_ms_low']:.2f}-"
+                    f"{e['expected_ms_high']:.2f} | {40 * e['expected_ms_low']:.0f}-{40 * e['expected_ms_high']:.0f} | "
+                    f"{e['bytes_per_slice_mb']:.0f} | "
+                    f"{e['arithmetic_intensity_flop_per_byte']:.0f} |"
+                )
     lines += [
         "",
         "## How to read it",

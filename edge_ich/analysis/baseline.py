@@ -15,8 +15,13 @@ BLOOD_HU = (50.0, 100.0)  # acute blood and clot (notes/datasets.md)
 MIN_COMPONENT_ML = 0.05
 
 
-def threshold_segment(hu: np.ndarray, spacing: tuple[float, float, float], lo: float = BLOOD_HU[0],
-                      hi: float = BLOOD_HU[1], min_ml: float = MIN_COMPONENT_ML) -> np.ndarray:
+def threshold_segment(
+    hu: np.ndarray,
+    spacing: tuple[float, float, float],
+    lo: float = BLOOD_HU[0],
+    hi: float = BLOOD_HU[1],
+    min_ml: float = MIN_COMPONENT_ML,
+) -> np.ndarray:
     """Boolean [Z, Y, X] hemorrhage guess: HU in [lo, hi] inside the brain mask, 3D components >= min_ml."""
     v = np.asarray(hu)
     if v.ndim != 3:

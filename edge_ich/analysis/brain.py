@@ -34,7 +34,7 @@ def _slice_mask(s: np.ndarray) -> np.ndarray:
     if bone.sum() < 20:
         return np.zeros(s.shape, bool)
     r = max(2, round(min(small.shape) / 64))
-    closed = ndimage.binary_closing(np.pad(bone, r + 1), iterations=r)[r + 1:-r - 1, r + 1:-r - 1]
+    closed = ndimage.binary_closing(np.pad(bone, r + 1), iterations=r)[r + 1 : -r - 1, r + 1 : -r - 1]
     inside = ndimage.binary_fill_holes(closed) & ~ndimage.binary_dilation(closed)
     if f > 1:
         inside = np.repeat(np.repeat(inside, f, 0), f, 1)

@@ -38,7 +38,9 @@ def open_backend(kind: BackendKind | str, model_path: Path, card: ModelCard, thr
             kind = BackendKind.ONNXRT
     if kind is BackendKind.ONNXRT:
         if model_path.suffix != ".onnx":
-            raise ModelError(f"the onnxrt backend needs an .onnx model, not {model_path.suffix or 'a file without suffix'}")
+            raise ModelError(
+                f"the onnxrt backend needs an .onnx model, not {model_path.suffix or 'a file without suffix'}"
+            )
         from edge_ich.backends.onnxrt import OnnxRuntimeBackend
 
         return OnnxRuntimeBackend(model_path, card, threads=threads)

@@ -37,7 +37,9 @@ class OnnxRuntimeBackend(Backend):
         try:
             self.session = ort.InferenceSession(str(model_path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise ModelError(f"ONNX Runtime cannot load {Path(model_path).name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}") from None
+            raise ModelError(
+                f"ONNX Runtime cannot load {Path(model_path).name}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            ) from None
         names = [i.name for i in self.session.get_inputs()]
         if card.input_name not in names:
             raise ModelError(f"model input {card.input_name!r} named by the card is not in the model (it has {names})")
@@ -46,8 +48,12 @@ class OnnxRuntimeBackend(Backend):
             raise ModelError(f"model output {card.output_name!r} named by the card is not in the model (it has {outs})")
         shape = self.session.get_inputs()[names.index(card.input_name)].shape
         if len(shape) != 4 or shape[1] != card.in_channels or tuple(shape[2:]) != tuple(card.input_size):
-            raise ModelError(f"model input shape {shape} does not match its card ([N, {card.in_channels}, {card.input_size[0]}, {card.input_size[1]}])")
-        self.info = BackendInfo("onnxrt", "cpu", card.precision, {"onnxruntime": ort.__version__, "threads": str(self.threads)})
+            raise ModelError(
+                f"model input shape {shape} does not match its card ([N, {card.in_channels}, {card.input_size[0]}, {card.input_size[1]}])"
+            )
+        self.info = BackendInfo(
+            "onnxrt", "cpu", card.precision, {"onnxruntime": ort.__version__, "threads": str(self.threads)}
+        )
 
     @property
     def inputs(self) -> list[IOMeta]:

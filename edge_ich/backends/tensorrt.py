@@ -43,8 +43,14 @@ class _Tensor:
 class TensorRTBackend(Backend):
     """A deserialized engine, its execution context, buffers and stream."""
 
-    def __init__(self, plan_path: Path, card: ModelCard, io_mode: IOMode | str = IOMode.COPY, cuda_graph: bool = False,
-                 warmup: int = 2) -> None:
+    def __init__(
+        self,
+        plan_path: Path,
+        card: ModelCard,
+        io_mode: IOMode | str = IOMode.COPY,
+        cuda_graph: bool = False,
+        warmup: int = 2,
+    ) -> None:
         super().__init__(card)
         from edge_ich.builder.manifest import MachineInfo, check_manifest, load_manifest
         from edge_ich.builder.trt import load_trt
@@ -55,8 +61,10 @@ class TensorRTBackend(Backend):
         except ValueError:
             raise InputError(f"I/O mode must be copy or mapped, not {io_mode!r}") from None
         if plan_path.suffix != ".plan":
-            raise ModelError(f"the tensorrt backend needs a .plan engine, not {plan_path.name}; build one with "
-                             f"`edge-ich build-engine {plan_path.name} --precision fp16|int8` on this machine")
+            raise ModelError(
+                f"the tensorrt backend needs a .plan engine, not {plan_path.name}; build one with "
+                f"`edge-ich build-engine {plan_path.name} --precision fp16|int8` on this machine"
+            )
         if not plan_path.is_file():
             raise ModelError(f"engine file not found: {plan_path}")
         manifest = load_manifest(plan_path)
@@ -76,13 +84,17 @@ class TensorRTBackend(Backend):
         self.manifest = manifest
         self.cuda_graph = bool(cuda_graph)
         if self.cuda_graph and not self.cuda.graphs:
-            raise ModelError("CUDA graphs need cuda-python (pip install 'edge-ich[trt]'); run without the CUDA graph option")
+            raise ModelError(
+                "CUDA graphs need cuda-python (pip install 'edge-ich[trt]'); run without the CUDA graph option"
+            )
         self._graphs: dict[int, Any] = {}
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
         if self.engine is None:
-            raise ModelError(f"TensorRT could not deserialize {plan_path.name}; rebuild it on this machine: {manifest.rebuild_command}")
+            raise ModelError(
+                f"TensorRT could not deserialize {plan_path.name}; rebuild it on this machine: {manifest.rebuild_command}"
+            )
         self.context = self.engine.create_execution_context()
         self.stream = self.cuda.stream()
         self._stream_handle = self.cuda.stream_handle(self.stream)
@@ -92,13 +104,25 @@ class TensorRTBackend(Backend):
         self._out = next((t for t in self._tensors if not t.is_input and t.name == card.output_name), None)
         if self._in is None or self._out is None:
             names = [t.name for t in self._tensors]
-            raise ModelError(f"engine tensors {names} do not include the card's {card.input_name!r} and {card.output_name!r}")
+            raise ModelError(
+                f"engine tensors {names} do not include the card's {card.input_name!r} and {card.output_name!r}"
+            )
         for _ in range(max(0, warmup)):
             self._run(np.zeros((self.opt_batch, *self._in.shape[1:]), np.float32))
         self.last_times = InferTimes()
-        self.info = BackendInfo("tensorrt", manifest.gpu_name or "cuda", manifest.precision, {
-            "tensorrt": str(trt.__version__), "cuda": self.cuda.name, "io_mode": self.io_mode.value,
-            "cuda_graph": str(self.cuda_graph), "max_batch": str(self.max_batch), "engine": plan_path.name})
+        self.info = BackendInfo(
+            "tensorrt",
+            manifest.gpu_name or "cuda",
+            manifest.precision,
+            {
+                "tensorrt": str(trt.__version__),
+                "cuda": self.cuda.name,
+                "io_mode": self.io_mode.value,
+                "cuda_graph": str(self.cuda_graph),
+                "max_batch": str(self.max_batch),
+                "engine": plan_path.name,
+            },
+        )
 
     def _allocate(self) -> list[_Tensor]:
         """Buffers for every I/O tensor at the profile's max batch; tensor addresses are set once."""
@@ -151,7 +175,9 @@ class TensorRTBackend(Backend):
         n = len(batch)
         cu, s, (e0, e1, e2, e3) = self.cuda, self.stream, self._events
         if not self.context.set_input_shape(self._in.name, tuple(batch.shape)):
-            raise InputError(f"batch shape {tuple(batch.shape)} is outside the engine profile (max batch {self.max_batch})")
+            raise InputError(
+                f"batch shape {tuple(batch.shape)} is outside the engine profile (max batch {self.max_batch})"
+            )
         self._in.host[:n] = batch.astype(self._in.dtype, copy=False)
         copy = self.io_mode is IOMode.COPY
         nin = n * self._in.nbytes // self.max_batch
@@ -179,7 +205,7 @@ class TensorRTBackend(Backend):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         outs, total = [], InferTimes()
         for a in range(0, len(batch), self.max_batch):
-            out, t = self._run(batch[a:a + self.max_batch])
+            out, t = self._run(batch[a : a + self.max_batch])
             outs.append(out)
             total = InferTimes(total.h2d + t.h2d, total.compute + t.compute, total.d2h + t.d2h)
         self.last_times = total

@@ -102,7 +102,11 @@ class CudaRuntime:
         self._ok(self.rt.cudaGraphLaunch(exe, stream))
 
     def destroy(self, kind: str, obj: Any) -> None:
-        fn = {"graph": self.rt.cudaGraphExecDestroy, "event": self.rt.cudaEventDestroy, "stream": self.rt.cudaStreamDestroy}[kind]
+        fn = {
+            "graph": self.rt.cudaGraphExecDestroy,
+            "event": self.rt.cudaEventDestroy,
+            "stream": self.rt.cudaStreamDestroy,
+        }[kind]
         fn(obj)
 
     def close(self) -> None:
@@ -119,7 +123,9 @@ class PyCuda:
         try:
             import pycuda.driver as drv
         except ImportError:
-            raise MissingDependency("neither cuda-python nor pycuda is installed (pip install 'edge-ich[trt]')") from None
+            raise MissingDependency(
+                "neither cuda-python nor pycuda is installed (pip install 'edge-ich[trt]')"
+            ) from None
         self.drv = drv
         drv.init()
         if not drv.Device.count():
@@ -189,4 +195,3 @@ def open_cuda() -> CudaRuntime | PyCuda:
         return CudaRuntime()
     except MissingDependency:
         return PyCuda()
-

@@ -93,12 +93,15 @@ def phantom_series(seed: int = PHANTOM_SEED, slices: int = PHANTOM_SLICES) -> It
 
     if importlib.util.find_spec("edge_ich.phantom.writers") is None:
         raise InputError("--phantom needs edge_ich.phantom.writers, which is not installed")
-    code = ("import sys; from pathlib import Path; from edge_ich.phantom.writers import write_dataset; "
-            "write_dataset(Path(sys.argv[1]), cases=1, seed=int(sys.argv[2]), layout='dicom', difficulty='standard', "
-            "slices=int(sys.argv[3]), thickness=None, compress=False)")
+    code = (
+        "import sys; from pathlib import Path; from edge_ich.phantom.writers import write_dataset; "
+        "write_dataset(Path(sys.argv[1]), cases=1, seed=int(sys.argv[2]), layout='dicom', difficulty='standard', "
+        "slices=int(sys.argv[3]), thickness=None, compress=False)"
+    )
     with tempfile.TemporaryDirectory(prefix="edge-ich-bench-phantom-") as tmp:
-        res = subprocess.run([sys.executable, "-c", code, tmp, str(seed), str(slices)], capture_output=True, text=True,
-                             check=False)
+        res = subprocess.run(
+            [sys.executable, "-c", code, tmp, str(seed), str(slices)], capture_output=True, text=True, check=False
+        )
         if res.returncode != 0:
             last = (res.stderr.strip().splitlines() or ["no message"])[-1]
             raise InputError(f"could not generate the phantom series: {last[:200]}")
@@ -114,8 +117,13 @@ def _pass_bar(show: bool, total: float, label: str) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-                  TimeElapsedColumn(), transient=True) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task(label, total=total)
         yield lambda done: bar.update(task, completed=done)
 
@@ -137,8 +145,17 @@ def run_bench(opts: BenchOptions) -> dict[str, Any]:
     if opts.series is not None:
         return _bench_series(Path(opts.series), opts, {"kind": "series"})
     with phantom_series() as series_dir:
-        return _bench_series(series_dir, opts, {"kind": "phantom", "seed": PHANTOM_SEED, "slices": PHANTOM_SLICES,
-                                                "difficulty": "standard", "layout": "dicom"})
+        return _bench_series(
+            series_dir,
+            opts,
+            {
+                "kind": "phantom",
+                "seed": PHANTOM_SEED,
+                "slices": PHANTOM_SLICES,
+                "difficulty": "standard",
+                "layout": "dicom",
+            },
+        )
 
 
 @dataclass
@@ -208,8 +225,15 @@ def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, An
     lm = load_model(opts.model, opts.backend, opts.threads)
     load_total = time.perf_counter() - t_load
     with tempfile.TemporaryDirectory(prefix="edge-ich-bench-run-") as tmp:
-        ropts = RunOptions(series=series_dir, model=lm.path, out=Path(tmp) / "out", backend=opts.backend,
-                           threads=opts.threads, batch=opts.batch, write_seg=opts.write_seg)
+        ropts = RunOptions(
+            series=series_dir,
+            model=lm.path,
+            out=Path(tmp) / "out",
+            backend=opts.backend,
+            threads=opts.threads,
+            batch=opts.batch,
+            write_seg=opts.write_seg,
+        )
 
         def run_pass() -> tuple[float, float, Any]:
             p0 = time.perf_counter()
@@ -242,17 +266,41 @@ def _bench_series(series_dir: Path, opts: BenchOptions, input_info: dict[str, An
             load = acct.stop(threads_used=_threads(lm))
         finally:
             lm.close()
-    doc = _document(opts, lm, samples, cold, warm_passes, {**input_info, "slices": n_slices, "rows": rows, "cols": cols},
-                    pre, load, gpu_mem0, first.report.get("finding", {}))
+    doc = _document(
+        opts,
+        lm,
+        samples,
+        cold,
+        warm_passes,
+        {**input_info, "slices": n_slices, "rows": rows, "cols": cols},
+        pre,
+        load,
+        gpu_mem0,
+        first.report.get("finding", {}),
+    )
     from edge_ich.bench.report import write_all
 
-    per_stage_ms = {st: [v * 1000.0 for v in vals] for st, vals in samples.per_stage.items() if st in doc["steady_state"]["stages_ms"]}
+    per_stage_ms = {
+        st: [v * 1000.0 for v in vals]
+        for st, vals in samples.per_stage.items()
+        if st in doc["steady_state"]["stages_ms"]
+    }
     doc["outputs"] = write_all(doc, per_stage_ms=per_stage_ms, out=Path(opts.out))
     return doc
 
 
-def _document(opts: BenchOptions, lm: Any, sm: Samples, cold: dict[str, Any], warm_passes: int, input_info: dict[str, Any],
-              pre: dict[str, Any], load: dict[str, Any], gpu_mem0: float | None, finding: dict[str, Any]) -> dict[str, Any]:
+def _document(
+    opts: BenchOptions,
+    lm: Any,
+    sm: Samples,
+    cold: dict[str, Any],
+    warm_passes: int,
+    input_info: dict[str, Any],
+    pre: dict[str, Any],
+    load: dict[str, Any],
+    gpu_mem0: float | None,
+    finding: dict[str, Any],
+) -> dict[str, Any]:
     """The bench.json content (schema edge_ich/schemas/bench.schema.json) from what was measured."""
     from edge_ich.card import bundled_model_path
 
@@ -268,17 +316,32 @@ def _document(opts: BenchOptions, lm: Any, sm: Samples, cold: dict[str, Any], wa
         "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": equivalent_command(opts),
         "model": {
-            "file": lm.path.name, "card_id": lm.card.card_id, "sha256": lm.card.model_sha256,
-            "precision": lm.card.precision, "input_size": list(lm.card.input_size), "context": lm.card.context,
-            "in_channels": lm.card.in_channels, "parameters": lm.card.parameters,
+            "file": lm.path.name,
+            "card_id": lm.card.card_id,
+            "sha256": lm.card.model_sha256,
+            "precision": lm.card.precision,
+            "input_size": list(lm.card.input_size),
+            "context": lm.card.context,
+            "in_channels": lm.card.in_channels,
+            "parameters": lm.card.parameters,
             "flops_per_slice": lm.card.flops_per_slice,
             "bundled": bundled is not None and bundled.resolve() == lm.path.resolve(),
         },
         "input": input_info,
-        "backend": {"name": lm.backend.info.name, "device": lm.backend.info.device, "precision": lm.backend.info.precision,
-                    "details": dict(lm.backend.info.details)},
-        "settings": {"batch": opts.batch, "warmup_s": opts.warmup_s, "duration_s": _duration(opts),
-                     "iterations": opts.iterations, "threads": opts.threads, "write_seg": opts.write_seg},
+        "backend": {
+            "name": lm.backend.info.name,
+            "device": lm.backend.info.device,
+            "precision": lm.backend.info.precision,
+            "details": dict(lm.backend.info.details),
+        },
+        "settings": {
+            "batch": opts.batch,
+            "warmup_s": opts.warmup_s,
+            "duration_s": _duration(opts),
+            "iterations": opts.iterations,
+            "threads": opts.threads,
+            "write_seg": opts.write_seg,
+        },
         "cold_start": cold,
         "steady_state": {
             "passes": len(sm.series),
@@ -292,14 +355,23 @@ def _document(opts: BenchOptions, lm: Any, sm: Samples, cold: dict[str, Any], wa
             "discover_ms": _stats_ms(sm.discover).to_dict(),
             "segment_wall_ms": _stats_ms(sm.segment_wall).to_dict(),
             "last_slice_to_result_ms": _stats_ms(sm.last_to_result).to_dict() if sm.last_to_result else None,
-            "throughput": {"slices_per_s": n * len(sm.series) / sum(sm.series), "series_per_s": len(sm.series) / sum(sm.series)},
+            "throughput": {
+                "slices_per_s": n * len(sm.series) / sum(sm.series),
+                "series_per_s": len(sm.series) / sum(sm.series),
+            },
             "series_samples_ms": [v * 1000.0 for v in sm.series],
         },
-        "memory": {"peak_rss_mb": envinfo.peak_rss_mb(), "gpu_used_mb_before": gpu_mem0, "gpu_used_mb_peak": sm.gpu_peak_mb},
+        "memory": {
+            "peak_rss_mb": envinfo.peak_rss_mb(),
+            "gpu_used_mb_before": gpu_mem0,
+            "gpu_used_mb_peak": sm.gpu_peak_mb,
+        },
         "machine_load": {"before": pre, "during": load},
         "environment": envinfo.environment(threads_used=_threads(lm)),
-        "finding": {"hemorrhage": bool(finding.get("hemorrhage", False)),
-                    "total_volume_ml": float(finding.get("total_volume_ml", 0.0))},
+        "finding": {
+            "hemorrhage": bool(finding.get("hemorrhage", False)),
+            "total_volume_ml": float(finding.get("total_volume_ml", 0.0)),
+        },
         "warnings": [w.to_dict() for w in warns],
         "outputs": {},
     }

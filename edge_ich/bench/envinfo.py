@@ -22,9 +22,28 @@ from typing import Any
 
 #: CPU flags that decide which kernels ONNX Runtime / torch can use; the rest is noise in a report.
 INTERESTING_FLAGS = (
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
-    "avx512_fp16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16",
-    "asimd", "asimdhp", "asimddp", "sve", "sve2", "i8mm", "bf16",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "asimd",
+    "asimdhp",
+    "asimddp",
+    "sve",
+    "sve2",
+    "i8mm",
+    "bf16",
 )
 #: Other processes using more than this many cores on average make the machine "busy".
 BUSY_CORES = 0.25
@@ -156,7 +175,7 @@ def _cuda_versions() -> dict[str, str | None]:
     smi = _run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
     if smi:
         out["nvidia_driver"] = smi.splitlines()[0].strip()
-    elif (txt := _read("/proc/driver/nvidia/version")):
+    elif txt := _read("/proc/driver/nvidia/version"):
         m = re.search(r"Kernel Module\s+(\S+)", txt)
         out["nvidia_driver"] = m.group(1) if m else None
     return out
@@ -171,7 +190,9 @@ def gpu_info() -> list[dict[str, Any]]:
             parts = [p.strip() for p in line.split(",")]
             if len(parts) >= 3 and parts[0]:
                 mem = float(parts[2]) if re.fullmatch(r"[0-9.]+", parts[2]) else None
-                gpus.append({"name": parts[0], "compute_capability": parts[1], "memory_mb": mem, "source": "nvidia-smi"})
+                gpus.append(
+                    {"name": parts[0], "compute_capability": parts[1], "memory_mb": mem, "source": "nvidia-smi"}
+                )
     if gpus:
         return gpus
     rt = _cudart()
@@ -186,8 +207,14 @@ def gpu_info() -> list[dict[str, Any]]:
             if int(err) != 0:
                 continue
             name = prop.name.decode(errors="replace").rstrip("\x00") if isinstance(prop.name, bytes) else str(prop.name)
-            gpus.append({"name": name, "compute_capability": f"{prop.major}.{prop.minor}",
-                         "memory_mb": round(prop.totalGlobalMem / 2**20, 1), "source": "cuda-python"})
+            gpus.append(
+                {
+                    "name": name,
+                    "compute_capability": f"{prop.major}.{prop.minor}",
+                    "memory_mb": round(prop.totalGlobalMem / 2**20, 1),
+                    "source": "cuda-python",
+                }
+            )
     except Exception:
         pass
     return gpus
@@ -226,7 +253,10 @@ def is_jetson() -> bool:
 def parse_tegrastats(line: str) -> dict[str, Any]:
     """Temperatures (C) and power rails (mW, current) from one `tegrastats` line."""
     temps = {m.group(1).lower(): float(m.group(2)) for m in re.finditer(r"\b([A-Za-z0-9_]+)@(-?[0-9.]+)C\b", line)}
-    power = {m.group(1): int(m.group(2)) for m in re.finditer(r"\b(VDD_[A-Z0-9_]+|VIN_[A-Z0-9_]+|POM_[A-Z0-9_]+)\s+(\d+)mW", line)}
+    power = {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"\b(VDD_[A-Z0-9_]+|VIN_[A-Z0-9_]+|POM_[A-Z0-9_]+)\s+(\d+)mW", line)
+    }
     gpu = re.search(r"GR3D_FREQ\s+(\d+)%", line)
     ram = re.search(r"RAM\s+(\d+)/(\d+)MB", line)
     return {
@@ -243,7 +273,9 @@ def _tegrastats_line(timeout: float = 3.0) -> str | None:
     if exe is None:
         return None
     try:
-        proc = subprocess.Popen([exe, "--interval", "250"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen(
+            [exe, "--interval", "250"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
     except OSError:
         return None
     try:
@@ -343,8 +375,10 @@ class CpuAccount:
         busy = others > BUSY_CORES
         msg = None
         if busy:
-            msg = (f"other processes used {others:.2f} of {cpus} CPUs on average while measuring "
-                   f"(this run used {own:.2f}); the numbers are slower and noisier than on an idle machine")
+            msg = (
+                f"other processes used {others:.2f} of {cpus} CPUs on average while measuring "
+                f"(this run used {own:.2f}); the numbers are slower and noisier than on an idle machine"
+            )
         self.result = {
             "wall_s": wall,
             "others_cores": round(others, 3),

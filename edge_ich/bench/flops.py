@@ -91,7 +91,9 @@ def graph_cost(model_path: Path) -> GraphCost:
     act_all = 0
     counted = 0
     weight_params = sum(_numel(v) for v in inits.values())
-    weight_names = set(inits) | {n.output[0] for n in inferred.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    weight_names = set(inits) | {
+        n.output[0] for n in inferred.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+    }
     for node in inferred.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
         for o in node.output:
@@ -106,12 +108,24 @@ def graph_cost(model_path: Path) -> GraphCost:
         elif node.op_type == "ConvTranspose" and w is not None and x is not None:
             f = 2 * _numel(x) * _numel(w[1:])  # each input pixel scatters Cout/g * kh * kw MACs
         elif node.op_type in ("MatMul", "Gemm") and x is not None and w is not None and y is not None:
-            k = x[-1] if not (node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute)) else x[-2]
+            k = (
+                x[-1]
+                if not (node.op_type == "Gemm" and any(a.name == "transA" and a.i for a in node.attribute))
+                else x[-2]
+            )
             f = 2 * _numel(y) * int(k)
         if f:
             counted += 1
             flops_by[node.op_type] = flops_by.get(node.op_type, 0) + f
             act_fused += _numel(y) + sum(_numel(shapes.get(i)) for i in node.input[:1] if i not in weight_names)
-    return GraphCost(flops=sum(flops_by.values()), by_op=flops_by, weight_params=weight_params,
-                     activation_elems_fused=act_fused, activation_elems_all=act_all, input_shape=in_shape,
-                     nodes=len(inferred.graph.node), counted_nodes=counted, ops=ops)
+    return GraphCost(
+        flops=sum(flops_by.values()),
+        by_op=flops_by,
+        weight_params=weight_params,
+        activation_elems_fused=act_fused,
+        activation_elems_all=act_all,
+        input_shape=in_shape,
+        nodes=len(inferred.graph.node),
+        counted_nodes=counted,
+        ops=ops,
+    )

@@ -25,7 +25,6 @@ STAGE_LABELS = {
 }
 
 
-
 def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
     """Write a matplotlib figure as PNG atomically and release it."""
     import matplotlib.pyplot as plt
@@ -33,6 +32,7 @@ def save_figure(fig: Any, path: Path, dpi: int = 100) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
     plt.close(fig)
+
 
 def schema_path() -> Path:
     """The JSON Schema bench.json follows (shipped inside the package)."""
@@ -54,8 +54,10 @@ def stats_table(rows: Mapping[str, Mapping[str, Any] | None], unit: str = "ms") 
     for name, s in rows.items():
         if not s:
             continue
-        lines.append(f"| {name} ({unit}) | {s['n']} | {_f(s['min'], 3)} | {_f(s['mean'], 3)} | {_f(s['median'], 3)} | "
-                     f"{_f(s['p90'], 3)} | {_f(s['p95'], 3)} | {_f(s['p99'], 3)} | {_f(s['max'], 3)} | {s['cv'] * 100:.1f}% |")
+        lines.append(
+            f"| {name} ({unit}) | {s['n']} | {_f(s['min'], 3)} | {_f(s['mean'], 3)} | {_f(s['median'], 3)} | "
+            f"{_f(s['p90'], 3)} | {_f(s['p95'], 3)} | {_f(s['p99'], 3)} | {_f(s['max'], 3)} | {s['cv'] * 100:.1f}% |"
+        )
     return lines
 
 
@@ -105,14 +107,21 @@ def markdown(doc: Mapping[str, Any]) -> str:
     rows["amortized (series / slices)"] = ss["slice_amortized_ms"]
     lines += stats_table(rows)
     lines += ["", "## Per series", ""]
-    lines += stats_table({"end to end (discover .. outputs written)": ss["series_ms"], "discover": ss["discover_ms"],
-                          "segment (streamed)": ss["segment_wall_ms"], "last slice read -> result": ss["last_slice_to_result_ms"]})
+    lines += stats_table(
+        {
+            "end to end (discover .. outputs written)": ss["series_ms"],
+            "discover": ss["discover_ms"],
+            "segment (streamed)": ss["segment_wall_ms"],
+            "last slice read -> result": ss["last_slice_to_result_ms"],
+        }
+    )
     tp = ss["throughput"]
     gpu = mem.get("gpu_used_mb_peak")
     lines += [
         "",
         f"Throughput: **{tp['slices_per_s']:.1f} slices/s**, {tp['series_per_s']:.3f} series/s  ",
-        f"Peak RSS: {mem['peak_rss_mb']:.0f} MiB" + (f"; GPU memory in use (peak, all processes): {gpu:.0f} MiB" if gpu is not None else "; no GPU"),
+        f"Peak RSS: {mem['peak_rss_mb']:.0f} MiB"
+        + (f"; GPU memory in use (peak, all processes): {gpu:.0f} MiB" if gpu is not None else "; no GPU"),
         "",
         "## Environment",
         "",
@@ -121,11 +130,15 @@ def markdown(doc: Mapping[str, Any]) -> str:
         "- Versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v),
     ]
     for g in env["gpus"]:
-        lines.append(f"- GPU: {g['name']} (compute capability {g['compute_capability']}, {_f(g.get('memory_mb'), 0)} MiB)")
+        lines.append(
+            f"- GPU: {g['name']} (compute capability {g['compute_capability']}, {_f(g.get('memory_mb'), 0)} MiB)"
+        )
     if env.get("jetson"):
         j = env["jetson"]
-        lines.append(f"- Jetson: {j.get('model')}, power mode {j.get('power_mode')}, GPU clock {j.get('gpu_clock_mhz')} MHz, "
-                     f"temperatures {j.get('temperature_c')}, power {j.get('power_mw')}")
+        lines.append(
+            f"- Jetson: {j.get('model')}, power mode {j.get('power_mode')}, GPU clock {j.get('gpu_clock_mhz')} MHz, "
+            f"temperatures {j.get('temperature_c')}, power {j.get('power_mw')}"
+        )
     during = doc["machine_load"]["during"]
     lines += [
         f"- Other processes used {during['others_cores']:.2f} of {during['cpus']} CPUs on average while measuring "
@@ -138,7 +151,9 @@ def markdown(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_latency(path: Path, series_ms: Sequence[float], stage_samples_ms: Mapping[str, Sequence[float]], title: str) -> None:
+def plot_latency(
+    path: Path, series_ms: Sequence[float], stage_samples_ms: Mapping[str, Sequence[float]], title: str
+) -> None:
     """Histogram of per-series end-to-end time and of per-slice compute time."""
     import matplotlib
 
@@ -146,8 +161,10 @@ def plot_latency(path: Path, series_ms: Sequence[float], stage_samples_ms: Mappi
     from matplotlib import pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, data, label in ((axes[0], series_ms, "end to end per series (ms)"),
-                            (axes[1], stage_samples_ms.get("compute", []), "compute per slice (ms)")):
+    for ax, data, label in (
+        (axes[0], series_ms, "end to end per series (ms)"),
+        (axes[1], stage_samples_ms.get("compute", []), "compute per slice (ms)"),
+    ):
         if len(data):
             ax.hist(list(data), bins=min(40, max(5, len(data) // 3)), color="#3572a5")
             ordered = sorted(data)
@@ -199,8 +216,10 @@ def write_all(doc: dict[str, Any], *, per_stage_ms: Mapping[str, Sequence[float]
 def summary_line(doc: Mapping[str, Any]) -> str:
     """One line for the terminal: throughput, per-slice and per-series medians, warnings count."""
     ss = doc["steady_state"]
-    return (f"{doc['backend']['name']} {doc['backend']['device']}: {ss['throughput']['slices_per_s']:.1f} slices/s, "
-            f"series median {ss['series_ms']['median']:.0f} ms ({doc['input']['slices']} slices), "
-            f"compute median {ss['stages_ms'].get('compute', {}).get('median', float('nan')):.2f} ms/slice, "
-            f"cold start {doc['cold_start']['to_first_result_s']:.2f} s, peak RSS {doc['memory']['peak_rss_mb']:.0f} MiB, "
-            f"{len(doc['warnings'])} warning(s)")
+    return (
+        f"{doc['backend']['name']} {doc['backend']['device']}: {ss['throughput']['slices_per_s']:.1f} slices/s, "
+        f"series median {ss['series_ms']['median']:.0f} ms ({doc['input']['slices']} slices), "
+        f"compute median {ss['stages_ms'].get('compute', {}).get('median', float('nan')):.2f} ms/slice, "
+        f"cold start {doc['cold_start']['to_first_result_s']:.2f} s, peak RSS {doc['memory']['peak_rss_mb']:.0f} MiB, "
+        f"{len(doc['warnings'])} warning(s)"
+    )

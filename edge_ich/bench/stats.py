@@ -149,29 +149,41 @@ def timing_warnings(
     out: list[BenchWarning] = []
     for label, st in (("end-to-end series time", e2e), ("compute time", stages.get("compute"))):
         if st is not None and st.n >= 2 and st.cv > cv_limit:
-            out.append(BenchWarning(
-                WarningCode.UNSTABLE,
-                f"{label} varies: CV {st.cv * 100:.1f}% > {cv_limit * 100:.1f}%; results may not be reproducible "
-                "(close other programs, lock clocks, run longer)"))
+            out.append(
+                BenchWarning(
+                    WarningCode.UNSTABLE,
+                    f"{label} varies: CV {st.cv * 100:.1f}% > {cv_limit * 100:.1f}%; results may not be reproducible "
+                    "(close other programs, lock clocks, run longer)",
+                )
+            )
     compute = stages.get("compute")
     if compute is not None and compute.mean > 0:
         xfer = sum(stages[s].mean for s in ("h2d", "d2h") if s in stages)
         if xfer > TRANSFER_RATIO * compute.mean:
-            out.append(BenchWarning(
-                WarningCode.TRANSFER_BOUND,
-                f"transfers take {xfer * 1e3:.3f} ms per slice against {compute.mean * 1e3:.3f} ms compute: "
-                "the run is transfer-bound (pinned or mapped memory, fewer copies)"))
+            out.append(
+                BenchWarning(
+                    WarningCode.TRANSFER_BOUND,
+                    f"transfers take {xfer * 1e3:.3f} ms per slice against {compute.mean * 1e3:.3f} ms compute: "
+                    "the run is transfer-bound (pinned or mapped memory, fewer copies)",
+                )
+            )
         feed = sum(stages[s].mean for s in ("read", "preprocess") if s in stages)
         if feed > ENQUEUE_RATIO * compute.mean:
-            out.append(BenchWarning(
-                WarningCode.ENQUEUE_BOUND,
-                f"reading and preprocessing take {feed * 1e3:.3f} ms per slice against {compute.mean * 1e3:.3f} ms "
-                "compute: the run is enqueue-bound, the backend waits for input"))
+            out.append(
+                BenchWarning(
+                    WarningCode.ENQUEUE_BOUND,
+                    f"reading and preprocessing take {feed * 1e3:.3f} ms per slice against {compute.mean * 1e3:.3f} ms "
+                    "compute: the run is enqueue-bound, the backend waits for input",
+                )
+            )
     counts = [st.n for st in ((e2e,) if e2e is not None else ())] + ([compute.n] if compute is not None else [])
     if counts and min(counts) < MIN_SAMPLES:
-        out.append(BenchWarning(
-            WarningCode.FEW_SAMPLES,
-            f"only {min(counts)} samples: p95/p99 are close to the maximum; measure longer for stable tails"))
+        out.append(
+            BenchWarning(
+                WarningCode.FEW_SAMPLES,
+                f"only {min(counts)} samples: p95/p99 are close to the maximum; measure longer for stable tails",
+            )
+        )
     if busy:
         out.append(BenchWarning(WarningCode.BUSY_MACHINE, busy))
     if throttled:

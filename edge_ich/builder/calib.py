@@ -87,10 +87,16 @@ def read_folder(root: Path) -> tuple[list[LabelledSeries], list[str]]:
     except ImportError:
         from edge_ich.errors import MissingDependency
 
-        raise MissingDependency("the DICOM series reader (edge_ich.sources.dicom) is not available in this installation") from None
+        raise MissingDependency(
+            "the DICOM series reader (edge_ich.sources.dicom) is not available in this installation"
+        ) from None
     result = discover(root)
     series: list[LabelledSeries] = []
-    notes = [f"{len(result.skipped)} files under the calibration folder are not CT images (skipped)"] if result.skipped else []
+    notes = (
+        [f"{len(result.skipped)} files under the calibration folder are not CT images (skipped)"]
+        if result.skipped
+        else []
+    )
     for k, cand in enumerate(result.candidates):
         try:
             src = DicomSeries(cand, root=root)
@@ -145,7 +151,9 @@ def _stack(prepared: list[_Prepared], keys: list[tuple[int, int]]) -> np.ndarray
     return out
 
 
-def _stratified(rng: np.random.Generator, pos: list[int], neg: list[int], n_calib: int, n_held: int) -> tuple[list[int], list[int], list[str]]:
+def _stratified(
+    rng: np.random.Generator, pos: list[int], neg: list[int], n_calib: int, n_held: int
+) -> tuple[list[int], list[int], list[str]]:
     """Split candidate indices into calibration and held-out, half bleed/half non-bleed where possible."""
     notes = []
     total = len(pos) + len(neg)
@@ -168,8 +176,14 @@ def _stratified(rng: np.random.Generator, pos: list[int], neg: list[int], n_cali
     return [int(i) for i in calib], [int(i) for i in held], notes
 
 
-def split_slices(series: Sequence[LabelledSeries], card: ModelCard, n_calib: int = 500, n_heldout: int | None = None,
-                 seed: int = 0, fp32_calls: Callable[[np.ndarray], np.ndarray] | None = None) -> CalibSplit:
+def split_slices(
+    series: Sequence[LabelledSeries],
+    card: ModelCard,
+    n_calib: int = 500,
+    n_heldout: int | None = None,
+    seed: int = 0,
+    fp32_calls: Callable[[np.ndarray], np.ndarray] | None = None,
+) -> CalibSplit:
     """Draw stratified calibration and disjoint held-out slices from `series`.
 
     Bleed/non-bleed comes from truth where every series has it, else from `fp32_calls`
@@ -194,15 +208,17 @@ def split_slices(series: Sequence[LabelledSeries], card: ModelCard, n_calib: int
         keys = [keys[j] for j in pool]
         positive = np.zeros(len(keys), bool)
         for a in range(0, len(keys), 16):
-            chunk = keys[a:a + 16]
-            positive[a:a + len(chunk)] = fp32_calls(_stack(prepared, chunk))
+            chunk = keys[a : a + 16]
+            positive[a : a + len(chunk)] = fp32_calls(_stack(prepared, chunk))
         notes.append("bleed/non-bleed strata from the FP32 model's own calls (no truth masks)")
     pos = [j for j in range(len(keys)) if positive[j]]
     neg = [j for j in range(len(keys)) if not positive[j]]
     calib_idx, held_idx, more = _stratified(rng, pos, neg, n_calib, n_heldout)
     notes.extend(more)
     if not calib_idx or not held_idx:
-        raise InputError(f"too few slices under the calibration folder ({len(keys)}) for calibration and a held-out set")
+        raise InputError(
+            f"too few slices under the calibration folder ({len(keys)}) for calibration and a held-out set"
+        )
 
     def gather(idx: list[int], with_truth: bool) -> SliceSet:
         idx = sorted(idx, key=lambda j: keys[j])

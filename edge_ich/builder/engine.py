@@ -62,7 +62,9 @@ class BuildOptions:
         try:
             method = CalibMethod(self.calib_method)
         except ValueError:
-            raise InputError(f"calibration method must be minmax, entropy or percentile, not {self.calib_method!r}") from None
+            raise InputError(
+                f"calibration method must be minmax, entropy or percentile, not {self.calib_method!r}"
+            ) from None
         if not 0.0 <= self.max_dice_drop <= 1.0 or not 0.0 <= self.max_sens_drop <= 1.0:
             raise InputError("--max-dice-drop and the sensitivity drop must lie between 0 and 1")
         if self.calib_slices < 8:
@@ -98,8 +100,19 @@ def _q(p: Path | str) -> str:
 
 def finish_command(onnx: Path, opts: BuildOptions, precision: Precision) -> str:
     """The command that builds (or rebuilds) the engine from the precision ONNX on the target."""
-    parts = ["edge-ich", "build-engine", _q(onnx), "--precision", precision.value, "--out", _q(opts.out),
-             "--workspace", str(opts.workspace_mb), "--batch", str(opts.batch)]
+    parts = [
+        "edge-ich",
+        "build-engine",
+        _q(onnx),
+        "--precision",
+        precision.value,
+        "--out",
+        _q(opts.out),
+        "--workspace",
+        str(opts.workspace_mb),
+        "--batch",
+        str(opts.batch),
+    ]
     if opts.dla_core is not None:
         parts += ["--dla-core", str(opts.dla_core)]
     if opts.timing_cache:
@@ -129,8 +142,15 @@ def _fp32_caller(model: Path, card: ModelCard, threads: int | None):
     return call
 
 
-def _make_precision(opts: BuildOptions, card: ModelCard, precision: Precision, quantizer: Quantizer, method: CalibMethod,
-                    dst: Path, lines: list[str]) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
+def _make_precision(
+    opts: BuildOptions,
+    card: ModelCard,
+    precision: Precision,
+    quantizer: Quantizer,
+    method: CalibMethod,
+    dst: Path,
+    lines: list[str],
+) -> tuple[dict[str, Any], dict[str, Any] | None, Any]:
     """Write the precision ONNX at `dst` and gate it on the CPU; return (recipe, gate report dict, held-out set)."""
     from edge_ich.builder import gate as g
 
@@ -139,11 +159,21 @@ def _make_precision(opts: BuildOptions, card: ModelCard, precision: Precision, q
         from edge_ich.builder.calib import read_folder, split_slices
 
         series, notes = read_folder(Path(opts.calib))
-        split = split_slices(series, card, n_calib=opts.calib_slices, n_heldout=opts.heldout_slices, seed=opts.seed,
-                             fp32_calls=None if all(s.labels is not None for s in series) else _fp32_caller(opts.model, card, opts.threads))
+        split = split_slices(
+            series,
+            card,
+            n_calib=opts.calib_slices,
+            n_heldout=opts.heldout_slices,
+            seed=opts.seed,
+            fp32_calls=None
+            if all(s.labels is not None for s in series)
+            else _fp32_caller(opts.model, card, opts.threads),
+        )
         lines.extend(f"calib: {n}" for n in notes + split.notes)
-        lines.append(f"calib: {len(split.calib)} calibration slices ({int(split.calib.positive.sum())} bleed), "
-                     f"{len(split.heldout)} held-out ({int(split.heldout.positive.sum())} bleed), strata by {split.truth_source}")
+        lines.append(
+            f"calib: {len(split.calib)} calibration slices ({int(split.calib.positive.sum())} bleed), "
+            f"{len(split.heldout)} held-out ({int(split.heldout.positive.sum())} bleed), strata by {split.truth_source}"
+        )
     if precision is Precision.FP32:
         shutil.copyfile(opts.model, dst)
         return {"quantizer": None, "note": "fp32 is the reference; no conversion, no gate"}, None, None
@@ -154,22 +184,41 @@ def _make_precision(opts: BuildOptions, card: ModelCard, precision: Precision, q
         if split is None:
             lines.append("gate: fp16 not measured (no --calib given; the GPU engine gate needs held-out slices)")
             return recipe, None, None
-        report = g.run_gate(opts.model, None, card, split.heldout, precision.value, opts.max_dice_drop, opts.max_sens_drop,
-                            opts.threads, measure_note=FP16_CPU_NOTE)
+        report = g.run_gate(
+            opts.model,
+            None,
+            card,
+            split.heldout,
+            precision.value,
+            opts.max_dice_drop,
+            opts.max_sens_drop,
+            opts.threads,
+            measure_note=FP16_CPU_NOTE,
+        )
         lines.extend(report.lines())
         return recipe, report.to_dict(), split.heldout
     if split is None:
-        raise InputError("--precision int8 needs --calib DIR (DICOM series, e.g. a phantom folder) to calibrate and gate on")
+        raise InputError(
+            "--precision int8 needs --calib DIR (DICOM series, e.g. a phantom folder) to calibrate and gate on"
+        )
     from edge_ich.builder.precision import inspect_qdq, make_int8
 
     recipe = make_int8(Path(opts.model), dst, card.input_name, split.calib.inputs, quantizer=quantizer, method=method)
     summary = inspect_qdq(dst)
-    recipe |= {"calibration_set_sha256": split.calib.digest(), "heldout_slices": len(split.heldout),
-               "strata": split.truth_source, "qdq": summary.to_dict()}
-    lines.append(f"int8: {summary.n_quantize} QuantizeLinear / {summary.n_dequantize} DequantizeLinear, "
-                 f"{len(summary.per_channel_weights)} per-channel weight scales, symmetric={summary.symmetric}, "
-                 f"FP32 layers: {', '.join(summary.fp32_weighted_nodes)}")
-    report = g.run_gate(opts.model, dst, card, split.heldout, precision.value, opts.max_dice_drop, opts.max_sens_drop, opts.threads)
+    recipe |= {
+        "calibration_set_sha256": split.calib.digest(),
+        "heldout_slices": len(split.heldout),
+        "strata": split.truth_source,
+        "qdq": summary.to_dict(),
+    }
+    lines.append(
+        f"int8: {summary.n_quantize} QuantizeLinear / {summary.n_dequantize} DequantizeLinear, "
+        f"{len(summary.per_channel_weights)} per-channel weight scales, symmetric={summary.symmetric}, "
+        f"FP32 layers: {', '.join(summary.fp32_weighted_nodes)}"
+    )
+    report = g.run_gate(
+        opts.model, dst, card, split.heldout, precision.value, opts.max_dice_drop, opts.max_sens_drop, opts.threads
+    )
     lines.extend(report.lines())
     g.enforce(report)
     return recipe, report.to_dict(), split.heldout
@@ -202,11 +251,15 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
     prior: EngineManifest | None = None
     if card.precision != Precision.FP32.value:
         if card.precision != precision.value:
-            raise InputError(f"{model.name} is already a precision ONNX ({card.precision}); ask for --precision {card.precision} "
-                             "or start from the FP32 model")
+            raise InputError(
+                f"{model.name} is already a precision ONNX ({card.precision}); ask for --precision {card.precision} "
+                "or start from the FP32 model"
+            )
         if manifest_path_for(model).is_file():
             prior = load_manifest(model)
-        lines.append(f"{model.name} is a {card.precision} precision ONNX: building its engine (conversion and gate were done before)")
+        lines.append(
+            f"{model.name} is a {card.precision} precision ONNX: building its engine (conversion and gate were done before)"
+        )
     name = _stem(model) if prior is not None or card.precision != "fp32" else f"{_stem(model)}_{precision.value}"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -225,29 +278,63 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
         else:
             shutil.copyfile(model, tmp_onnx)
             recipe = dict(prior.recipe) if prior else {"note": "precision ONNX given directly; no manifest beside it"}
-        new_card = dataclasses.replace(card, model_file=final_onnx.name, model_sha256=sha256_file(tmp_onnx), precision=precision.value,
-                                       evaluation={**card.evaluation, **({"precision_gate": _gate_summary(gate_report)} if gate_report else {})})
-        src_file, src_sha = (prior.source_model_file, prior.source_model_sha256) if prior else (model.name, card.model_sha256)
+        new_card = dataclasses.replace(
+            card,
+            model_file=final_onnx.name,
+            model_sha256=sha256_file(tmp_onnx),
+            precision=precision.value,
+            evaluation={**card.evaluation, **({"precision_gate": _gate_summary(gate_report)} if gate_report else {})},
+        )
+        src_file, src_sha = (
+            (prior.source_model_file, prior.source_model_sha256) if prior else (model.name, card.model_sha256)
+        )
         validation = prior.validation if prior else (gate_report or {"note": "not gated"})
         manifest = EngineManifest(
-            model_name=card.name, precision=precision.value, source_model_file=src_file, source_model_sha256=src_sha,
-            onnx_file=final_onnx.name, onnx_sha256=new_card.model_sha256, preprocessing_sha256=card.preprocessing_hash(),
-            io={"input": {"name": card.input_name, "shape": ["N", card.in_channels, *card.input_size], "dtype": "float32"},
-                "output": {"name": card.output_name, "shape": ["N", 1, *card.input_size], "dtype": "float32"}},
-            recipe=recipe, validation=validation, rebuild_command=finish_command(final_onnx, opts, precision),
-            workspace_mb=opts.workspace_mb, optimization_level=opts.optimization_level, dla_core=opts.dla_core,
-            created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), edge_ich_version=_version())
+            model_name=card.name,
+            precision=precision.value,
+            source_model_file=src_file,
+            source_model_sha256=src_sha,
+            onnx_file=final_onnx.name,
+            onnx_sha256=new_card.model_sha256,
+            preprocessing_sha256=card.preprocessing_hash(),
+            io={
+                "input": {
+                    "name": card.input_name,
+                    "shape": ["N", card.in_channels, *card.input_size],
+                    "dtype": "float32",
+                },
+                "output": {"name": card.output_name, "shape": ["N", 1, *card.input_size], "dtype": "float32"},
+            },
+            recipe=recipe,
+            validation=validation,
+            rebuild_command=finish_command(final_onnx, opts, precision),
+            workspace_mb=opts.workspace_mb,
+            optimization_level=opts.optimization_level,
+            dla_core=opts.dla_core,
+            created_utc=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            edge_ich_version=_version(),
+        )
         from edge_ich.builder.trt import BuildSpec
 
-        spec = BuildSpec(card.input_name, card.in_channels, card.input_size[0], card.input_size[1], opt_batch=opts.batch,
-                         workspace_mb=opts.workspace_mb, optimization_level=opts.optimization_level, dla_core=opts.dla_core,
-                         timing_cache=Path(opts.timing_cache) if opts.timing_cache else None)
+        spec = BuildSpec(
+            card.input_name,
+            card.in_channels,
+            card.input_size[0],
+            card.input_size[1],
+            opt_batch=opts.batch,
+            workspace_mb=opts.workspace_mb,
+            optimization_level=opts.optimization_level,
+            dla_core=opts.dla_core,
+            timing_cache=Path(opts.timing_cache) if opts.timing_cache else None,
+        )
         manifest.profile = spec.profile_dict()
         machine = _trt_ready()
         plan_final = out / f"{name}.plan"
         tmp_plan = None
         if machine is not None:
-            tmp_plan = _build_on_gpu(tmp_onnx, tmp, name, spec, manifest, machine, new_card, card, held, opts, precision, lines)
+            tmp_plan = _build_on_gpu(
+                tmp_onnx, tmp, name, spec, manifest, machine, new_card, card, held, opts, precision, lines
+            )
         new_card.save(tmp / card_path_for(final_onnx).name)
         manifest.save(tmp / manifest_path_for(final_onnx).name)
         # Everything passed: move into place (the manifest last, so it never describes missing files).
@@ -257,20 +344,42 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
         if tmp_plan is not None:
             tmp_plan.replace(plan_final)
         (tmp / manifest_path_for(final_onnx).name).replace(manifest_path_for(final_onnx))
-    result = BuildResult(final_onnx, card_path_for(final_onnx), manifest_path_for(final_onnx), plan_final if tmp_plan else None,
-                         lines, gate_report)
+    result = BuildResult(
+        final_onnx,
+        card_path_for(final_onnx),
+        manifest_path_for(final_onnx),
+        plan_final if tmp_plan else None,
+        lines,
+        gate_report,
+    )
     lines.append(f"wrote {final_onnx} (+ {result.card.name}, {result.manifest.name})")
     if tmp_plan is None:
-        lines.append("TensorRT engine not built: no TensorRT with a CUDA GPU on this machine; wrote the precision ONNX and its manifest")
+        lines.append(
+            "TensorRT engine not built: no TensorRT with a CUDA GPU on this machine; wrote the precision ONNX and its manifest"
+        )
         lines.append(f"finish on the target: {manifest.rebuild_command}")
         lines.append(f"or with trtexec:      {spec.trtexec_line(final_onnx, plan_final)}")
     else:
-        lines.append(f"wrote {plan_final} (TensorRT {manifest.tensorrt_version}, {manifest.gpu_name}, sm {manifest.compute_capability})")
+        lines.append(
+            f"wrote {plan_final} (TensorRT {manifest.tensorrt_version}, {manifest.gpu_name}, sm {manifest.compute_capability})"
+        )
     return result
 
 
-def _build_on_gpu(onnx: Path, tmp: Path, name: str, spec: Any, manifest: EngineManifest, machine: MachineInfo, new_card: ModelCard,
-                  card: ModelCard, held: Any, opts: BuildOptions, precision: Precision, lines: list[str]) -> Path:
+def _build_on_gpu(
+    onnx: Path,
+    tmp: Path,
+    name: str,
+    spec: Any,
+    manifest: EngineManifest,
+    machine: MachineInfo,
+    new_card: ModelCard,
+    card: ModelCard,
+    held: Any,
+    opts: BuildOptions,
+    precision: Precision,
+    lines: list[str],
+) -> Path:
     """Build the plan in the temp folder, fill the manifest, and gate the engine itself when held-out slices exist."""
     from edge_ich.builder.trt import build_plan
     from edge_ich.outputs.atomic import write_bytes_atomic
@@ -288,13 +397,27 @@ def _build_on_gpu(onnx: Path, tmp: Path, name: str, spec: Any, manifest: EngineM
 
         manifest.save(manifest_path_for(plan))
         new_card.save(card_path_for(plan))
-        manifest.validation = {**manifest.validation, "engine_gate": gate_engine(plan, opts.model, card, new_card, held, precision.value,
-                                                                                 opts.max_dice_drop, opts.max_sens_drop, lines)}
+        manifest.validation = {
+            **manifest.validation,
+            "engine_gate": gate_engine(
+                plan, opts.model, card, new_card, held, precision.value, opts.max_dice_drop, opts.max_sens_drop, lines
+            ),
+        }
     return plan
 
 
 def _gate_summary(report: dict[str, Any]) -> dict[str, Any]:
-    keys = ("reference", "n_heldout", "n_bleed_slices", "dice_drop", "sens_drop", "max_dice_drop", "measured", "passed", "note")
+    keys = (
+        "reference",
+        "n_heldout",
+        "n_bleed_slices",
+        "dice_drop",
+        "sens_drop",
+        "max_dice_drop",
+        "measured",
+        "passed",
+        "note",
+    )
     out = {k: report.get(k) for k in keys}
     cand = report.get("candidate") or {}
     out["dice_vs_truth"], out["dice_vs_fp32"] = cand.get("dice_vs_truth"), cand.get("dice_vs_fp32")

@@ -73,14 +73,17 @@ class GateReport:
 
     def lines(self) -> list[str]:
         """Human summary: FP32 vs candidate Dice (truth, FP32), sensitivity and CPU latency."""
+
         def f(v: float | None, nd: int = 3) -> str:
             return "n/a" if v is None else f"{v:.{nd}f}"
 
         out = [f"gate: {self.n_heldout} held-out slices ({self.n_bleed_slices} bleed by {self.reference})"]
         rows = [("fp32", self.fp32)] + ([(self.precision, self.candidate)] if self.candidate else [])
         for name, s in rows:
-            out.append(f"  {name:5s} Dice vs truth {f(s.dice_vs_truth)}  Dice vs FP32 {f(s.dice_vs_fp32)}  "
-                       f"sens vs FP32 {f(s.sens_vs_fp32)}  ORT CPU {f(s.latency_ms_per_slice, 2)} ms/slice")
+            out.append(
+                f"  {name:5s} Dice vs truth {f(s.dice_vs_truth)}  Dice vs FP32 {f(s.dice_vs_fp32)}  "
+                f"sens vs FP32 {f(s.sens_vs_fp32)}  ORT CPU {f(s.latency_ms_per_slice, 2)} ms/slice"
+            )
         if self.measured:
             out.append(f"  {self._drop_text()}: {'PASS' if self.passed else 'REFUSED'}")
         else:
@@ -89,21 +92,31 @@ class GateReport:
 
     def _drop_text(self) -> str:
         def part(kind: str) -> str:
-            return ", ".join(f"vs {ref} {self.drops[f'{kind}_vs_{ref.lower()}']:.4f}" for ref in ("truth", "FP32")
-                             if f"{kind}_vs_{ref.lower()}" in self.drops)
+            return ", ".join(
+                f"vs {ref} {self.drops[f'{kind}_vs_{ref.lower()}']:.4f}"
+                for ref in ("truth", "FP32")
+                if f"{kind}_vs_{ref.lower()}" in self.drops
+            )
 
         judged = "truth" if self.reference == "truth" else "FP32"
-        return (f"Dice drop vs {judged} {self.dice_drop:.4f} (max {self.max_dice_drop}; {part('dice')}), sensitivity drop "
-                f"vs {judged} {self.sens_drop:.4f} (max {self.max_sens_drop}; {part('sens')})")
+        return (
+            f"Dice drop vs {judged} {self.dice_drop:.4f} (max {self.max_dice_drop}; {part('dice')}), sensitivity drop "
+            f"vs {judged} {self.sens_drop:.4f} (max {self.max_sens_drop}; {part('sens')})"
+        )
 
     def refusal(self) -> str:
         """The one line a refused build ends with."""
         c = self.candidate
         assert c is not None
-        truth = (f"Dice vs truth FP32 {self.fp32.dice_vs_truth:.4f} -> {c.dice_vs_truth:.4f}, "
-                 if c.dice_vs_truth is not None and self.fp32.dice_vs_truth is not None else "")
-        return (f"{self.precision} refused by the accuracy gate on {self.n_heldout} held-out slices: {self._drop_text()}; "
-                f"{truth}Dice vs FP32 {c.dice_vs_fp32:.4f}; nothing written (calibrate on representative slices or build fp16)")
+        truth = (
+            f"Dice vs truth FP32 {self.fp32.dice_vs_truth:.4f} -> {c.dice_vs_truth:.4f}, "
+            if c.dice_vs_truth is not None and self.fp32.dice_vs_truth is not None
+            else ""
+        )
+        return (
+            f"{self.precision} refused by the accuracy gate on {self.n_heldout} held-out slices: {self._drop_text()}; "
+            f"{truth}Dice vs FP32 {c.dice_vs_fp32:.4f}; nothing written (calibrate on representative slices or build fp16)"
+        )
 
 
 def _probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
@@ -111,7 +124,9 @@ def _probabilities(logits: np.ndarray, card: ModelCard) -> np.ndarray:
     return x if card.output_kind == "probability" else 1.0 / (1.0 + np.exp(-np.clip(x, -60.0, 60.0)))
 
 
-def run_model(path: Path, card: ModelCard, inputs: np.ndarray, threads: int | None = None, batch: int = 8) -> tuple[np.ndarray, float]:
+def run_model(
+    path: Path, card: ModelCard, inputs: np.ndarray, threads: int | None = None, batch: int = 8
+) -> tuple[np.ndarray, float]:
     """Probabilities [N, H, W] from ONNX Runtime on the CPU, and median ms per slice (first batch is warm-up)."""
     from edge_ich.backends.onnxrt import OnnxRuntimeBackend
 
@@ -120,7 +135,7 @@ def run_model(path: Path, card: ModelCard, inputs: np.ndarray, threads: int | No
         be.infer(inputs[:batch])  # warm-up, not timed
         outs, times = [], []
         for a in range(0, len(inputs), batch):
-            chunk = inputs[a:a + batch]
+            chunk = inputs[a : a + batch]
             t0 = time.perf_counter()
             outs.append(be.infer(chunk))
             times.append((time.perf_counter() - t0) * 1000.0 / len(chunk))
@@ -154,9 +169,17 @@ def score(prob: np.ndarray, fp32_mask: np.ndarray, held: SliceSet, card: ModelCa
     return s
 
 
-def run_gate(fp32_path: Path, cand_path: Path | None, card: ModelCard, held: SliceSet, precision: str,
-             max_dice_drop: float = 0.01, max_sens_drop: float = 0.02, threads: int | None = None,
-             measure_note: str = "") -> GateReport:
+def run_gate(
+    fp32_path: Path,
+    cand_path: Path | None,
+    card: ModelCard,
+    held: SliceSet,
+    precision: str,
+    max_dice_drop: float = 0.01,
+    max_sens_drop: float = 0.02,
+    threads: int | None = None,
+    measure_note: str = "",
+) -> GateReport:
     """Score FP32 and the candidate on `held`; the candidate is skipped (not measured) when `cand_path` is None."""
     if len(held) == 0:
         raise InputError("the gate has no held-out slices")
@@ -165,9 +188,26 @@ def run_gate(fp32_path: Path, cand_path: Path | None, card: ModelCard, held: Sli
     fp32 = score(p32, m32, held, card)
     fp32.latency_ms_per_slice, fp32.size_bytes = t32, Path(fp32_path).stat().st_size
     reference = "truth" if held.truth is not None else "fp32"
-    n_bleed = int(sum(t.any() for t in held.truth)) if held.truth is not None else int(m32.reshape(len(m32), -1).any(axis=1).sum())
-    report = GateReport(precision, len(held), n_bleed, reference, fp32, None, None, None, max_dice_drop, max_sens_drop,
-                        measured=False, note=measure_note, threads=threads)
+    n_bleed = (
+        int(sum(t.any() for t in held.truth))
+        if held.truth is not None
+        else int(m32.reshape(len(m32), -1).any(axis=1).sum())
+    )
+    report = GateReport(
+        precision,
+        len(held),
+        n_bleed,
+        reference,
+        fp32,
+        None,
+        None,
+        None,
+        max_dice_drop,
+        max_sens_drop,
+        measured=False,
+        note=measure_note,
+        threads=threads,
+    )
     if cand_path is None:
         return report
     pc, tc = run_model(cand_path, card, held.inputs, threads)
@@ -196,15 +236,26 @@ def _set_drops(report: GateReport) -> None:
 def enforce(report: GateReport) -> None:
     """Raise GateRefused when the gate could not judge (no bleed held out) or the drop is too large."""
     if report.measured and report.n_bleed_slices == 0:
-        raise GateRefused(f"{report.precision} refused: none of the {report.n_heldout} held-out slices holds a bleed "
-                          f"(by {report.reference}), so the gate cannot measure accuracy; calibrate on representative "
-                          "series with bleed and non-bleed slices; nothing written")
+        raise GateRefused(
+            f"{report.precision} refused: none of the {report.n_heldout} held-out slices holds a bleed "
+            f"(by {report.reference}), so the gate cannot measure accuracy; calibrate on representative "
+            "series with bleed and non-bleed slices; nothing written"
+        )
     if not report.passed:
         raise GateRefused(report.refusal())
 
 
-def gate_engine(plan: Path, fp32_path: Path, card: ModelCard, plan_card: ModelCard, held: SliceSet, precision: str,
-                max_dice_drop: float, max_sens_drop: float, lines: list[str]) -> dict[str, Any]:
+def gate_engine(
+    plan: Path,
+    fp32_path: Path,
+    card: ModelCard,
+    plan_card: ModelCard,
+    held: SliceSet,
+    precision: str,
+    max_dice_drop: float,
+    max_sens_drop: float,
+    lines: list[str],
+) -> dict[str, Any]:
     """Gate the built TensorRT engine itself (GPU) against FP32 ONNX Runtime on the held-out slices."""
     from edge_ich.backends.tensorrt import TensorRTBackend
 
@@ -213,12 +264,28 @@ def gate_engine(plan: Path, fp32_path: Path, card: ModelCard, plan_card: ModelCa
     fp32 = score(p32, m32, held, card)
     fp32.latency_ms_per_slice = t32
     with TensorRTBackend(plan, plan_card) as be:
-        outs = [be.infer(held.inputs[a:a + 8]) for a in range(0, len(held.inputs), 8)]
+        outs = [be.infer(held.inputs[a : a + 8]) for a in range(0, len(held.inputs), 8)]
     cand = score(_probabilities(np.concatenate(outs), card), m32, held, card)
     reference = "truth" if held.truth is not None else "fp32"
-    n_bleed = int(sum(t.any() for t in held.truth)) if held.truth is not None else int(m32.reshape(len(m32), -1).any(axis=1).sum())
-    report = GateReport(f"{precision} engine", len(held), n_bleed, reference, fp32, cand, None, None, max_dice_drop, max_sens_drop,
-                        measured=True, note="TensorRT engine on the GPU vs FP32 ONNX Runtime on the CPU")
+    n_bleed = (
+        int(sum(t.any() for t in held.truth))
+        if held.truth is not None
+        else int(m32.reshape(len(m32), -1).any(axis=1).sum())
+    )
+    report = GateReport(
+        f"{precision} engine",
+        len(held),
+        n_bleed,
+        reference,
+        fp32,
+        cand,
+        None,
+        None,
+        max_dice_drop,
+        max_sens_drop,
+        measured=True,
+        note="TensorRT engine on the GPU vs FP32 ONNX Runtime on the CPU",
+    )
     _set_drops(report)
     lines.extend(report.lines())
     enforce(report)

@@ -113,7 +113,9 @@ def _probe_cuda(info: MachineInfo) -> None:
             err, props = cudart.cudaGetDeviceProperties(0)
             if err == ok:
                 name = props.name
-                info.gpu_name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00").strip()
+                info.gpu_name = (
+                    (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00").strip()
+                )
                 info.compute_capability = f"{props.major}.{props.minor}"
             err, v = cudart.cudaRuntimeGetVersion()
             if err == ok:
@@ -141,8 +143,13 @@ def _probe_cuda(info: MachineInfo) -> None:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=10, check=True).stdout.splitlines()
+            out = subprocess.run(
+                [smi, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
+            ).stdout.splitlines()
             name, cc, drv_v = [v.strip() for v in out[0].split(",")][:3]
             info.gpu_name, info.compute_capability, info.cuda_driver = name, cc, drv_v
         except Exception:
@@ -190,7 +197,9 @@ class EngineManifest:
         if not isinstance(d, dict):
             raise ModelError("engine manifest is not a JSON object")
         if d.get("schema_version") != MANIFEST_SCHEMA_VERSION:
-            raise ModelError(f"engine manifest schema_version {d.get('schema_version')} is not {MANIFEST_SCHEMA_VERSION}; rebuild the engine")
+            raise ModelError(
+                f"engine manifest schema_version {d.get('schema_version')} is not {MANIFEST_SCHEMA_VERSION}; rebuild the engine"
+            )
         names = {f.name for f in fields(cls)}
         try:
             return cls(**{k: v for k, v in d.items() if k in names})
@@ -214,7 +223,9 @@ def load_manifest(path: Path) -> EngineManifest:
     path = Path(path)
     mpath = path if path.name.endswith(".manifest.json") else manifest_path_for(path)
     if not mpath.is_file():
-        raise ModelError(f"engine {path.name} has no manifest ({mpath.name} expected beside it); rebuild it with edge-ich build-engine")
+        raise ModelError(
+            f"engine {path.name} has no manifest ({mpath.name} expected beside it); rebuild it with edge-ich build-engine"
+        )
     try:
         data = json.loads(mpath.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -227,11 +238,18 @@ def mismatches(m: EngineManifest, card: ModelCard, machine: MachineInfo, plan_pa
     why: list[str] = []
     if m.status != "engine" or not m.engine_sha256:
         why.append("the manifest describes a precision ONNX, not a built engine")
-    if plan_path is not None and m.engine_sha256 and Path(plan_path).is_file() and sha256_file(plan_path) != m.engine_sha256:
+    if (
+        plan_path is not None
+        and m.engine_sha256
+        and Path(plan_path).is_file()
+        and sha256_file(plan_path) != m.engine_sha256
+    ):
         why.append("the plan file's sha256 differs from its manifest (replaced or corrupt)")
     if card.model_sha256 not in (m.onnx_sha256, m.source_model_sha256):
-        why.append(f"built from another ONNX (sha256 {m.onnx_sha256[:12]}, model {m.source_model_sha256[:12]}; "
-                   f"this card: {card.model_sha256[:12]})")
+        why.append(
+            f"built from another ONNX (sha256 {m.onnx_sha256[:12]}, model {m.source_model_sha256[:12]}; "
+            f"this card: {card.model_sha256[:12]})"
+        )
     if card.preprocessing_hash() != m.preprocessing_sha256:
         why.append("built for another preprocessing (windows, input size, context or preprocessing version)")
     if machine.tensorrt is None:
@@ -246,8 +264,10 @@ def mismatches(m: EngineManifest, card: ModelCard, machine: MachineInfo, plan_pa
     if machine.compute_capability is None:
         why.append("no CUDA GPU found")
     elif m.compute_capability != machine.compute_capability:
-        why.append(f"built for compute capability {m.compute_capability} ({m.gpu_name}), this GPU is "
-                   f"{machine.compute_capability} ({machine.gpu_name})")
+        why.append(
+            f"built for compute capability {m.compute_capability} ({m.gpu_name}), this GPU is "
+            f"{machine.compute_capability} ({machine.gpu_name})"
+        )
     return why
 
 
@@ -256,7 +276,9 @@ def check_manifest(m: EngineManifest, card: ModelCard, machine: MachineInfo, pla
     why = mismatches(m, card, machine, plan_path)
     if why:
         name = Path(plan_path).name if plan_path else (m.engine_file or m.onnx_file)
-        raise EngineMismatch(f"engine {name} cannot be used here: {'; '.join(why)}. Rebuild it on this machine: {m.rebuild_command}")
+        raise EngineMismatch(
+            f"engine {name} cannot be used here: {'; '.join(why)}. Rebuild it on this machine: {m.rebuild_command}"
+        )
 
 
 _PREFERENCE = {"int8": 0, "fp16": 1, "fp32": 2}
@@ -268,7 +290,9 @@ def find_matching_plan(model_path: Path, card: ModelCard) -> Path | None:
     INT8 is preferred over FP16 over FP32 (each passed its accuracy gate when it was built).
     """
     model_path = Path(model_path)
-    plans = [p for d in (model_path.parent, model_path.parent / "build") if d.is_dir() for p in sorted(d.glob("*.plan"))]
+    plans = [
+        p for d in (model_path.parent, model_path.parent / "build") if d.is_dir() for p in sorted(d.glob("*.plan"))
+    ]
     if not plans:
         return None
     machine = MachineInfo.probe()
@@ -297,9 +321,13 @@ def card_for_plan(plan_path: Path) -> ModelCard:
     m = load_manifest(plan_path)
     cpath = card_path_for(plan_path)
     if not cpath.is_file():
-        raise ModelError(f"engine {plan_path.name} has no card ({cpath.name} expected beside it); rebuild it: {m.rebuild_command}")
+        raise ModelError(
+            f"engine {plan_path.name} has no card ({cpath.name} expected beside it); rebuild it: {m.rebuild_command}"
+        )
     card = read_card_file(cpath)
     if card.model_sha256 != m.onnx_sha256:
-        raise EngineMismatch(f"card {cpath.name} describes another ONNX (sha256 {card.model_sha256[:12]}) than engine "
-                             f"{plan_path.name} was built from ({m.onnx_sha256[:12]}); rebuild it: {m.rebuild_command}")
+        raise EngineMismatch(
+            f"card {cpath.name} describes another ONNX (sha256 {card.model_sha256[:12]}) than engine "
+            f"{plan_path.name} was built from ({m.onnx_sha256[:12]}); rebuild it: {m.rebuild_command}"
+        )
     return card

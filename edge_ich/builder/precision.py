@@ -47,9 +47,23 @@ class CalibMethod(str, enum.Enum):
 #: Ops kept in FP32 in the FP16 graph: reductions, exponentials and normalisations overflow
 #: or lose too much in float16; converter defaults (Resize, Range, TopK, ...) come on top.
 FP16_KEEP_FP32_OPS = (
-    "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Softmax", "LogSoftmax",
-    "ReduceSum", "ReduceMean", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceProd",
-    "InstanceNormalization", "LayerNormalization", "GroupNormalization", "CumSum",
+    "Exp",
+    "Log",
+    "Pow",
+    "Sqrt",
+    "Reciprocal",
+    "Softmax",
+    "LogSoftmax",
+    "ReduceSum",
+    "ReduceMean",
+    "ReduceSumSquare",
+    "ReduceL2",
+    "ReduceLogSumExp",
+    "ReduceProd",
+    "InstanceNormalization",
+    "LayerNormalization",
+    "GroupNormalization",
+    "CumSum",
 )
 
 #: Weighted ops whose placement decides what stays FP32 (first layer, output head).
@@ -182,8 +196,16 @@ class _Reader:
         self._it = iter(self.batches)
 
 
-def make_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray, *, quantizer: Quantizer | str = Quantizer.ORT,
-              method: CalibMethod | str = CalibMethod.MINMAX, batch: int = 8) -> dict[str, Any]:
+def make_int8(
+    src: Path,
+    dst: Path,
+    input_name: str,
+    calib: np.ndarray,
+    *,
+    quantizer: Quantizer | str = Quantizer.ORT,
+    method: CalibMethod | str = CalibMethod.MINMAX,
+    batch: int = 8,
+) -> dict[str, Any]:
     """Write a symmetric INT8 Q/DQ ONNX calibrated on `calib` [N, C, H, W]; return the recipe."""
     quantizer, method = Quantizer(quantizer), CalibMethod(method)
     if calib.ndim != 4 or len(calib) == 0:
@@ -195,41 +217,71 @@ def make_int8(src: Path, dst: Path, input_name: str, calib: np.ndarray, *, quant
         keep = keep_fp32_nodes(model)
         candidates = [n.name for n in weighted_nodes(model) if n.name not in keep]
         if not candidates:
-            raise ModelError(f"{Path(src).name} has {len(weighted_nodes(model))} weighted layers; with the first conv and the "
-                             "output head kept FP32 nothing is left to quantize (build fp16 instead)")
+            raise ModelError(
+                f"{Path(src).name} has {len(weighted_nodes(model))} weighted layers; with the first conv and the "
+                "output head kept FP32 nothing is left to quantize (build fp16 instead)"
+            )
         onnx.save(model, str(named))
         if quantizer is Quantizer.MODELOPT:
             _int8_modelopt(named, dst, input_name, calib, method, keep)
         else:
             _int8_ort(named, Path(td), dst, input_name, calib, method, keep, batch)
-    return {"quantizer": quantizer.value, "calibration_method": method.value, "symmetric": True,
-            "per_channel_weights": True, "fp32_nodes": keep, "calibration_slices": int(len(calib))}
+    return {
+        "quantizer": quantizer.value,
+        "calibration_method": method.value,
+        "symmetric": True,
+        "per_channel_weights": True,
+        "fp32_nodes": keep,
+        "calibration_slices": int(len(calib)),
+    }
 
 
-def _int8_ort(src: Path, tmpdir: Path, dst: Path, input_name: str, calib: np.ndarray, method: CalibMethod,
-              keep: list[str], batch: int) -> None:
+def _int8_ort(
+    src: Path,
+    tmpdir: Path,
+    dst: Path,
+    input_name: str,
+    calib: np.ndarray,
+    method: CalibMethod,
+    keep: list[str],
+    batch: int,
+) -> None:
     q = require("onnxruntime.quantization")
     pre = tmpdir / "pre.onnx"
     try:
         q.quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
     except Exception:  # shape inference can fail on exotic graphs; quantizing the plain graph still works
         shutil.copyfile(src, pre)
-    methods = {CalibMethod.MINMAX: q.CalibrationMethod.MinMax, CalibMethod.ENTROPY: q.CalibrationMethod.Entropy,
-               CalibMethod.PERCENTILE: q.CalibrationMethod.Percentile}
-    batches = [np.ascontiguousarray(calib[i:i + batch], dtype=np.float32) for i in range(0, len(calib), batch)]
+    methods = {
+        CalibMethod.MINMAX: q.CalibrationMethod.MinMax,
+        CalibMethod.ENTROPY: q.CalibrationMethod.Entropy,
+        CalibMethod.PERCENTILE: q.CalibrationMethod.Percentile,
+    }
+    batches = [np.ascontiguousarray(calib[i : i + batch], dtype=np.float32) for i in range(0, len(calib), batch)]
     out = tmpdir / "int8.onnx"
     q.quantize_static(
-        str(pre), str(out), _Reader(input_name, batches),
-        quant_format=q.QuantFormat.QDQ, per_channel=True, reduce_range=False,
-        activation_type=q.QuantType.QInt8, weight_type=q.QuantType.QInt8,
-        nodes_to_exclude=keep, calibrate_method=methods[method],
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
-                       "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 1}},
+        str(pre),
+        str(out),
+        _Reader(input_name, batches),
+        quant_format=q.QuantFormat.QDQ,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=q.QuantType.QInt8,
+        weight_type=q.QuantType.QInt8,
+        nodes_to_exclude=keep,
+        calibrate_method=methods[method],
+        extra_options={
+            "ActivationSymmetric": True,
+            "WeightSymmetric": True,
+            "QDQOpTypePerChannelSupportToAxis": {"ConvTranspose": 1},
+        },
     )
     _save(_onnx().load(str(out)), dst)
 
 
-def _int8_modelopt(src: Path, dst: Path, input_name: str, calib: np.ndarray, method: CalibMethod, keep: list[str]) -> None:
+def _int8_modelopt(
+    src: Path, dst: Path, input_name: str, calib: np.ndarray, method: CalibMethod, keep: list[str]
+) -> None:
     """NVIDIA ModelOpt INT8 PTQ on CPU; it rewrites its input in place, so it gets a copy."""
     mq = require("modelopt.onnx.quantization", "modelopt")
     if method is CalibMethod.PERCENTILE:
@@ -238,10 +290,17 @@ def _int8_modelopt(src: Path, dst: Path, input_name: str, calib: np.ndarray, met
     shutil.copyfile(src, work)
     tmp_out = Path(dst).with_name(f".{Path(dst).stem}.modelopt-out.onnx")
     try:
-        mq.quantize(onnx_path=str(work), quantize_mode="int8", calibration_data={input_name: calib.astype(np.float32)},
-                    calibration_method="max" if method is CalibMethod.MINMAX else "entropy",
-                    calibration_eps=["cpu"], nodes_to_exclude=keep, high_precision_dtype="fp32", use_zero_point=False,
-                    output_path=str(tmp_out))
+        mq.quantize(
+            onnx_path=str(work),
+            quantize_mode="int8",
+            calibration_data={input_name: calib.astype(np.float32)},
+            calibration_method="max" if method is CalibMethod.MINMAX else "entropy",
+            calibration_eps=["cpu"],
+            nodes_to_exclude=keep,
+            high_precision_dtype="fp32",
+            use_zero_point=False,
+            output_path=str(tmp_out),
+        )
         _save(_onnx().load(str(tmp_out)), dst)
     finally:
         for p in (work, tmp_out):
@@ -255,8 +314,11 @@ def inspect_qdq(path: Path) -> QdqSummary:
 
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
-              if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR}
+    consts = {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in model.graph.node
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].type == onnx.AttributeProto.TENSOR
+    }
     inits.update(consts)
     producers = {o: n for n in model.graph.node for o in n.output}
     s = QdqSummary(0, 0)
@@ -276,7 +338,9 @@ def inspect_qdq(path: Path) -> QdqSummary:
     for n in weighted_nodes(model):
         w = n.input[1] if len(n.input) > 1 else ""
         src = producers.get(w)
-        (s.int8_weighted_nodes if src is not None and src.op_type == "DequantizeLinear" else s.fp32_weighted_nodes).append(n.name)
+        (
+            s.int8_weighted_nodes if src is not None and src.op_type == "DequantizeLinear" else s.fp32_weighted_nodes
+        ).append(n.name)
     return s
 
 

@@ -57,14 +57,23 @@ class BuildSpec:
 
     def trtexec_line(self, onnx: Path, plan: Path) -> str:
         """The equivalent trtexec command (flags that differ between 10.3 and 11.x pinned)."""
+
         def shp(s: tuple[int, ...]) -> str:
             return f"{self.input_name}:{'x'.join(str(v) for v in s)}"
 
         mn, opt, mx = self.shapes()
-        parts = ["trtexec", f"--onnx={onnx}", "--stronglyTyped", f"--saveEngine={plan}",
-                 f"--minShapes={shp(mn)}", f"--optShapes={shp(opt)}", f"--maxShapes={shp(mx)}",
-                 f"--memPoolSize=workspace:{self.workspace_mb}M", f"--builderOptimizationLevel={self.optimization_level}",
-                 *TRTEXEC_PINNED_FLAGS]
+        parts = [
+            "trtexec",
+            f"--onnx={onnx}",
+            "--stronglyTyped",
+            f"--saveEngine={plan}",
+            f"--minShapes={shp(mn)}",
+            f"--optShapes={shp(opt)}",
+            f"--maxShapes={shp(mx)}",
+            f"--memPoolSize=workspace:{self.workspace_mb}M",
+            f"--builderOptimizationLevel={self.optimization_level}",
+            *TRTEXEC_PINNED_FLAGS,
+        ]
         if self.timing_cache:
             parts.append(f"--timingCacheFile={self.timing_cache}")
         if self.dla_core is not None:
@@ -115,7 +124,9 @@ def build_plan(onnx_path: Path, spec: BuildSpec) -> tuple[bytes, dict[str, Any]]
     config.set_timing_cache(cache, False)
     if spec.dla_core is not None:
         if builder.num_DLA_cores <= spec.dla_core:
-            raise InputError(f"this GPU has {builder.num_DLA_cores} DLA cores; --dla-core {spec.dla_core} is not available (Orin Nano has none)")
+            raise InputError(
+                f"this GPU has {builder.num_DLA_cores} DLA cores; --dla-core {spec.dla_core} is not available (Orin Nano has none)"
+            )
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(spec.dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
@@ -123,15 +134,21 @@ def build_plan(onnx_path: Path, spec: BuildSpec) -> tuple[bytes, dict[str, Any]]
     plan = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
     if plan is None:
-        raise ModelError(f"TensorRT could not build an engine from {Path(onnx_path).name} (see the TensorRT log above; "
-                         f"try a larger --workspace than {spec.workspace_mb} MB)")
+        raise ModelError(
+            f"TensorRT could not build an engine from {Path(onnx_path).name} (see the TensorRT log above; "
+            f"try a larger --workspace than {spec.workspace_mb} MB)"
+        )
     if spec.timing_cache:
         from edge_ich.outputs.atomic import write_bytes_atomic
 
         write_bytes_atomic(spec.timing_cache, bytes(config.get_timing_cache().serialize()))
     data = bytes(plan)
-    return data, {"tensorrt_version": str(version), "strongly_typed": bool(flags) or version.strongly_typed_by_default,
-                  "build_seconds": round(seconds, 2), "io": engine_io(trt, data)}
+    return data, {
+        "tensorrt_version": str(version),
+        "strongly_typed": bool(flags) or version.strongly_typed_by_default,
+        "build_seconds": round(seconds, 2),
+        "io": engine_io(trt, data),
+    }
 
 
 def engine_io(trt: Any, plan: bytes) -> dict[str, Any]:
@@ -145,7 +162,16 @@ def engine_io(trt: Any, plan: bytes) -> dict[str, Any]:
         name = engine.get_tensor_name(i)
         is_in = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         io["inputs" if is_in else "outputs"].append(
-            {"name": name, "shape": [int(v) for v in engine.get_tensor_shape(name)], "dtype": engine.get_tensor_dtype(name).name})
-    mem = engine.device_memory_size_v2 if hasattr(engine, "device_memory_size_v2") else getattr(engine, "device_memory_size", None)
+            {
+                "name": name,
+                "shape": [int(v) for v in engine.get_tensor_shape(name)],
+                "dtype": engine.get_tensor_dtype(name).name,
+            }
+        )
+    mem = (
+        engine.device_memory_size_v2
+        if hasattr(engine, "device_memory_size_v2")
+        else getattr(engine, "device_memory_size", None)
+    )
     io["device_memory_bytes"] = int(mem) if mem is not None else None
     return io

@@ -79,8 +79,12 @@ def edge_letters(affine_lps: np.ndarray) -> dict[str, str]:
     """Patient direction at each edge of the displayed slice: {"left", "right", "top", "bottom"}."""
     a = np.asarray(affine_lps, dtype=float)
     col_dir, row_dir = a[:3, 0], a[:3, 1]  # increasing column, increasing row
-    return {"left": _direction_letter(-col_dir), "right": _direction_letter(col_dir),
-            "top": _direction_letter(-row_dir), "bottom": _direction_letter(row_dir)}
+    return {
+        "left": _direction_letter(-col_dir),
+        "right": _direction_letter(col_dir),
+        "top": _direction_letter(-row_dir),
+        "bottom": _direction_letter(row_dir),
+    }
 
 
 def _text_layer(width: int, height: int, draw: Any, bg: tuple[int, int, int] | None) -> np.ndarray:
@@ -118,19 +122,35 @@ def _draw_letters(rgb: np.ndarray, letters: dict[str, str]) -> np.ndarray:
     h, w = rgb.shape[:2]
     size_pt = _font_px(w) * 1.1 * 72.0 / 100.0
     pad_x, pad_y = 6.0 / w, 6.0 / h
-    spots = {"left": (pad_x, 0.5, "left", "center"), "right": (1 - pad_x, 0.5, "right", "center"),
-             "top": (0.5, 1 - pad_y, "center", "top"), "bottom": (0.5, pad_y, "center", "bottom")}
+    spots = {
+        "left": (pad_x, 0.5, "left", "center"),
+        "right": (1 - pad_x, 0.5, "right", "center"),
+        "top": (0.5, 1 - pad_y, "center", "top"),
+        "bottom": (0.5, pad_y, "center", "bottom"),
+    }
 
     def draw(fig: Any) -> None:
         for edge, (x, y, ha, va) in spots.items():
-            fig.text(x, y, letters[edge], color="white", ha=ha, va=va, fontsize=size_pt, family="DejaVu Sans",
-                     weight="bold", path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")])
+            fig.text(
+                x,
+                y,
+                letters[edge],
+                color="white",
+                ha=ha,
+                va=va,
+                fontsize=size_pt,
+                family="DejaVu Sans",
+                weight="bold",
+                path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")],
+            )
 
     layer = _text_layer(w, h, draw, None)
     hit = layer[..., 3] > 0  # blend only where text was drawn
     alpha = layer[hit, 3:4].astype(np.float32) / 255.0
     out = rgb.copy()
-    out[hit] = np.rint(rgb[hit].astype(np.float32) * (1.0 - alpha) + layer[hit, :3].astype(np.float32) * alpha).astype(np.uint8)
+    out[hit] = np.rint(rgb[hit].astype(np.float32) * (1.0 - alpha) + layer[hit, :3].astype(np.float32) * alpha).astype(
+        np.uint8
+    )
     return out
 
 
@@ -143,8 +163,16 @@ def _caption_strip(lines: Sequence[str], width: int) -> np.ndarray:
     def draw(fig: Any) -> None:
         for k, line in enumerate(lines):
             y = 1.0 - (font_px * 0.4 + line_px * (k + 0.5)) / height
-            fig.text(font_px * 0.5 / width, y, line, color="white", va="center", ha="left",
-                     fontsize=font_px * 72.0 / 100.0, family="DejaVu Sans")
+            fig.text(
+                font_px * 0.5 / width,
+                y,
+                line,
+                color="white",
+                va="center",
+                ha="left",
+                fontsize=font_px * 72.0 / 100.0,
+                family="DejaVu Sans",
+            )
 
     return _text_layer(width, height, draw, CAPTION_BG)[..., :3]
 

@@ -59,7 +59,15 @@ def _check_mask(mask_zyx: np.ndarray, headers: Sequence[pydicom.Dataset]) -> np.
     for h in headers:
         if int(h.get("NumberOfFrames", 1) or 1) > 1:
             raise InputError("multi-frame source images are not supported for the DICOM Segmentation")
-        for kw in ("Rows", "Columns", "SOPInstanceUID", "SOPClassUID", "ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        for kw in (
+            "Rows",
+            "Columns",
+            "SOPInstanceUID",
+            "SOPClassUID",
+            "ImagePositionPatient",
+            "ImageOrientationPatient",
+            "PixelSpacing",
+        ):
             if kw not in h or h[kw].value in (None, ""):
                 raise InputError(f"a source slice lacks {kw}; cannot build a DICOM Segmentation")
         if (int(h.Rows), int(h.Columns)) != mask.shape[1:]:
@@ -75,7 +83,11 @@ def derived_frame_of_reference_uid(header: pydicom.Dataset) -> str:
     """A FrameOfReferenceUID derived from the study and series UIDs: same series, same UID."""
     from pydicom.uid import generate_uid
 
-    sources = ["edge-ich frame of reference", str(header.get("StudyInstanceUID", "")), str(header.get("SeriesInstanceUID", ""))]
+    sources = [
+        "edge-ich frame of reference",
+        str(header.get("StudyInstanceUID", "")),
+        str(header.get("SeriesInstanceUID", "")),
+    ]
     return str(generate_uid(entropy_srcs=sources))
 
 
@@ -198,8 +210,10 @@ def build_seg(
         extra: dict[str, Any] = {}
         if frames.size:
             extra["plane_positions"] = [
-                hd.PlanePositionSequence(coordinate_system=hd.CoordinateSystemNames.PATIENT,
-                                         image_position=[float(v) for v in headers[i].ImagePositionPatient])
+                hd.PlanePositionSequence(
+                    coordinate_system=hd.CoordinateSystemNames.PATIENT,
+                    image_position=[float(v) for v in headers[i].ImagePositionPatient],
+                )
                 for i in frames
             ]
         try:
@@ -285,8 +299,13 @@ def write_seg(
     sorted slice order: mask[i] is the segmentation of source_headers[i].
     """
     seg = build_seg(
-        mask_zyx, source_headers, algorithm_name=algorithm_name, algorithm_version=algorithm_version,
-        series_number=series_number, content_label=content_label, device_serial_number=device_serial_number,
+        mask_zyx,
+        source_headers,
+        algorithm_name=algorithm_name,
+        algorithm_version=algorithm_version,
+        series_number=series_number,
+        content_label=content_label,
+        device_serial_number=device_serial_number,
     )
     path = Path(path)
     try:

@@ -57,50 +57,98 @@ def sample_anatomy(rng: np.random.Generator, mimic: float) -> Anatomy:
     atrophy = rng.beta(2, 4)
     wm = rng.uniform(24, 30)
     hu = {
-        "wm": wm, "gm": wm + rng.uniform(8, 12), "deep": wm + rng.uniform(4, 7), "csf": rng.uniform(3, 10),
-        "cb": wm + rng.uniform(7, 11), "bs": wm + rng.uniform(1, 4),
-        "falx": rng.uniform(45, 62) + 12 * (mimic - 1), "sinus": rng.uniform(50, 66) + 8 * (mimic - 1),
-        "cortical": rng.uniform(1000, 1600), "diploe": rng.uniform(350, 700), "fat": rng.uniform(-100, -70),
+        "wm": wm,
+        "gm": wm + rng.uniform(8, 12),
+        "deep": wm + rng.uniform(4, 7),
+        "csf": rng.uniform(3, 10),
+        "cb": wm + rng.uniform(7, 11),
+        "bs": wm + rng.uniform(1, 4),
+        "falx": rng.uniform(45, 62) + 12 * (mimic - 1),
+        "sinus": rng.uniform(50, 66) + 8 * (mimic - 1),
+        "cortical": rng.uniform(1000, 1600),
+        "diploe": rng.uniform(350, 700),
+        "fat": rng.uniform(-100, -70),
         "soft": rng.uniform(35, 55),
     }
     a = Anatomy(
         axes=np.array([rng.uniform(63, 71), rng.uniform(82, 92), rng.uniform(74, 82)]),
         center=np.array([0.0, rng.uniform(0, 5), -5.0]),
-        skull_mm=rng.uniform(5.0, 8.0), scalp_mm=rng.uniform(4.0, 7.0),
-        gap_mm=0.8 + 3.0 * atrophy, vent=0.8 + 1.0 * atrophy + rng.uniform(-0.1, 0.2),
-        ctx_mm=rng.uniform(2.3, 3.2), sulc_w=0.6 + 2.0 * atrophy, sulc_depth=rng.uniform(9, 15),
-        hu=hu, bh=rng.uniform(9, 18) * mimic,
+        skull_mm=rng.uniform(5.0, 8.0),
+        scalp_mm=rng.uniform(4.0, 7.0),
+        gap_mm=0.8 + 3.0 * atrophy,
+        vent=0.8 + 1.0 * atrophy + rng.uniform(-0.1, 0.2),
+        ctx_mm=rng.uniform(2.3, 3.2),
+        sulc_w=0.6 + 2.0 * atrophy,
+        sulc_depth=rng.uniform(9, 15),
+        hu=hu,
+        bh=rng.uniform(9, 18) * mimic,
     )
     side = [-1, 1]
     if rng.random() < 0.55 + 0.25 * (mimic - 1):
-        a.calcs.append(Calc("pineal", np.array([0, 24 * a.vent**0.3, -3.0]), rng.uniform(2.5, 4.5), rng.uniform(90, 350)))
+        a.calcs.append(
+            Calc("pineal", np.array([0, 24 * a.vent**0.3, -3.0]), rng.uniform(2.5, 4.5), rng.uniform(90, 350))
+        )
     if rng.random() < 0.7 + 0.2 * (mimic - 1):
         for s in side:
-            a.calcs.append(Calc("choroid_plexus", np.array([s * 20 * a.vent**0.4, 24, 8.0]) + rng.normal(0, 1.5, 3),
-                                rng.uniform(2.5, 5.0), rng.uniform(80, 300)))
+            a.calcs.append(
+                Calc(
+                    "choroid_plexus",
+                    np.array([s * 20 * a.vent**0.4, 24, 8.0]) + rng.normal(0, 1.5, 3),
+                    rng.uniform(2.5, 5.0),
+                    rng.uniform(80, 300),
+                )
+            )
     if rng.random() < 0.25 * mimic:
         for s in side:
-            a.calcs.append(Calc("basal_ganglia", np.array([s * 18, -4, -1.0]) + rng.normal(0, 1.5, 3),
-                                rng.uniform(2.0, 4.5), rng.uniform(70, 180)))
+            a.calcs.append(
+                Calc(
+                    "basal_ganglia",
+                    np.array([s * 18, -4, -1.0]) + rng.normal(0, 1.5, 3),
+                    rng.uniform(2.0, 4.5),
+                    rng.uniform(70, 180),
+                )
+            )
     if rng.random() < 0.3 * mimic:
         for _ in range(rng.integers(1, 4)):
-            a.calcs.append(Calc("falx_plaque", np.array([0.0, rng.uniform(-50, 40), rng.uniform(30, 60)]),
-                                rng.uniform(1.5, 3.5), rng.uniform(90, 400)))
+            a.calcs.append(
+                Calc(
+                    "falx_plaque",
+                    np.array([0.0, rng.uniform(-50, 40), rng.uniform(30, 60)]),
+                    rng.uniform(1.5, 3.5),
+                    rng.uniform(90, 400),
+                )
+            )
     for s in side:
         for _ in range(rng.integers(2, 5)):
-            a.streaks.append((s * rng.uniform(25, 40), rng.uniform(5, 20), rng.uniform(0, np.pi),
-                              rng.choice([-1, 1]) * rng.uniform(8, 25) * mimic))
+            a.streaks.append(
+                (
+                    s * rng.uniform(25, 40),
+                    rng.uniform(5, 20),
+                    rng.uniform(0, np.pi),
+                    rng.choice([-1, 1]) * rng.uniform(8, 25) * mimic,
+                )
+            )
     return a
 
 
-def _edist(x: np.ndarray, y: np.ndarray, z: np.ndarray, c: tuple[float, float, float],
-           ax: tuple[float, float, float], yaw: float = 0.0, pitch: float = 0.0) -> np.ndarray:
+def _edist(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    c: tuple[float, float, float],
+    ax: tuple[float, float, float],
+    yaw: float = 0.0,
+    pitch: float = 0.0,
+) -> np.ndarray:
     """Approximate signed distance (mm, > 0 inside) to an ellipsoid, on coarse coordinates."""
     dx, dy, dz = x - F32(c[0]), y - F32(c[1]), z - F32(c[2])
     if yaw or pitch:
         r = rotation(yaw, pitch).T
-        dx, dy, dz = (r[0, 0] * dx + r[0, 1] * dy + r[0, 2] * dz, r[1, 0] * dx + r[1, 1] * dy + r[1, 2] * dz,
-                      r[2, 0] * dx + r[2, 1] * dy + r[2, 2] * dz)
+        dx, dy, dz = (
+            r[0, 0] * dx + r[0, 1] * dy + r[0, 2] * dz,
+            r[1, 0] * dx + r[1, 1] * dy + r[1, 2] * dz,
+            r[2, 0] * dx + r[2, 1] * dy + r[2, 2] * dz,
+        )
     e = np.sqrt((dx / F32(ax[0])) ** 2 + (dy / F32(ax[1])) ** 2 + (dz / F32(ax[2])) ** 2)
     rr = np.sqrt(dx * dx + dy * dy + dz * dz)
     return np.where(e > 1e-3, rr * (1.0 / np.maximum(e, 1e-3) - 1.0), F32(min(ax))).astype(F32)
@@ -152,15 +200,21 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     # thin CSF over the skull base: a slice tangent to the fossa floor must not turn into a CSF sheet
     gap = (a.gap_mm * (1 + 0.3 * low) * np.where(above < d0, 0.3, 1.0)).clip(0.3, None).astype(F32)
     lam = 13.0
-    sul = band_noise(rng, (nz, g.coarse, g.coarse), tuple(s / 4 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)),
-                     tuple(s / 2 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)))
+    sul = band_noise(
+        rng,
+        (nz, g.coarse, g.coarse),
+        tuple(s / 4 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)),
+        tuple(s / 2 for s in (lam / g.thickness_mm, lam / cpx, lam / cpx)),
+    )
     # gyri run roughly perpendicular to the surface: mix radial clefts (wiggled) with the labyrinth
     theta = np.arctan2(y - c[1], x)
     wig = smooth_noise(rng, (nz, g.coarse, g.coarse), (8 / g.thickness_mm, 8 / cpx, 8 / cpx))
     sul = (0.6 * np.sin(theta * F32(70 * 2 * np.pi / 17) + 1.8 * wig) / 0.707 + 0.5 * sul).astype(F32)
     gy, gx = np.gradient(sul, axis=(1, 2))
     sulc_scale = float(cpx / np.mean(np.sqrt(gx * gx + gy * gy) + 1e-6))
-    var = (smooth_noise(rng, (nz, g.coarse, g.coarse), (2.5 / g.thickness_mm, 2.5 / cpx, 2.5 / cpx)) + 0.8 * low).astype(F32)
+    var = (
+        smooth_noise(rng, (nz, g.coarse, g.coarse), (2.5 / g.thickness_mm, 2.5 / cpx, 2.5 / cpx)) + 0.8 * low
+    ).astype(F32)
     tz = -14 - 0.22 * ab - 0.28 * np.clip(y - 5, 0, None)
     tent = (z - tz).astype(F32) / np.sqrt(1 + 0.28**2)
     zs = g.slice_head_z()
@@ -176,8 +230,9 @@ def coarse_fields(g: Grid, a: Anatomy, rng: np.random.Generator) -> Fields:
     return Fields(cav, gap, sul, var, tent, base, bz, sulc_scale)
 
 
-def _base_fields(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, cpx: float,
-                 th: float, a: Anatomy) -> dict[str, np.ndarray]:
+def _base_fields(
+    x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Generator, cpx: float, th: float, a: Anatomy
+) -> dict[str, np.ndarray]:
     """Skull base: petrous bones, clivus, sinuses, mastoid air cells, orbits, lower face outline."""
     j = lambda s: rng.normal(0, s)  # noqa: E731  per-case jitter
     cells = smooth_noise(rng, x.shape, (1.5 / th, 1.5 / cpx, 1.5 / cpx))
@@ -201,15 +256,28 @@ def _base_fields(x: np.ndarray, y: np.ndarray, z: np.ndarray, rng: np.random.Gen
     orbits = [_edist(x, y, z, (s * 31, -70, -42), (15, 19, 14)) for s in (-1, 1)]
     globes = [_edist(x, y, z, (s * 31, -82, -42), (12, 12, 12)) for s in (-1, 1)]
     low = _edist(x, y, z, (0, -15, -70), (66, 82, 48))
-    return {"bone": np.max(bone, axis=0), "air": np.max(air, axis=0), "fat": np.maximum(*orbits),
-            "globe": np.maximum(*globes), "low": low}
+    return {
+        "bone": np.max(bone, axis=0),
+        "air": np.max(air, axis=0),
+        "fat": np.maximum(*orbits),
+        "globe": np.maximum(*globes),
+        "low": low,
+    }
 
 
 # Ventricles: (center, semi-axes, yaw) per side (x is mirrored), scaled by the case's ventricle factor.
-_VENT = [((10, -2, 17), (5.0, 26, 7), 8), ((11, -22, 9), (6.5, 10, 9), -10), ((19, 22, 7), (6.5, 11, 9), 25),
-         ((21, 36, 5), (3.5, 9, 5), 20), ((28, -6, -17), (3.5, 15, 4), 20)]
-_DEEP = [((14, -18, 10), (5, 10, 9), 0, "caudate"), ((22, -4, 0), (6, 15, 9), 10, "lentiform"),
-         ((10, 9, 3), (8, 13, 9), 0, "thalamus")]
+_VENT = [
+    ((10, -2, 17), (5.0, 26, 7), 8),
+    ((11, -22, 9), (6.5, 10, 9), -10),
+    ((19, 22, 7), (6.5, 11, 9), 25),
+    ((21, 36, 5), (3.5, 9, 5), 20),
+    ((28, -6, -17), (3.5, 15, 4), 20),
+]
+_DEEP = [
+    ((14, -18, 10), (5, 10, 9), 0, "caudate"),
+    ((22, -4, 0), (6, 15, 9), 10, "lentiform"),
+    ((10, 9, 3), (8, 13, 9), 0, "thalamus"),
+]
 
 
 def _vent_parts(a: Anatomy) -> list[tuple[np.ndarray, np.ndarray, float]]:
@@ -217,13 +285,17 @@ def _vent_parts(a: Anatomy) -> list[tuple[np.ndarray, np.ndarray, float]]:
     parts = []
     for (cx, cy, cz), (sx, sy, sz), yaw in _VENT:
         for s in (-1, 1):
-            parts.append((np.array([s * cx * v**0.4, cy * v**0.2, cz]), np.array([sx * v, sy * v**0.5, sz * v**0.6]), s * yaw))
+            parts.append(
+                (np.array([s * cx * v**0.4, cy * v**0.2, cz]), np.array([sx * v, sy * v**0.5, sz * v**0.6]), s * yaw)
+            )
     parts.append((np.array([0, 2, -3.0]), np.array([1.5 + 2.0 * v, 13, 9]), 0.0))  # third
     parts.append((np.array([0, 30, -45.0]), np.array([6.5 * v**0.5, 3.5 * v**0.5, 6]), 0.0))  # fourth
     return parts
 
 
-def _union(g: Grid, out: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, float]], grow: float = 0.0) -> np.ndarray:
+def _union(
+    g: Grid, out: np.ndarray, parts: list[tuple[np.ndarray, np.ndarray, float]], grow: float = 0.0
+) -> np.ndarray:
     for c, ax, yaw in parts:
         rot = rotation(yaw)
         b = quadric(g, c, ax + grow, rot)
@@ -275,25 +347,46 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     fiss_lvl = soft(zh - (22 - 0.012 * yh * yh), w)
     fw = 0.55 + 0.35 * a.sulc_w
     fiss = soft(F32(fw) - np.abs(xm), sg.pixel_mm) * fiss_lvl
-    gm = np.maximum(soft(F32(a.ctx_mm) - db, w), soft(F32(a.sulc_w / 2 + a.ctx_mm) - sd, w) * soft(depth + F32(a.ctx_mm) - db, w))
+    gm = np.maximum(
+        soft(F32(a.ctx_mm) - db, w), soft(F32(a.sulc_w / 2 + a.ctx_mm) - sd, w) * soft(depth + F32(a.ctx_mm) - db, w)
+    )
     gm = np.maximum(gm, soft(F32(fw + a.ctx_mm) - np.abs(xm), w) * fiss_lvl)
     hu += (h["gm"] - h["wm"]) * gm * supra
     deep = np.zeros_like(hu)
-    _union(sg, deep, [(np.array([s * c[0], c[1], c[2]]), np.array(ax, float), s * yaw) for c, ax, yaw, _ in _DEEP for s in (-1, 1)])
+    _union(
+        sg,
+        deep,
+        [(np.array([s * c[0], c[1], c[2]]), np.array(ax, float), s * yaw) for c, ax, yaw, _ in _DEEP for s in (-1, 1)],
+    )
     hu += (h["deep"] - hu) * deep * supra
     # posterior fossa: cerebellum, brainstem
     infra = 1 - supra
     hu += (h["cb"] + 1.5 * var - hu) * infra
     stem = np.zeros_like(hu)
-    _union(sg, stem, [(np.array([0, 10, -20.0]), np.array([12, 10.5, 13.0]), 0.0), (np.array([0, 13, -40.0]), np.array([14, 12, 12.0]), 0.0),
-                      (np.array([0, 20, -62.0]), np.array([9, 9, 15.0]), 0.0)])
+    _union(
+        sg,
+        stem,
+        [
+            (np.array([0, 10, -20.0]), np.array([12, 10.5, 13.0]), 0.0),
+            (np.array([0, 13, -40.0]), np.array([14, 12, 12.0]), 0.0),
+            (np.array([0, 20, -62.0]), np.array([9, 9, 15.0]), 0.0),
+        ],
+    )
     hu += (h["bs"] - hu) * stem
     # CSF: gap, sulci, fissures, cisterns, ventricles
     sub = np.maximum(1 - paren, sulc * supra)
     sub = np.maximum(sub, fiss)
     cist = np.zeros_like(hu)
-    _union(sg, cist, [(np.array([0, -10, -24.0]), np.array([13, 9, 6.0]), 0.0), (np.array([0, 24, -13.0]), np.array([7, 6, 6.0]), 0.0),
-                      (np.array([0, 10, -20.0]), np.array([13.5, 12.5, 9.0]), 0.0), (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0)])
+    _union(
+        sg,
+        cist,
+        [
+            (np.array([0, -10, -24.0]), np.array([13, 9, 6.0]), 0.0),
+            (np.array([0, 24, -13.0]), np.array([7, 6, 6.0]), 0.0),
+            (np.array([0, 10, -20.0]), np.array([13.5, 12.5, 9.0]), 0.0),
+            (np.array([0, 2, -42.0]), np.array([12, 6, 10.0]), 0.0),
+        ],
+    )
     cist = np.clip(cist - stem, 0, 1)
     syl = [(np.array([s * 47, -6, -8.0]), np.array([20, 0.5 + 0.6 * a.sulc_w, 11]), 0.0) for s in (-1, 1)]
     for c, ax, _ in syl:
@@ -338,9 +431,34 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
     for k in range(hu.shape[0]):
         wk = float(w[k, 0, 0])
         ti = 1.6
-        xs = [0, ti, ti + 0.8, t - ti - 0.8, t - ti, t, t + 0.7, t + 0.4 * sc, t + 0.55 * sc, t + 0.7 * sc, t + sc, t + sc + max(wk, 0.5)]
-        vs = [h["cortical"], h["cortical"], h["diploe"], h["diploe"], h["cortical"], h["cortical"], h["soft"], h["soft"],
-              0.5 * h["fat"], h["soft"], h["soft"], -1000.0]
+        xs = [
+            0,
+            ti,
+            ti + 0.8,
+            t - ti - 0.8,
+            t - ti,
+            t,
+            t + 0.7,
+            t + 0.4 * sc,
+            t + 0.55 * sc,
+            t + 0.7 * sc,
+            t + sc,
+            t + sc + max(wk, 0.5),
+        ]
+        vs = [
+            h["cortical"],
+            h["cortical"],
+            h["diploe"],
+            h["diploe"],
+            h["cortical"],
+            h["cortical"],
+            h["soft"],
+            h["soft"],
+            0.5 * h["fat"],
+            h["soft"],
+            h["soft"],
+            -1000.0,
+        ]
         shell[k] = np.interp(-cav[k], xs, vs)
     # skull base (applied after lesions, in finish())
     ops: list[tuple[slice, float, np.ndarray]] = []
@@ -354,8 +472,13 @@ def render(sg: Grid, a: Anatomy, f: Fields, z0: int) -> Rendered:
         low = soft(bu("low"), wb) * soft(-cav[ks] - t, wb)
         bone = soft(bu("bone"), wb)
         airo = soft(bu("air"), wb)
-        ops += [(ks, h["soft"], low), (ks, h["cortical"] * 0.9, bone), (ks, h["fat"], soft(bu("fat"), wb)),
-                (ks, 10.0, soft(bu("globe"), wb)), (ks, -950.0, airo)]
+        ops += [
+            (ks, h["soft"], low),
+            (ks, h["cortical"] * 0.9, bone),
+            (ks, h["fat"], soft(bu("fat"), wb)),
+            (ks, 10.0, soft(bu("globe"), wb)),
+            (ks, -950.0, airo),
+        ]
         incav[ks] *= (1 - bone) * (1 - airo)
         mimics["skull_base"] = np.zeros(hu.shape, bool)
         mimics["skull_base"][ks] = bone > 0.05

@@ -77,8 +77,16 @@ class Grid:
         """A sub-box of this grid as its own grid."""
         shift = np.eye(4)
         shift[:3, 3] = [c0, r0, z0]
-        return Grid((z1 - z0, r1 - r0, c1 - c0), self.vox2head @ shift, self.pixel_mm, self.thickness_mm,
-                    self.coarse, self.n_full, self.row0 + r0, self.col0 + c0)
+        return Grid(
+            (z1 - z0, r1 - r0, c1 - c0),
+            self.vox2head @ shift,
+            self.pixel_mm,
+            self.thickness_mm,
+            self.coarse,
+            self.n_full,
+            self.row0 + r0,
+            self.col0 + c0,
+        )
 
     def coarse_coords(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Head x, y, z at the centres of the full frame's coarse grid, each float32 [Z, C, C]."""
@@ -91,20 +99,26 @@ class Grid:
         m = self.vox2head
         out = []
         for i in range(3):
-            out.append((m[i, 3] + m[i, 2] * k[:, None, None] + m[i, 1] * r_idx[None, :, None]
-                        + m[i, 0] * c_idx[None, None, :]).astype(F32))
+            out.append(
+                (
+                    m[i, 3]
+                    + m[i, 2] * k[:, None, None]
+                    + m[i, 1] * r_idx[None, :, None]
+                    + m[i, 0] * c_idx[None, None, :]
+                ).astype(F32)
+            )
         return out[0], out[1], out[2]
 
     def upsample(self, field: np.ndarray) -> np.ndarray:
         """Coarse [Z, C, C] (full frame) -> this grid's [Z, H, W] by bilinear interpolation (two matmuls)."""
         u = upsample_matrix(self.n_full, self.coarse)
-        ur = u[self.row0:self.row0 + self.shape[1]]
-        uc = u[self.col0:self.col0 + self.shape[2]]
+        ur = u[self.row0 : self.row0 + self.shape[1]]
+        uc = u[self.col0 : self.col0 + self.shape[2]]
         jr = np.nonzero(ur.any(0))[0]
         jc = np.nonzero(uc.any(0))[0]
-        ur = ur[:, jr[0]:jr[-1] + 1]
-        uc = np.ascontiguousarray(uc[:, jc[0]:jc[-1] + 1].T)
-        f = field[:, jr[0]:jr[-1] + 1, jc[0]:jc[-1] + 1].astype(F32, copy=False)
+        ur = ur[:, jr[0] : jr[-1] + 1]
+        uc = np.ascontiguousarray(uc[:, jc[0] : jc[-1] + 1].T)
+        f = field[:, jr[0] : jr[-1] + 1, jc[0] : jc[-1] + 1].astype(F32, copy=False)
         return np.matmul(np.matmul(ur, f), uc)
 
     def slice_head_z(self) -> np.ndarray:
@@ -131,8 +145,9 @@ class Block:
     e: np.ndarray  # normalised quadric value, < 1 inside
 
 
-def quadric(g: Grid, center: np.ndarray, axes: np.ndarray, rot: np.ndarray | None = None,
-            margin: float = 1.5) -> Block | None:
+def quadric(
+    g: Grid, center: np.ndarray, axes: np.ndarray, rot: np.ndarray | None = None, margin: float = 1.5
+) -> Block | None:
     """Ellipsoid value e = |diag(1/axes) R^T (h - c)|^2 on its bounding box (None if outside).
 
     `margin` scales the box so soft edges and rims (e < margin^2) stay inside it.
@@ -183,16 +198,21 @@ def slab_width(g: Grid, nz: np.ndarray | float) -> np.ndarray | float:
     return np.sqrt(g.pixel_mm**2 + (g.thickness_mm * np.asarray(nz)) ** 2 + 0.1)
 
 
-def block_occupancy(g: Grid, b: Block, center: np.ndarray, axes: np.ndarray, grow: float = 0.0,
-                    rot: np.ndarray | None = None) -> np.ndarray:
+def block_occupancy(
+    g: Grid, b: Block, center: np.ndarray, axes: np.ndarray, grow: float = 0.0, rot: np.ndarray | None = None
+) -> np.ndarray:
     """Soft occupancy of a quadric block, blurred across the slab where its surface is oblique to the slice."""
     axes = np.asarray(axes, float)
     r = 3.0 / float(np.sum(1.0 / axes))
     cov = (np.eye(3) if rot is None else rot) @ np.diag(axes**2) @ (np.eye(3) if rot is None else rot).T
     ez = float(np.sqrt(cov[2, 2]))  # half height of the (rotated) ellipsoid
     ein = float(np.sqrt(max(np.linalg.eigvalsh(cov[:2, :2]).min(), 1e-6)))  # in-plane smallest half width
-    zc = g.vox2head[2, 3] + g.vox2head[2, 2] * np.arange(b.sl[0].start, b.sl[0].stop) + g.vox2head[2, 0] * (
-        (b.sl[2].start + b.sl[2].stop) / 2) + g.vox2head[2, 1] * ((b.sl[1].start + b.sl[1].stop) / 2)
+    zc = (
+        g.vox2head[2, 3]
+        + g.vox2head[2, 2] * np.arange(b.sl[0].start, b.sl[0].stop)
+        + g.vox2head[2, 0] * ((b.sl[2].start + b.sl[2].stop) / 2)
+        + g.vox2head[2, 1] * ((b.sl[1].start + b.sl[1].stop) / 2)
+    )
     u = np.clip(np.abs(zc - center[2]) / max(ez, 1e-3), 0, 0.999)
     gz, gin = u / ez, np.sqrt(1 - u**2) / ein
     nz = np.clip(gz / np.sqrt(gz**2 + gin**2 + 1e-12), 0, 0.97)
@@ -200,7 +220,9 @@ def block_occupancy(g: Grid, b: Block, center: np.ndarray, axes: np.ndarray, gro
     return soft((1.0 - b.e) * F32(r / 2.0) + F32(grow), width)
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_vox: tuple[float, float, float]) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, int, int], sigma_vox: tuple[float, float, float]
+) -> np.ndarray:
     """Gaussian-filtered white noise, rescaled to unit standard deviation (float32)."""
     w = rng.standard_normal(shape, dtype=F32)
     f = ndimage.gaussian_filter(w, sigma_vox, mode="wrap", truncate=3.0)
@@ -208,12 +230,17 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_vo
     return (f / F32(s)).astype(F32, copy=False)
 
 
-def band_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_lo: tuple[float, float, float],
-               sigma_hi: tuple[float, float, float]) -> np.ndarray:
+def band_noise(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int],
+    sigma_lo: tuple[float, float, float],
+    sigma_hi: tuple[float, float, float],
+) -> np.ndarray:
     """Band-pass noise (difference of Gaussians) with unit standard deviation: a labyrinth at its zero set."""
     w = rng.standard_normal(shape, dtype=F32)
-    f = (ndimage.gaussian_filter(w, sigma_lo, mode="wrap", truncate=3.0)
-         - ndimage.gaussian_filter(w, sigma_hi, mode="wrap", truncate=3.0))
+    f = ndimage.gaussian_filter(w, sigma_lo, mode="wrap", truncate=3.0) - ndimage.gaussian_filter(
+        w, sigma_hi, mode="wrap", truncate=3.0
+    )
     s = float(f.std()) or 1.0
     return (f / F32(s)).astype(F32, copy=False)
 
@@ -245,7 +272,7 @@ def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_hu: fl
         return rng.standard_normal(shape, dtype=F32) * F32(sigma_hu)
     for k in range(z):
         oy, ox = rng.integers(0, _BANK - h + 1), rng.integers(0, _BANK - w + 1)
-        tile = bank[oy:oy + h, ox:ox + w]
+        tile = bank[oy : oy + h, ox : ox + w]
         f = int(rng.integers(0, 4))
         tile = tile[::-1] if f & 1 else tile
         out[k] = tile[:, ::-1] if f & 2 else tile

@@ -22,8 +22,17 @@ from edge_ich.errors import InputError
 SUBTYPES = {1: "epidural", 2: "intraparenchymal", 3: "intraventricular", 4: "subarachnoid", 5: "subdural"}
 
 #: Codes of `PhantomCase.mimic_map` (where a threshold would be fooled, for failure tables).
-MIMICS = {1: "inner_table", 2: "falx_tentorium", 3: "dural_sinus", 4: "calc_choroid_plexus", 5: "calc_pineal",
-          6: "calc_basal_ganglia", 7: "calc_falx_plaque", 8: "skull_base", 9: "streak"}
+MIMICS = {
+    1: "inner_table",
+    2: "falx_tentorium",
+    3: "dural_sinus",
+    4: "calc_choroid_plexus",
+    5: "calc_pineal",
+    6: "calc_basal_ganglia",
+    7: "calc_falx_plaque",
+    8: "skull_base",
+    9: "streak",
+}
 
 _CHUNK = 8  # slices rendered at a time: keeps temporaries small (and out of mmap territory)
 
@@ -44,8 +53,13 @@ _DIFF = {
 }
 
 # (storage, intercept, probability): int16 signed; 12-bit unsigned; 12-bit with the RSNA shifted intercept
-_STORAGE = [("int16", -1024, 0.4), ("int16", -1000, 0.05), ("uint12", -1024, 0.25), ("uint12", -1000, 0.15),
-            ("rsna_shift", 0, 0.15)]
+_STORAGE = [
+    ("int16", -1024, 0.4),
+    ("int16", -1000, 0.05),
+    ("uint12", -1024, 0.25),
+    ("uint12", -1000, 0.15),
+    ("rsna_shift", 0, 0.15),
+]
 
 
 @dataclass
@@ -88,9 +102,16 @@ def max_hu(storage: str, intercept: int) -> int:
     return 3095
 
 
-def generate_case(seed: int, difficulty: str = "standard", slices: int | None = None, thickness: float | None = None,
-                  size: int = 512, positive: bool | None = None, tilt: bool | None = None,
-                  subtypes: Sequence[str] | None = None) -> PhantomCase:
+def generate_case(
+    seed: int,
+    difficulty: str = "standard",
+    slices: int | None = None,
+    thickness: float | None = None,
+    size: int = 512,
+    positive: bool | None = None,
+    tilt: bool | None = None,
+    subtypes: Sequence[str] | None = None,
+) -> PhantomCase:
     """Render one synthetic head CT series with hemorrhages (or none) and its voxel truth.
 
     size: in-plane matrix (512 real; 256/128 for fast tests), pixel spacing scales so the head keeps
@@ -198,15 +219,32 @@ def generate_case(seed: int, difficulty: str = "standard", slices: int | None = 
     counts = np.bincount(labels.ravel(), minlength=len(SUBTYPES) + 1)
     vols = {SUBTYPES[c]: round(float(counts[c]) * vox_ml, 3) for c in SUBTYPES if counts[c]}
     meta: dict[str, Any] = {
-        "seed": int(seed), "difficulty": diff.value, "thickness": thickness, "tilt_deg": round(tilt_deg, 3),
-        "pixel_mm": px, "size": size, "slices": slices, "positive": bool(vols), "subtypes": sorted(vols),
-        "volumes_ml": vols, "volume_ml": round(sum(vols.values()), 3),
+        "seed": int(seed),
+        "difficulty": diff.value,
+        "thickness": thickness,
+        "tilt_deg": round(tilt_deg, 3),
+        "pixel_mm": px,
+        "size": size,
+        "slices": slices,
+        "positive": bool(vols),
+        "subtypes": sorted(vols),
+        "volumes_ml": vols,
+        "volume_ml": round(sum(vols.values()), 3),
         "lesions": [{"subtype": SUBTYPES[le.code], "kind": le.kind} for le in lesions],
-        "mimics": sorted(MIMICS[c] for c in np.nonzero(np.bincount(mimic_map.ravel(), minlength=len(MIMICS) + 1))[0] if c),
+        "mimics": sorted(
+            MIMICS[c] for c in np.nonzero(np.bincount(mimic_map.ravel(), minlength=len(MIMICS) + 1))[0] if c
+        ),
         "calcifications": [{"kind": c.kind, "hu": round(c.hu, 1)} for c in a.calcs],
-        "storage": storage, "intercept": intercept, "noise_hu": round(float(sigma), 2),
-        "pose": {"yaw": round(yaw, 2), "pitch": round(pitch, 2), "roll": round(roll, 2), "scale": round(scale, 3),
-                 "translation_mm": [round(float(t), 2) for t in trans[:2]]},
+        "storage": storage,
+        "intercept": intercept,
+        "noise_hu": round(float(sigma), 2),
+        "pose": {
+            "yaw": round(yaw, 2),
+            "pitch": round(pitch, 2),
+            "roll": round(roll, 2),
+            "scale": round(scale, 3),
+            "translation_mm": [round(float(t), 2) for t in trans[:2]],
+        },
         "orientation": [*row_dir.tolist(), *col_dir.tolist()],
         "window": {"center": 40, "width": 80},
     }
@@ -258,8 +296,11 @@ def _lps_linear(affine: np.ndarray, axis: int, box: tuple[int, int, int, int, in
     z0, z1, r0, r1, c0, c1 = box
     a = affine[axis]
     k = np.arange(z0, z1, dtype=float)
-    out = ((a[3] + a[2] * k)[:, None, None] + (a[1] * np.arange(r0, r1, dtype=float))[None, :, None]
-           + (a[0] * np.arange(c0, c1, dtype=float))[None, None, :])
+    out = (
+        (a[3] + a[2] * k)[:, None, None]
+        + (a[1] * np.arange(r0, r1, dtype=float))[None, :, None]
+        + (a[0] * np.arange(c0, c1, dtype=float))[None, None, :]
+    )
     return out.astype(np.float32)
 
 
@@ -279,7 +320,10 @@ def _streaks(sg: Any, a: Any, r: Any) -> None:
         acc = np.zeros((h, w), np.float32)
         for x, y, ang, amp in items:
             p = hv @ np.array([x, y, zs[k], 1.0])
-            d = np.abs((cols - np.float32(p[0])) * np.float32(np.sin(ang)) - (rows - np.float32(p[1])) * np.float32(np.cos(ang)))
+            d = np.abs(
+                (cols - np.float32(p[0])) * np.float32(np.sin(ang))
+                - (rows - np.float32(p[1])) * np.float32(np.cos(ang))
+            )
             d *= np.float32(sg.pixel_mm / 0.9)
             acc += np.float32(amp * taper) / (1 + d * d)
         m = r.incav[k]

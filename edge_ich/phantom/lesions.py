@@ -40,8 +40,17 @@ def _surface_point(a: Anatomy, u: np.ndarray) -> np.ndarray:
     return a.center + u * t
 
 
-def sample_lesions(rng: np.random.Generator, a: Anatomy, n: int, zrange: tuple[float, float], contrast: float,
-                   size: float, subacute_p: float, level_y: float, force: list[int] | None = None) -> list[Lesion]:
+def sample_lesions(
+    rng: np.random.Generator,
+    a: Anatomy,
+    n: int,
+    zrange: tuple[float, float],
+    contrast: float,
+    size: float,
+    subacute_p: float,
+    level_y: float,
+    force: list[int] | None = None,
+) -> list[Lesion]:
     """Draw n hemorrhages (subtype codes `force` if given) centred within the covered head heights `zrange`."""
     lo, hi = zrange
     out: list[Lesion] = []
@@ -67,15 +76,32 @@ def sample_lesions(rng: np.random.Generator, a: Anatomy, n: int, zrange: tuple[f
             zt = rng.uniform(max(lo, -20) + 5, min(hi, 60) - 5) if min(hi, 60) - max(lo, -20) > 10 else (lo + hi) / 2
             az = rng.uniform(-1.0, 1.0) if code == EDH else rng.uniform(-0.7, 0.7)
             el = np.arcsin(np.clip((zt - a.center[2]) / a.axes[2], -0.95, 0.95))
-            u = np.array([side * np.cos(el) * np.cos(az) * a.axes[0], np.sin(az) * np.cos(el) * a.axes[1], np.sin(el) * a.axes[2]])
+            u = np.array(
+                [
+                    side * np.cos(el) * np.cos(az) * a.axes[0],
+                    np.sin(az) * np.cos(el) * a.axes[1],
+                    np.sin(el) * a.axes[2],
+                ]
+            )
             p0 = _surface_point(a, u)
             if code == EDH:
-                out.append(Lesion(EDH, p0, rng.uniform(22, 38) * size, blood(62, 88), rng.uniform(7, 20) * size, side=side))
+                out.append(
+                    Lesion(EDH, p0, rng.uniform(22, 38) * size, blood(62, 88), rng.uniform(7, 20) * size, side=side)
+                )
             else:
                 sub = rng.random() < subacute_p
                 hu = rng.uniform(32, 46) if sub else blood(55, 80)
-                out.append(Lesion(SDH, p0, rng.uniform(38, 62), hu, rng.uniform(3, 10) * size, side=side,
-                                  kind="subacute" if sub else "acute"))
+                out.append(
+                    Lesion(
+                        SDH,
+                        p0,
+                        rng.uniform(38, 62),
+                        hu,
+                        rng.uniform(3, 10) * size,
+                        side=side,
+                        kind="subacute" if sub else "acute",
+                    )
+                )
         elif code == SAH:
             if rng.random() < 0.35 and lo < -10:
                 c, kind = np.array([0, -6, -20.0]) + rng.normal(0, 3, 3), "basal"
@@ -83,13 +109,21 @@ def sample_lesions(rng: np.random.Generator, a: Anatomy, n: int, zrange: tuple[f
                 zt = rng.uniform(max(lo, -10), min(hi, 55)) if min(hi, 55) > max(lo, -10) else (lo + hi) / 2
                 az = rng.uniform(-1.3, 1.3)
                 el = np.arcsin(np.clip((zt - a.center[2]) / a.axes[2], -0.95, 0.95))
-                u = np.array([side * np.cos(el) * np.cos(az) * a.axes[0], np.sin(az) * np.cos(el) * a.axes[1], np.sin(el) * a.axes[2]])
+                u = np.array(
+                    [
+                        side * np.cos(el) * np.cos(az) * a.axes[0],
+                        np.sin(az) * np.cos(el) * a.axes[1],
+                        np.sin(el) * a.axes[2],
+                    ]
+                )
                 c, kind = _surface_point(a, u), "convexity"
             out.append(Lesion(SAH, c, rng.uniform(18, 35) * size, blood(55, 78), kind=kind, side=side))
         else:
             both = rng.random() < 0.5
             c = np.array([0.0 if both else side * 20, 20, 6.0])
-            out.append(Lesion(IVH, c, 45.0 if both else 22.0, blood(50, 75), level=level_y + rng.uniform(4, 22), side=side))
+            out.append(
+                Lesion(IVH, c, 45.0 if both else 22.0, blood(50, 75), level=level_y + rng.uniform(4, 22), side=side)
+            )
     return out
 
 

@@ -25,8 +25,17 @@ from edge_ich.phantom.generator import SUBTYPES, PhantomCase, case_seed, generat
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 RSNA_SUBTYPES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural", "any")
-PHYSIONET_COLUMNS = ("PatientNumber", "SliceNumber", "Intraventricular", "Intraparenchymal", "Subarachnoid",
-                     "Epidural", "Subdural", "No_Hemorrhage", "Fracture_Yes_No")
+PHYSIONET_COLUMNS = (
+    "PatientNumber",
+    "SliceNumber",
+    "Intraventricular",
+    "Intraparenchymal",
+    "Subarachnoid",
+    "Epidural",
+    "Subdural",
+    "No_Hemorrhage",
+    "Fracture_Yes_No",
+)
 _DATE, _TIME = "20200101", "120000"
 
 
@@ -63,8 +72,13 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
 
 
 def _truth_npz(c: PhantomCase, **extra: np.ndarray) -> bytes:
-    return npz_bytes(labels=c.labels, slice_labels=c.slice_labels, spacing=np.asarray(c.spacing, float),
-                     affine_lps=c.affine_lps, **extra)
+    return npz_bytes(
+        labels=c.labels,
+        slice_labels=c.slice_labels,
+        spacing=np.asarray(c.spacing, float),
+        affine_lps=c.affine_lps,
+        **extra,
+    )
 
 
 def nifti_bytes(data: np.ndarray, affine_ras: np.ndarray, gz: bool) -> bytes:
@@ -174,8 +188,12 @@ def _ds_bytes(ds: Any) -> bytes:
 
 
 def _case_ids(seed: int, i: int) -> dict[str, str]:
-    return {"study": uid(seed, i, "study"), "series": uid(seed, i, "series"), "frame": uid(seed, i, "frame"),
-            "patient": f"PHANTOM-{i:03d}"}
+    return {
+        "study": uid(seed, i, "study"),
+        "series": uid(seed, i, "series"),
+        "frame": uid(seed, i, "frame"),
+        "patient": f"PHANTOM-{i:03d}",
+    }
 
 
 def _write_dicom_case(out: Path, c: PhantomCase, seed: int, i: int, compress: bool) -> str:
@@ -187,7 +205,9 @@ def _write_dicom_case(out: Path, c: PhantomCase, seed: int, i: int, compress: bo
     write_bytes_atomic(d / "truth.npz", _truth_npz(c))
     from edge_ich.sources.volume import lps_to_ras
 
-    write_bytes_atomic(d / "truth_mask.nii.gz", nifti_bytes(c.labels.transpose(2, 1, 0), lps_to_ras(c.affine_lps), gz=True))
+    write_bytes_atomic(
+        d / "truth_mask.nii.gz", nifti_bytes(c.labels.transpose(2, 1, 0), lps_to_ras(c.affine_lps), gz=True)
+    )
     return ids["series"]
 
 
@@ -220,8 +240,19 @@ def _write_nifti_case(out: Path, c: PhantomCase, i: int, layout: Layout, diag: l
         write_bytes_atomic(out / "masks" / f"{num}.nii", nifti_bytes(fg.astype(np.uint8) * 255, aff, gz=False))
         for k in range(c.hu.shape[0]):
             present = {int(v) for v in np.unique(c.labels[k]) if v}
-            diag.append([i + 1, k + 1, int(3 in present), int(2 in present), int(4 in present), int(1 in present),
-                         int(5 in present), int(not present), 0])
+            diag.append(
+                [
+                    i + 1,
+                    k + 1,
+                    int(3 in present),
+                    int(2 in present),
+                    int(4 in present),
+                    int(1 in present),
+                    int(5 in present),
+                    int(not present),
+                    0,
+                ]
+            )
     else:
         num = f"{i + 1:03d}"
         write_bytes_atomic(out / "data" / f"{num}.nii.gz", nifti_bytes(vol, aff, gz=True))
@@ -229,8 +260,17 @@ def _write_nifti_case(out: Path, c: PhantomCase, i: int, layout: Layout, diag: l
     write_bytes_atomic(out / "truth" / f"{num}.npz", _truth_npz(c))
 
 
-def write_dataset(out: Path, cases: int, seed: int, layout: str, difficulty: str, slices: int | None,
-                  thickness: float | None, compress: bool, size: int = 512) -> str:
+def write_dataset(
+    out: Path,
+    cases: int,
+    seed: int,
+    layout: str,
+    difficulty: str,
+    slices: int | None,
+    thickness: float | None,
+    compress: bool,
+    size: int = 512,
+) -> str:
     """Generate `cases` phantom cases into `out` in `layout`; return a one-line summary."""
     try:
         lay = Layout(layout)
@@ -256,16 +296,29 @@ def write_dataset(out: Path, cases: int, seed: int, layout: str, difficulty: str
             _write_nifti_case(out, c, i, lay, diag)
         n_slices += c.hu.shape[0]
         n_pos += int(c.meta["positive"])
-        table.append([f"case_{i:03d}", series, c.hu.shape[0], f"{c.spacing[0]:g}", int(c.meta["positive"]),
-                      ";".join(c.meta["subtypes"]), f"{c.meta['volume_ml']:.3f}"])
-    _write_csv(out / "cases.csv", ["case", "series_uid", "slices", "thickness_mm", "positive", "subtypes", "volume_ml"], table)
+        table.append(
+            [
+                f"case_{i:03d}",
+                series,
+                c.hu.shape[0],
+                f"{c.spacing[0]:g}",
+                int(c.meta["positive"]),
+                ";".join(c.meta["subtypes"]),
+                f"{c.meta['volume_ml']:.3f}",
+            ]
+        )
+    _write_csv(
+        out / "cases.csv", ["case", "series_uid", "slices", "thickness_mm", "positive", "subtypes", "volume_ml"], table
+    )
     if lay is Layout.rsna:
         dup = [rsna_rows[j] for j in range(0, len(rsna_rows), 6 * 7)][:6]  # the real CSV repeats some rows
         write_text_atomic(out / "stage_2_train.csv", "ID,Label\n" + "\n".join(rsna_rows + dup) + "\n")
     if lay is Layout.physionet:
         _write_csv(out / "hemorrhage_diagnosis_raw_ct.csv", list(PHYSIONET_COLUMNS), diag)
-    return (f"wrote {cases} phantom case(s) ({n_pos} with hemorrhage, {n_slices} slices, {difficulty}) "
-            f"to {out} in the {lay.value} layout")
+    return (
+        f"wrote {cases} phantom case(s) ({n_pos} with hemorrhage, {n_slices} slices, {difficulty}) "
+        f"to {out} in the {lay.value} layout"
+    )
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

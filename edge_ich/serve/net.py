@@ -207,12 +207,20 @@ class StoreSCP:
         from pynetdicom import evt
 
         self._ae = self.make_ae()
-        handlers = [(evt.EVT_C_STORE, self._handle_store), (evt.EVT_C_ECHO, lambda event: 0x0000),
-                    (evt.EVT_CONN_CLOSE, self._handle_close), (evt.EVT_REJECTED, self._handle_rejected)]
+        handlers = [
+            (evt.EVT_C_STORE, self._handle_store),
+            (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_CONN_CLOSE, self._handle_close),
+            (evt.EVT_REJECTED, self._handle_rejected),
+        ]
         try:
-            self._server = self._ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+            self._server = self._ae.start_server(
+                (self.config.host, self.config.port), block=False, evt_handlers=handlers
+            )
         except OSError as exc:
-            raise EdgeIchError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}") from None
+            raise EdgeIchError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from None
 
     @property
     def port(self) -> int:
@@ -272,8 +280,19 @@ class StoreSCP:
         except OSError as exc:
             return self._refuse(StoreStatus.OUT_OF_RESOURCES, f"spool write failed: {exc.strerror or exc}")
         self._count("stored" if new else "duplicate")
-        self.on_instance(ReceivedInstance(series, sop, str(ds.SOPClassUID), path, id(event.assoc), time.monotonic(),
-                                          dataset=ds, prepared=prepared, duplicate=not new))
+        self.on_instance(
+            ReceivedInstance(
+                series,
+                sop,
+                str(ds.SOPClassUID),
+                path,
+                id(event.assoc),
+                time.monotonic(),
+                dataset=ds,
+                prepared=prepared,
+                duplicate=not new,
+            )
+        )
         return int(StoreStatus.SUCCESS)
 
 
@@ -312,8 +331,15 @@ def send_instance(path: Path, dest: Destination, calling_ae: str = "EDGE-ICH", t
 class OutboxSender:
     """Delivers the outbox to one destination, retrying with exponential backoff until it is taken."""
 
-    def __init__(self, spool: Spool, dest: Destination, calling_ae: str = "EDGE-ICH",
-                 base_s: float = 1.0, cap_s: float = 300.0, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        dest: Destination,
+        calling_ae: str = "EDGE-ICH",
+        base_s: float = 1.0,
+        cap_s: float = 300.0,
+        timeout_s: float = 30.0,
+    ) -> None:
         self.spool, self.dest, self.calling_ae = spool, dest, calling_ae
         self.base_s, self.cap_s, self.timeout_s = base_s, cap_s, timeout_s
         self._wake = threading.Event()
@@ -337,7 +363,13 @@ class OutboxSender:
             log.info("SEG of series %s delivered to %s", uid_hash(entry.name), self.dest)
             return True
         self.spool.failed_attempt(entry, why, self.base_s, self.cap_s)
-        log.warning("SEG of series %s not delivered to %s (attempt %d, %s); retrying later", uid_hash(entry.name), self.dest, entry.attempts, why)
+        log.warning(
+            "SEG of series %s not delivered to %s (attempt %d, %s); retrying later",
+            uid_hash(entry.name),
+            self.dest,
+            entry.attempts,
+            why,
+        )
         return False
 
     def run(self, stop: threading.Event) -> None:
@@ -355,4 +387,3 @@ class OutboxSender:
                 else:
                     wait = min(wait, entry.next_try - now)
             self._wake.wait(timeout=max(0.05, wait))
-

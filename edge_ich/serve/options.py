@@ -1,6 +1,5 @@
 """What `edge-ich serve` is asked to do (ServeOptions) and the small helpers around it."""
 
-
 from __future__ import annotations
 
 import json

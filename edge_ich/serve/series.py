@@ -135,13 +135,15 @@ class StreamingInferer:
     def prepare(self, hu: np.ndarray) -> np.ndarray:
         return prepare_slice(hu, self.card.windows, self.card.input_size)
 
-    def infer(self, stacks: list[np.ndarray], shapes: list[tuple[int, int]]) -> tuple[list[np.ndarray], list[float], float]:
+    def infer(
+        self, stacks: list[np.ndarray], shapes: list[tuple[int, int]]
+    ) -> tuple[list[np.ndarray], list[float], float]:
         """Infer stacked inputs; return native-grid masks, max probabilities and compute seconds."""
         masks: list[np.ndarray] = []
         maxes: list[float] = []
         compute = 0.0
         for s in range(0, len(stacks), self.batch):
-            x = np.stack(stacks[s:s + self.batch])
+            x = np.stack(stacks[s : s + self.batch])
             with self.lock:
                 out = self.backend.infer(x)
                 compute += self.backend.last_times.total

@@ -78,12 +78,23 @@ class Server:
         self._seq = itertools.count()
         self._arrivals = itertools.count()
         self.finished = 0
-        cfg = ScpConfig(ae_title=opts.ae_title, host=opts.host, port=opts.port, allow_ae=opts.allowed_aes(),
-                        max_pdu=opts.max_pdu, max_associations=opts.max_associations,
-                        max_instance_bytes=int(opts.max_instance_mb * 1024 * 1024))
+        cfg = ScpConfig(
+            ae_title=opts.ae_title,
+            host=opts.host,
+            port=opts.port,
+            allow_ae=opts.allowed_aes(),
+            max_pdu=opts.max_pdu,
+            max_associations=opts.max_associations,
+            max_instance_bytes=int(opts.max_instance_mb * 1024 * 1024),
+        )
         self.scp = StoreSCP(cfg, self.spool, self.on_instance, self.on_assoc_end, decode=self.decode)
-        self.sender = (OutboxSender(self.spool, Destination.parse(opts.send_to), opts.ae_title, opts.retry_base_s, opts.retry_cap_s)
-                       if opts.send_to else None)
+        self.sender = (
+            OutboxSender(
+                self.spool, Destination.parse(opts.send_to), opts.ae_title, opts.retry_base_s, opts.retry_cap_s
+            )
+            if opts.send_to
+            else None
+        )
         self.threads: list[threading.Thread] = []
         self._pending: dict[str, list[Path]] = {}
 
@@ -92,7 +103,11 @@ class Server:
         self.spool.prune_done(self.opts.keep_done_s)
         self._pending = self.spool.pending_series()  # before listening: only what a previous run left
         self.scp.start()
-        targets: list[tuple[str, Any]] = [("infer", self._infer_loop), ("pickup", self._pickup), ("warmup", self._warm_up)]
+        targets: list[tuple[str, Any]] = [
+            ("infer", self._infer_loop),
+            ("pickup", self._pickup),
+            ("warmup", self._warm_up),
+        ]
         targets += [(f"finish{i}", self._finish_loop) for i in range(max(1, self.opts.finish_workers))]
         if self.sender is not None:
             targets.append(("send", lambda: self.sender.run(self.stop_ev)))  # type: ignore[union-attr]
@@ -104,11 +119,19 @@ class Server:
             self.threads.append(t)
         card = self.model.card
         info = self.model.backend.info
-        log.info("listening on %s:%d as %s%s; model %s (%s %s); quiet %.1f s%s%s", self.opts.host, self.scp.port,
-                 self.opts.ae_title, f" for {','.join(self.opts.allowed_aes() or [])}" if self.opts.allow_ae else "",
-                 card.card_id, info.name, info.device, self.opts.quiet_seconds,
-                 f"; sending SEGs to {self.opts.send_to}" if self.opts.send_to else "",
-                 f"; watching {self.opts.watch}" if self.opts.watch else "")
+        log.info(
+            "listening on %s:%d as %s%s; model %s (%s %s); quiet %.1f s%s%s",
+            self.opts.host,
+            self.scp.port,
+            self.opts.ae_title,
+            f" for {','.join(self.opts.allowed_aes() or [])}" if self.opts.allow_ae else "",
+            card.card_id,
+            info.name,
+            info.device,
+            self.opts.quiet_seconds,
+            f"; sending SEGs to {self.opts.send_to}" if self.opts.send_to else "",
+            f"; watching {self.opts.watch}" if self.opts.watch else "",
+        )
 
     def _guard(self, fn: Any) -> None:
         try:
@@ -134,8 +157,13 @@ class Server:
                 self._discard(st)  # a staged answer not yet due is dropped; its instances stay spooled
             pending = len(self.series)
         c = self.scp.counts
-        log.info("this run: %d instances received over DICOM, %d duplicates, %d refused; %d series answered", c["stored"], c["duplicate"],
-                 c["refused"], self.finished)
+        log.info(
+            "this run: %d instances received over DICOM, %d duplicates, %d refused; %d series answered",
+            c["stored"],
+            c["duplicate"],
+            c["refused"],
+            self.finished,
+        )
         if pending:
             log.info("%d series left in the spool for the next start", pending)
 
@@ -179,7 +207,9 @@ class Server:
                     prepared, read_s, prep_s = inst.prepared
                     st.times["read"].append(read_s)
                     st.times["preprocess"].append(prep_s)
-                st.add(SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=prepared, seq=next(self._arrivals)))
+                st.add(
+                    SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=prepared, seq=next(self._arrivals))
+                )
             self.cond.notify_all()
 
     def on_assoc_end(self, key: int) -> None:
@@ -208,8 +238,19 @@ class Server:
             return str(exc)
         series, sop = str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
         spooled, new = (path, False) if data is None else self.spool.store_instance(series, sop, raw)
-        self.on_instance(ReceivedInstance(series, sop, str(ds.SOPClassUID), spooled, assoc_key, received,
-                                          dataset=ds, prepared=prepared, duplicate=not new))
+        self.on_instance(
+            ReceivedInstance(
+                series,
+                sop,
+                str(ds.SOPClassUID),
+                spooled,
+                assoc_key,
+                received,
+                dataset=ds,
+                prepared=prepared,
+                duplicate=not new,
+            )
+        )
         return None
 
     def _warm_up(self) -> None:
@@ -225,8 +266,17 @@ class Server:
             from edge_ich.outputs import seg
 
             seg.warm_up()
-            for mod in ("edge_ich.outputs.nifti", "edge_ich.outputs.keyimages", "nibabel", "scipy.ndimage", "matplotlib.figure",
-                        "matplotlib.backends.backend_agg", "matplotlib.image", "matplotlib.patheffects", "PIL.PngImagePlugin"):
+            for mod in (
+                "edge_ich.outputs.nifti",
+                "edge_ich.outputs.keyimages",
+                "nibabel",
+                "scipy.ndimage",
+                "matplotlib.figure",
+                "matplotlib.backends.backend_agg",
+                "matplotlib.image",
+                "matplotlib.patheffects",
+                "PIL.PngImagePlugin",
+            ):
                 importlib.import_module(mod)
             card = self.inferer.card
             with self.inferer.lock:
@@ -276,7 +326,10 @@ class Server:
         while not self.stop_ev.is_set():
             with self.cond:
                 now = time.perf_counter()
-                idle = sorted((st for st in self.series.values() if not st.finishing and not st.open_assocs), key=lambda s: s.last_arrival)
+                idle = sorted(
+                    (st for st in self.series.values() if not st.finishing and not st.open_assocs),
+                    key=lambda s: s.last_arrival,
+                )
                 for st in idle:
                     if st.staged is not None and st.staged.signature != st.signature():
                         self._discard(st)  # something arrived after staging: stage again
@@ -332,8 +385,11 @@ class Server:
             stage, staged.report, _ = runner.stage_outputs(out_dir, src, self.model, seg, opts)
             staged.stage, staged.out_dir = stage, out_dir
             staged.slices, staged.skipped = int(geo.shape[0]), len(src.skipped)
-            staged.breakdown = {"read_series": round(t1 - t0, 4), "infer_remaining": round(t2 - t1, 4),
-                                "write_outputs": round(time.perf_counter() - t2, 4)}
+            staged.breakdown = {
+                "read_series": round(t1 - t0, 4),
+                "infer_remaining": round(t2 - t1, 4),
+                "write_outputs": round(time.perf_counter() - t2, 4),
+            }
         except EdgeIchError as exc:
             staged.error = str(exc)
         except Exception:  # a bug: keep its traceback for the log line at publish time
@@ -358,9 +414,19 @@ class Server:
             if staged.error is not None:
                 self.spool.mark_failed(uid, staged.fresh)
                 if staged.trace:
-                    log.error("series %s failed (bug; %d files kept in the spool's failed/):\n%s", h, len(staged.fresh), staged.trace)
+                    log.error(
+                        "series %s failed (bug; %d files kept in the spool's failed/):\n%s",
+                        h,
+                        len(staged.fresh),
+                        staged.trace,
+                    )
                 else:
-                    log.error("series %s not processed (%d files kept in the spool's failed/): %s", h, len(staged.fresh), staged.error)
+                    log.error(
+                        "series %s not processed (%d files kept in the spool's failed/): %s",
+                        h,
+                        len(staged.fresh),
+                        staged.error,
+                    )
             else:
                 assert staged.stage is not None and staged.out_dir is not None and staged.report is not None
                 report = staged.report
@@ -370,14 +436,20 @@ class Server:
                 t_done = time.perf_counter()
                 f = report["finding"]
                 record = {
-                    "series_uid_sha256_12": h, "slices": staged.slices, "received": len(st.slices), "duplicates": st.duplicates,
-                    "skipped": staged.skipped, "inferred_while_receiving": st.streamed, "inferred_at_completion": staged.rerun,
+                    "series_uid_sha256_12": h,
+                    "slices": staged.slices,
+                    "received": len(st.slices),
+                    "duplicates": st.duplicates,
+                    "skipped": staged.skipped,
+                    "inferred_while_receiving": st.streamed,
+                    "inferred_at_completion": staged.rerun,
                     "quiet_seconds": self.opts.quiet_seconds,
                     "last_slice_to_result_s": round(t_done - st.last_arrival, 4),
                     "completion_to_result_s": round(max(0.0, t_done - max(due, staged.started)), 4),
                     "staged_before_quiet_ended": staged.ready <= due,
                     "completion_breakdown_s": staged.breakdown,
-                    "hemorrhage": f["hemorrhage"], "total_volume_ml": f["total_volume_ml"],
+                    "hemorrhage": f["hemorrhage"],
+                    "total_volume_ml": f["total_volume_ml"],
                 }
                 write_serve_record(staged.out_dir / "serve.json", record)
                 if self.sender is not None and (staged.out_dir / "seg.dcm").is_file():
@@ -386,10 +458,18 @@ class Server:
                 self.spool.mark_done(uid, staged.fresh)
                 self.spool.prune_done(self.opts.keep_done_s)
                 self.finished += 1
-                log.info("series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after the quiet period; "
-                         "%d inferred on arrival, %d at completion)", h, record["slices"],
-                         "HEMORRHAGE" if f["hemorrhage"] else "no hemorrhage", f["total_volume_ml"],
-                         record["last_slice_to_result_s"], record["completion_to_result_s"], st.streamed, staged.rerun)
+                log.info(
+                    "series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after the quiet period; "
+                    "%d inferred on arrival, %d at completion)",
+                    h,
+                    record["slices"],
+                    "HEMORRHAGE" if f["hemorrhage"] else "no hemorrhage",
+                    f["total_volume_ml"],
+                    record["last_slice_to_result_s"],
+                    record["completion_to_result_s"],
+                    st.streamed,
+                    staged.rerun,
+                )
         except EdgeIchError as exc:
             self.spool.mark_failed(uid, staged.fresh)
             log.error("series %s not processed (%d files kept in the spool's failed/): %s", h, len(staged.fresh), exc)
@@ -400,8 +480,14 @@ class Server:
         with self.cond:
             left = {s: r for s, r in st.slices.items() if r.path not in used and r.path.exists()}
             if left or st.open_assocs:  # arrived while publishing: a later answer covers them too
-                nxt = SeriesState(uid, st.first_arrival, st.last_arrival, normal=st.normal, expected_spacing=st.expected_spacing,
-                                  open_assocs=set(st.open_assocs))
+                nxt = SeriesState(
+                    uid,
+                    st.first_arrival,
+                    st.last_arrival,
+                    normal=st.normal,
+                    expected_spacing=st.expected_spacing,
+                    open_assocs=set(st.open_assocs),
+                )
                 for r in left.values():
                     nxt.add(r)
                 self.series[uid] = nxt
@@ -445,6 +531,8 @@ class Server:
                 else:
                     rejected.mkdir(exist_ok=True)
                     p.replace(rejected / p.name)
-                    log.warning("watch folder: a file moved to .rejected/ (%s)", why)  # file names may identify a patient
+                    log.warning(
+                        "watch folder: a file moved to .rejected/ (%s)", why
+                    )  # file names may identify a patient
                 seen.pop(p, None)
             self.on_assoc_end(key)

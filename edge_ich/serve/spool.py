@@ -215,4 +215,3 @@ class Spool:
         entry.last_error = error[:200]
         entry.next_try = time.time() + min(cap_s, base_s * 2 ** (entry.attempts - 1))
         entry.save()
-

@@ -73,14 +73,19 @@ class NiftiVolume:
         cols = disp_affine[:3, :3] / spacing_xyz
         off = float(np.max(np.abs(cols - np.eye(3) * np.sign(np.diag(cols)))))
         if off > 0.02:
-            warnings.append(f"oblique volume: axes up to {np.degrees(np.arcsin(min(1.0, off))):.1f} degrees off "
-                            f"the patient axes (kept exactly in the affine)")
+            warnings.append(
+                f"oblique volume: axes up to {np.degrees(np.arcsin(min(1.0, off))):.1f} degrees off "
+                f"the patient axes (kept exactly in the affine)"
+            )
         # slice spacing along the slice normal (not along a tilted step), so voxel volumes are right
         normal = np.cross(disp_affine[:3, 0], disp_affine[:3, 1])
         slice_mm = abs(float(disp_affine[:3, 2] @ normal)) / float(np.linalg.norm(normal))
-        self.geometry = Geometry(shape=(nz, ny, nx),
-                                 spacing=(slice_mm, float(spacing_xyz[1]), float(spacing_xyz[0])),
-                                 affine_lps=affine_lps, warnings=warnings)
+        self.geometry = Geometry(
+            shape=(nz, ny, nx),
+            spacing=(slice_mm, float(spacing_xyz[1]), float(spacing_xyz[0])),
+            affine_lps=affine_lps,
+            warnings=warnings,
+        )
         self.skipped: list[Skipped] = []
         self._is_nifti2 = isinstance(img, nib.Nifti2Image)
         self._proxy = img.dataobj

@@ -55,7 +55,9 @@ class SliceSource(Protocol):
         ...
 
 
-def affine_from_dicom(orientation: np.ndarray, first_position: np.ndarray, row_mm: float, col_mm: float, step: np.ndarray) -> np.ndarray:
+def affine_from_dicom(
+    orientation: np.ndarray, first_position: np.ndarray, row_mm: float, col_mm: float, step: np.ndarray
+) -> np.ndarray:
     """Build `affine_lps` from ImageOrientationPatient, the first slice's position and the slice step vector.
 
     orientation: 6 floats, row direction cosine (along a row, i.e. increasing col) then column
@@ -85,13 +87,17 @@ class ArraySource:
 
     kind = "array"
 
-    def __init__(self, hu: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray | None = None) -> None:
+    def __init__(
+        self, hu: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray | None = None
+    ) -> None:
         if hu.ndim != 3:
             raise ValueError("ArraySource needs a [Z, Y, X] volume")
         self.hu = hu
         if affine_lps is None:
             affine_lps = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
-        self.geometry = Geometry(shape=tuple(int(v) for v in hu.shape), spacing=tuple(float(v) for v in spacing), affine_lps=affine_lps)  # type: ignore[arg-type]
+        self.geometry = Geometry(
+            shape=tuple(int(v) for v in hu.shape), spacing=tuple(float(v) for v in spacing), affine_lps=affine_lps
+        )  # type: ignore[arg-type]
         self.skipped: list[Skipped] = []
 
     def read_hu(self, i: int) -> np.ndarray:

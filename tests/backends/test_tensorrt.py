@@ -24,11 +24,24 @@ def _plan_with_manifest(tmp_path: Path, tiny_model: Path) -> Path:
     card = load_card(tiny_model)
     plan = tmp_path / "tiny_fp16.plan"
     plan.write_bytes(b"bytes of an engine built elsewhere")
-    EngineManifest(model_name="tiny", precision="fp16", source_model_file=tiny_model.name, source_model_sha256=card.model_sha256,
-                   onnx_file="tiny_fp16.onnx", onnx_sha256="ef" * 32, preprocessing_sha256=card.preprocessing_hash(), io={},
-                   recipe={}, validation={}, rebuild_command="edge-ich build-engine tiny_fp16.onnx --precision fp16",
-                   status="engine", engine_file=plan.name, engine_sha256=sha256_file(plan), tensorrt_version="10.3.0.30",
-                   compute_capability="8.7").save(manifest_path_for(plan))
+    EngineManifest(
+        model_name="tiny",
+        precision="fp16",
+        source_model_file=tiny_model.name,
+        source_model_sha256=card.model_sha256,
+        onnx_file="tiny_fp16.onnx",
+        onnx_sha256="ef" * 32,
+        preprocessing_sha256=card.preprocessing_hash(),
+        io={},
+        recipe={},
+        validation={},
+        rebuild_command="edge-ich build-engine tiny_fp16.onnx --precision fp16",
+        status="engine",
+        engine_file=plan.name,
+        engine_sha256=sha256_file(plan),
+        tensorrt_version="10.3.0.30",
+        compute_capability="8.7",
+    ).save(manifest_path_for(plan))
     return plan
 
 
@@ -83,6 +96,7 @@ def test_host_view_aliases_memory() -> None:
 
 # --------------------------------------------------------------------------- GPU only
 
+
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from edge_ich.cli import main
@@ -93,7 +107,12 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = build_deep_model(root / "engines", "deep")
     out = root / "engines" / "build"
     for p in ("int8", "fp16", "fp32"):
-        assert main(["build-engine", str(model), "--precision", p, "--calib", str(calib), "--out", str(out), "--batch", "4"]) == 0
+        assert (
+            main(
+                ["build-engine", str(model), "--precision", p, "--calib", str(calib), "--out", str(out), "--batch", "4"]
+            )
+            == 0
+        )
     return {"model": model, "out": out, "calib": calib}
 
 
@@ -108,7 +127,10 @@ def test_engine_matches_onnxruntime(built: dict[str, Path], precision: str, io_m
     x = split_slices(read_folder(built["calib"])[0], card, n_calib=8, n_heldout=8).heldout.inputs[:6]  # 6 > opt batch 4
     plan = built["out"] / f"deep_{precision}.plan"
     plan_card = load_card(built["out"] / f"deep_{precision}.onnx")
-    with OnnxRuntimeBackend(built["model"], card, threads=1) as ref, TensorRTBackend(plan, plan_card, io_mode=io_mode, cuda_graph=graph) as be:
+    with (
+        OnnxRuntimeBackend(built["model"], card, threads=1) as ref,
+        TensorRTBackend(plan, plan_card, io_mode=io_mode, cuda_graph=graph) as be,
+    ):
         want, got = ref.infer(x), be.infer(x)
         assert got.shape == want.shape
         agree = np.mean((got > 0) == (want > 0))

@@ -32,8 +32,25 @@ def small_series(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def series_bench(small_series: Path, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("bench")
-    rc = main(["bench", "--model", str(tiny_model), "--series", str(small_series), "--warmup", "0",
-               "--iterations", "2", "--batch", "2", "--threads", "1", "--out", str(out)])
+    rc = main(
+        [
+            "bench",
+            "--model",
+            str(tiny_model),
+            "--series",
+            str(small_series),
+            "--warmup",
+            "0",
+            "--iterations",
+            "2",
+            "--batch",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     return out
 
@@ -111,9 +128,20 @@ def test_bench_phantom_on_runtime_only_imports(tiny_model: Path, tmp_path: Path)
         (["bench", "--series", "{series}", "--model", "{missing}", "--out", "{out}"], "not found"),
     ],
 )
-def test_bench_user_errors_are_one_line(args: list[str], needle: str, small_series: Path, tiny_model: Path,
-                                        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    fill = {"out": str(tmp_path / "o"), "series": str(small_series), "missing": str(tmp_path / "nope"), "model": str(tiny_model)}
+def test_bench_user_errors_are_one_line(
+    args: list[str],
+    needle: str,
+    small_series: Path,
+    tiny_model: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    fill = {
+        "out": str(tmp_path / "o"),
+        "series": str(small_series),
+        "missing": str(tmp_path / "nope"),
+        "model": str(tiny_model),
+    }
     rc = main([a.format(**fill) for a in args])
     err = capsys.readouterr().err.strip()
     assert rc == 1

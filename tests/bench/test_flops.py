@@ -39,8 +39,13 @@ def test_matmul_gemm_and_convtranspose(tmp_path: Path) -> None:
         helper.make_node("ConvTranspose", ["c", "w_ct"], ["y"], strides=[2, 2]),  # -> [N,3,2,2]
     ]
     shape = numpy_helper.from_array(np.array([-1, 8, 1, 1], np.int64), "shape")
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w_mm, w_gemm, w_ct, shape])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [w_mm, w_gemm, w_ct, shape],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     path = tmp_path / "g.onnx"
@@ -66,8 +71,15 @@ def test_qdq_model_counts_the_same_flops(tiny_model: Path, tmp_path: Path) -> No
             return next(self.items, None)
 
     q = tmp_path / "tiny_int8.onnx"
-    quantize_static(str(tiny_model), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(tiny_model),
+        str(q),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QInt8,
+        weight_type=QuantType.QInt8,
+    )
     qc, fc = graph_cost(q), graph_cost(tiny_model)
     assert qc.ops.get("DequantizeLinear", 0) > 0
     assert qc.flops == fc.flops

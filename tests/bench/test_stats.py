@@ -119,9 +119,11 @@ def test_fold_per_slice_sums_repeated_records() -> None:
 
 
 def test_parse_tegrastats_line() -> None:
-    line = ("11-29-2026 20:01:02 RAM 2712/7620MB (lfb 4x4MB) SWAP 0/3810MB (cached 0MB) CPU [3%@1510,2%@1510,off,off,"
-            "1%@1510,0%@1510] EMC_FREQ 0% GR3D_FREQ 47% cpu@48.5C soc2@46.1C soc0@47.2C gpu@47.9C tj@48.5C "
-            "soc1@46.3C VDD_IN 5463mW/5463mW VDD_CPU_GPU_CV 1027mW/1027mW VDD_SOC 1579mW/1579mW")
+    line = (
+        "11-29-2026 20:01:02 RAM 2712/7620MB (lfb 4x4MB) SWAP 0/3810MB (cached 0MB) CPU [3%@1510,2%@1510,off,off,"
+        "1%@1510,0%@1510] EMC_FREQ 0% GR3D_FREQ 47% cpu@48.5C soc2@46.1C soc0@47.2C gpu@47.9C tj@48.5C "
+        "soc1@46.3C VDD_IN 5463mW/5463mW VDD_CPU_GPU_CV 1027mW/1027mW VDD_SOC 1579mW/1579mW"
+    )
     info = parse_tegrastats(line)
     assert info["temperature_c"]["gpu"] == 47.9 and info["temperature_c"]["tj"] == 48.5
     assert info["power_mw"] == {"VDD_IN": 5463, "VDD_CPU_GPU_CV": 1027, "VDD_SOC": 1579}

@@ -18,7 +18,9 @@ def _series(n: int, slices: int = 12, size: int = 64, with_truth: bool = True) -
     out = []
     for k in range(n):
         hu, labels = synthetic_head(100 + k, slices, size)
-        out.append(LabelledSeries(ArraySource(hu.astype(np.float32), (5.0, 3.0, 3.0)), f"s{k}", labels if with_truth else None))
+        out.append(
+            LabelledSeries(ArraySource(hu.astype(np.float32), (5.0, 3.0, 3.0)), f"s{k}", labels if with_truth else None)
+        )
     return out
 
 
@@ -29,7 +31,9 @@ def test_split_is_disjoint_and_stratified(tiny_model: Path) -> None:
     assert not set(split.calib.keys) & set(split.heldout.keys)
     assert split.truth_source == "truth"
     assert int(split.calib.positive.sum()) == 20 and int(split.heldout.positive.sum()) == 10
-    assert split.calib.inputs.shape == (40, card.in_channels, *card.input_size) and split.calib.inputs.dtype == np.float32
+    assert (
+        split.calib.inputs.shape == (40, card.in_channels, *card.input_size) and split.calib.inputs.dtype == np.float32
+    )
     assert split.heldout.truth is not None and split.heldout.truth[0].shape == (64, 64)
     again = split_slices(_series(6), card, n_calib=40, n_heldout=20, seed=3)
     assert again.calib.digest() == split.calib.digest()  # same data and seed, same calibration set hash
@@ -41,7 +45,9 @@ def test_short_data_is_split_proportionally(tiny_model: Path) -> None:
     split = split_slices(_series(2), load_card(tiny_model), n_calib=500)  # 24 slices for 500 + 250 wanted
     assert len(split.calib) + len(split.heldout) == 24 and len(split.heldout) == 8
     assert any("only 24 slices" in n for n in split.notes)
-    assert int(split.heldout.positive.sum()) == 4 and int(split.calib.positive.sum()) == 8  # bleed split 1:2 like the sets
+    assert (
+        int(split.heldout.positive.sum()) == 4 and int(split.calib.positive.sum()) == 8
+    )  # bleed split 1:2 like the sets
 
 
 def test_scarce_bleed_is_shared_in_proportion(tiny_model: Path) -> None:
@@ -59,7 +65,9 @@ def test_without_truth_the_fp32_model_calls_the_strata(tmp_path: Path) -> None:
         split_slices(_series(2, with_truth=False), card)
     from edge_ich.builder.engine import _fp32_caller
 
-    split = split_slices(_series(4, size=128, with_truth=False), card, n_calib=16, n_heldout=8, fp32_calls=_fp32_caller(model, card, 1))
+    split = split_slices(
+        _series(4, size=128, with_truth=False), card, n_calib=16, n_heldout=8, fp32_calls=_fp32_caller(model, card, 1)
+    )
     assert split.truth_source == "fp32" and split.heldout.truth is None
     assert 0 < int(split.calib.positive.sum()) < len(split.calib)
 

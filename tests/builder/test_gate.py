@@ -32,11 +32,24 @@ def _final_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.rglob("*") if p.is_file()) if out.exists() else []
 
 
-def test_int8_build_writes_qdq_onnx_card_and_manifest(data: dict[str, Path], tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_build_writes_qdq_onnx_card_and_manifest(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(data["phantoms"]), "--out", str(out),
-               "--max-sens-drop", "0.05"])
+    rc = main(
+        [
+            "build-engine",
+            str(data["deep"]),
+            "--precision",
+            "int8",
+            "--calib",
+            str(data["phantoms"]),
+            "--out",
+            str(out),
+            "--max-sens-drop",
+            "0.05",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     onnx_path = out / "deep_int8.onnx"
@@ -64,25 +77,51 @@ def test_int8_build_writes_qdq_onnx_card_and_manifest(data: dict[str, Path], tmp
     assert "PASS" in text
     assert "TensorRT engine not built" in text
     assert f"edge-ich build-engine {onnx_path} --precision int8" in text
-    assert "trtexec --onnx=" in text and "--stronglyTyped" in text and "--useCudaGraph" in text and "--noDataTransfers" in text
+    assert (
+        "trtexec --onnx=" in text
+        and "--stronglyTyped" in text
+        and "--useCudaGraph" in text
+        and "--noDataTransfers" in text
+    )
 
 
-def test_gate_refuses_int8_whose_activation_range_swallows_the_signal(data: dict[str, Path], tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_gate_refuses_int8_whose_activation_range_swallows_the_signal(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["build-engine", str(data["outlier"]), "--precision", "int8", "--calib", str(data["phantoms"]), "--out", str(out)])
+    rc = main(
+        [
+            "build-engine",
+            str(data["outlier"]),
+            "--precision",
+            "int8",
+            "--calib",
+            str(data["phantoms"]),
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1
     assert len(err) == 1 and err[0].startswith("edge-ich: error: int8 refused by the accuracy gate")
-    assert "Dice drop vs truth" in err[0] and "(max 0.01;" in err[0] and "vs FP32" in err[0] and "nothing written" in err[0]
+    assert (
+        "Dice drop vs truth" in err[0]
+        and "(max 0.01;" in err[0]
+        and "vs FP32" in err[0]
+        and "nothing written" in err[0]
+    )
     drop = float(err[0].split("Dice drop vs truth ")[1].split()[0])
     assert drop > 0.5
     assert _final_files(out) == []
 
 
-def test_gate_refuses_air_only_calibration(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_gate_refuses_air_only_calibration(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(data["air"]), "--out", str(out)])
+    rc = main(
+        ["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(data["air"]), "--out", str(out)]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 1
     assert "none of the" in err and "holds a bleed" in err and "nothing written" in err
@@ -93,8 +132,14 @@ def test_air_calibrated_int8_is_refused_on_representative_heldout(data: dict[str
     """Same model that passes above: calibrated on air only, it fails on real head slices."""
     model = data["deep"]
     card = load_card(model)
-    air = [LabelledSeries(ArraySource(synthetic_head(50 + k, 12, 128, air_only=True)[0].astype(np.float32), (5.0, 1.5, 1.5)),
-                          f"air{k}", np.zeros((12, 128, 128), np.uint8)) for k in range(2)]
+    air = [
+        LabelledSeries(
+            ArraySource(synthetic_head(50 + k, 12, 128, air_only=True)[0].astype(np.float32), (5.0, 1.5, 1.5)),
+            f"air{k}",
+            np.zeros((12, 128, 128), np.uint8),
+        )
+        for k in range(2)
+    ]
     heads, _ = read_folder(data["phantoms"])
     calib = split_slices(air, card, n_calib=16, n_heldout=4).calib
     held = split_slices(heads, card, n_calib=16, n_heldout=16).heldout
@@ -107,15 +152,21 @@ def test_air_calibrated_int8_is_refused_on_representative_heldout(data: dict[str
         gate.enforce(report)
 
 
-def test_int8_without_calib_is_refused(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_without_calib_is_refused(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--out", str(tmp_path / "o")])
     assert rc == 1 and "needs --calib" in capsys.readouterr().err
     assert _final_files(tmp_path / "o") == []
 
 
-def test_fp16_without_gpu_says_not_measured(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_fp16_without_gpu_says_not_measured(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
-    rc = main(["build-engine", str(data["deep"]), "--precision", "fp16", "--calib", str(data["phantoms"]), "--out", str(out)])
+    rc = main(
+        ["build-engine", str(data["deep"]), "--precision", "fp16", "--calib", str(data["phantoms"]), "--out", str(out)]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "fp16: not measured" in text and "200x slower" in text
@@ -124,10 +175,25 @@ def test_fp16_without_gpu_says_not_measured(data: dict[str, Path], tmp_path: Pat
     assert load_card(out / "deep_fp16.onnx").precision == "fp16"
 
 
-def test_finishing_from_the_precision_onnx_keeps_its_recipe(data: dict[str, Path], tmp_path: Path,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_finishing_from_the_precision_onnx_keeps_its_recipe(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     first = tmp_path / "first"
-    assert main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(data["phantoms"]), "--out", str(first)]) == 0
+    assert (
+        main(
+            [
+                "build-engine",
+                str(data["deep"]),
+                "--precision",
+                "int8",
+                "--calib",
+                str(data["phantoms"]),
+                "--out",
+                str(first),
+            ]
+        )
+        == 0
+    )
     before = json.loads((first / "deep_int8.manifest.json").read_text())
     second = tmp_path / "target"
     assert main(["build-engine", str(first / "deep_int8.onnx"), "--precision", "int8", "--out", str(second)]) == 0
@@ -136,15 +202,22 @@ def test_finishing_from_the_precision_onnx_keeps_its_recipe(data: dict[str, Path
     assert after["onnx_sha256"] == before["onnx_sha256"] and after["recipe"] == before["recipe"]
     assert after["validation"] == before["validation"] and after["source_model_sha256"] == before["source_model_sha256"]
     # Asking an INT8 ONNX for another precision is refused.
-    assert main(["build-engine", str(first / "deep_int8.onnx"), "--precision", "fp16", "--out", str(tmp_path / "x")]) == 1
+    assert (
+        main(["build-engine", str(first / "deep_int8.onnx"), "--precision", "fp16", "--out", str(tmp_path / "x")]) == 1
+    )
     assert "already a precision ONNX (int8)" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_int8_on_an_edge_ich_phantom_folder(data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_int8_on_an_edge_ich_phantom_folder(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The documented route: `edge-ich phantom` then `build-engine --calib` on its DICOM folder."""
     phantoms, out = tmp_path / "ph", tmp_path / "out"
-    assert main(["phantom", "--out", str(phantoms), "--cases", "2", "--slices", "8", "--thickness", "5", "--seed", "3"]) == 0
+    assert (
+        main(["phantom", "--out", str(phantoms), "--cases", "2", "--slices", "8", "--thickness", "5", "--seed", "3"])
+        == 0
+    )
     capsys.readouterr()
     rc = main(["build-engine", str(data["deep"]), "--precision", "int8", "--calib", str(phantoms), "--out", str(out)])
     cap = capsys.readouterr()

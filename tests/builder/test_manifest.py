@@ -24,7 +24,9 @@ from edge_ich.builder.trt import BuildSpec
 from edge_ich.card import Window, load_card, sha256_file
 from edge_ich.errors import InputError, ModelError
 
-ORIN = MachineInfo(tensorrt="10.3.0.30", cuda_runtime="12.6", cuda_driver="12.6", gpu_name="Orin", compute_capability="8.7")
+ORIN = MachineInfo(
+    tensorrt="10.3.0.30", cuda_runtime="12.6", cuda_driver="12.6", gpu_name="Orin", compute_capability="8.7"
+)
 
 
 def test_version_parsing_10_3_and_11() -> None:
@@ -50,11 +52,24 @@ def _written(tmp_path: Path, tiny_model: Path) -> tuple[Path, EngineManifest]:
     plan = tmp_path / "tiny_int8.plan"
     plan.write_bytes(b"not a real engine; only its hash matters here")
     m = EngineManifest(
-        model_name="tiny", precision="int8", source_model_file=tiny_model.name, source_model_sha256=card.model_sha256,
-        onnx_file="tiny_int8.onnx", onnx_sha256="ab" * 32, preprocessing_sha256=card.preprocessing_hash(), io={}, recipe={},
-        validation={}, rebuild_command="edge-ich build-engine out/tiny_int8.onnx --precision int8 --out out", status="engine",
-        engine_file=plan.name, engine_sha256=sha256_file(plan), tensorrt_version="10.3.0.30", gpu_name="Orin",
-        compute_capability="8.7")
+        model_name="tiny",
+        precision="int8",
+        source_model_file=tiny_model.name,
+        source_model_sha256=card.model_sha256,
+        onnx_file="tiny_int8.onnx",
+        onnx_sha256="ab" * 32,
+        preprocessing_sha256=card.preprocessing_hash(),
+        io={},
+        recipe={},
+        validation={},
+        rebuild_command="edge-ich build-engine out/tiny_int8.onnx --precision int8 --out out",
+        status="engine",
+        engine_file=plan.name,
+        engine_sha256=sha256_file(plan),
+        tensorrt_version="10.3.0.30",
+        gpu_name="Orin",
+        compute_capability="8.7",
+    )
     m.save(manifest_path_for(plan))
     return plan, m
 
@@ -71,9 +86,14 @@ def test_matching_manifest_passes(tmp_path: Path, tiny_model: Path) -> None:
 def test_mismatch_is_refused_with_rebuild_command(tmp_path: Path, tiny_model: Path, what: str) -> None:
     plan, m = _written(tmp_path, tiny_model)
     card, machine = load_card(tiny_model), ORIN
-    expect = {"onnx": "built from another ONNX", "tensorrt": "built with TensorRT 10.3.0.30, this machine has 11.4.1",
-              "capability": "compute capability 8.7", "preprocessing": "another preprocessing",
-              "plan_bytes": "sha256 differs", "onnx_only": "not a built engine"}[what]
+    expect = {
+        "onnx": "built from another ONNX",
+        "tensorrt": "built with TensorRT 10.3.0.30, this machine has 11.4.1",
+        "capability": "compute capability 8.7",
+        "preprocessing": "another preprocessing",
+        "plan_bytes": "sha256 differs",
+        "onnx_only": "not a built engine",
+    }[what]
     if what == "onnx":
         card = dataclasses.replace(card, model_sha256="cd" * 32)
     elif what == "tensorrt":
@@ -129,20 +149,40 @@ def test_build_spec_profile_and_trtexec_line() -> None:
     mn, opt, mx = spec.shapes()
     assert mn == (1, 9, 256, 256) and opt == (4, 9, 256, 256) and mx == (8, 9, 256, 256)
     line = spec.trtexec_line(Path("m_int8.onnx"), Path("m_int8.plan"))
-    for flag in ("--stronglyTyped", "--optShapes=input:4x9x256x256", "--memPoolSize=workspace:512M", "--useDLACore=1",
-                 "--allowGPUFallback", "--timingCacheFile=tc.cache", "--useCudaGraph", "--noDataTransfers"):
+    for flag in (
+        "--stronglyTyped",
+        "--optShapes=input:4x9x256x256",
+        "--memPoolSize=workspace:512M",
+        "--useDLACore=1",
+        "--allowGPUFallback",
+        "--timingCacheFile=tc.cache",
+        "--useCudaGraph",
+        "--noDataTransfers",
+    ):
         assert flag in line
     assert "--int8" not in line and "--fp16" not in line  # precision comes from the ONNX
-    for bad in ({"opt_batch": 0}, {"optimization_level": 6}, {"workspace_mb": 8}, {"dla_core": 2}, {"opt_batch": 4, "max_batch": 2}):
+    for bad in (
+        {"opt_batch": 0},
+        {"optimization_level": 6},
+        {"workspace_mb": 8},
+        {"dla_core": 2},
+        {"opt_batch": 4, "max_batch": 2},
+    ):
         with pytest.raises(InputError):
             BuildSpec("input", 9, 64, 64, **bad)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("field,value,msg", [
-    ("precision", "int4", "--precision must be"), ("quantizer", "tensorrt", "--quantizer must be"),
-    ("calib_method", "mse", "calibration method"), ("max_dice_drop", 1.5, "between 0 and 1"),
-    ("calib_slices", 4, "at least 8"), ("calib", Path("/nonexistent/calib"), "not found"),
-])
+@pytest.mark.parametrize(
+    "field,value,msg",
+    [
+        ("precision", "int4", "--precision must be"),
+        ("quantizer", "tensorrt", "--quantizer must be"),
+        ("calib_method", "mse", "calibration method"),
+        ("max_dice_drop", 1.5, "between 0 and 1"),
+        ("calib_slices", 4, "at least 8"),
+        ("calib", Path("/nonexistent/calib"), "not found"),
+    ],
+)
 def test_build_options_are_validated(tiny_model: Path, field: str, value: object, msg: str) -> None:
     opts = dataclasses.replace(BuildOptions(model=tiny_model), **{field: value})
     with pytest.raises(InputError, match=msg):
@@ -153,7 +193,9 @@ def test_card_for_plan_is_tied_by_the_manifest(tmp_path: Path, tiny_model: Path)
     from edge_ich.builder.manifest import card_for_plan
 
     plan, m = _written(tmp_path, tiny_model)
-    card = dataclasses.replace(load_card(tiny_model), model_file="tiny_int8.onnx", model_sha256=m.onnx_sha256, precision="int8")
+    card = dataclasses.replace(
+        load_card(tiny_model), model_file="tiny_int8.onnx", model_sha256=m.onnx_sha256, precision="int8"
+    )
     with pytest.raises(ModelError, match="has no card"):
         card_for_plan(plan)
     card.save(tmp_path / "tiny_int8.card.json")

@@ -29,7 +29,9 @@ def deep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _inputs(path: Path, seeds: tuple[int, ...] = (1, 2)) -> np.ndarray:
     card = load_card(path)
     vols = [synthetic_head(s, slices=6)[0] for s in seeds]
-    return np.concatenate([prepare_volume(v, card.windows, card.input_size, card.context) for v in vols]).astype(np.float32)
+    return np.concatenate([prepare_volume(v, card.windows, card.input_size, card.context) for v in vols]).astype(
+        np.float32
+    )
 
 
 def test_int8_graph_has_per_channel_symmetric_qdq_and_fp32_ends(deep: Path, tmp_path: Path) -> None:
@@ -86,10 +88,17 @@ def test_fp16_blocks_overflow_prone_ops(tmp_path: Path) -> None:
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.full((2, 2, 1, 1), 0.5, np.float32), "w")
-    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
-             helper.make_node("Softmax", ["c"], ["y"], name="softmax", axis=1)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])], [w])
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+        helper.make_node("Softmax", ["c"], ["y"], name="softmax", axis=1),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])],
+        [w],
+    )
     src = tmp_path / "sm.onnx"
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(src))
     make_fp16(src, tmp_path / "sm16.onnx")
@@ -120,10 +129,20 @@ def test_keep_fp32_nodes_on_a_unet_like_graph() -> None:
     def conv(name: str, i: str, o: str, op: str = "Conv") -> object:
         return helper.make_node(op, [i, f"{name}_w"], [o], name=name)
 
-    nodes = [conv("enc1", "x", "a"), conv("enc2", "a", "b"), conv("up", "b", "c", "ConvTranspose"),
-             helper.make_node("Concat", ["a", "c"], ["d"], name="cat", axis=1), conv("dec", "d", "e"),
-             conv("head", "e", "f"), helper.make_node("Sigmoid", ["f"], ["y"], name="sig")]
-    g = helper.make_graph(nodes, "u", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    nodes = [
+        conv("enc1", "x", "a"),
+        conv("enc2", "a", "b"),
+        conv("up", "b", "c", "ConvTranspose"),
+        helper.make_node("Concat", ["a", "c"], ["d"], name="cat", axis=1),
+        conv("dec", "d", "e"),
+        conv("head", "e", "f"),
+        helper.make_node("Sigmoid", ["f"], ["y"], name="sig"),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "u",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+    )
     keep = keep_fp32_nodes(helper.make_model(g))
     assert keep == ["enc1", "head", "up"]  # first conv, the head (through Sigmoid), ConvTranspose

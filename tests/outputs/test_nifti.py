@@ -97,12 +97,14 @@ class NiftiInputStandIn:
 
 def test_nifti_input_gets_exactly_its_shape_and_affine(tmp_path: Path) -> None:
     theta = np.deg2rad(12.0)
-    aff = np.array([
-        [-0.45 * np.cos(theta), 0.45 * np.sin(theta), 0.0, 110.0],
-        [0.45 * np.sin(theta), 0.45 * np.cos(theta), 0.0, -95.5],
-        [0.0, 0.0, 5.0, -30.0],
-        [0.0, 0.0, 0.0, 1.0],
-    ])
+    aff = np.array(
+        [
+            [-0.45 * np.cos(theta), 0.45 * np.sin(theta), 0.0, 110.0],
+            [0.45 * np.sin(theta), 0.45 * np.cos(theta), 0.0, -95.5],
+            [0.0, 0.0, 5.0, -30.0],
+            [0.0, 0.0, 0.0, 1.0],
+        ]
+    )
     vol = np.zeros((20, 16, 5), dtype=np.int16)
     inp = tmp_path / "ct.nii.gz"
     nib.save(nib.Nifti1Image(vol, aff), inp)
@@ -184,5 +186,7 @@ def test_runtime_nifti_volume_round_trip(tmp_path: Path, axcodes: tuple[str, str
     data = np.asarray(img.dataobj)
     assert int(data.sum()) == len(marks)
     got = sorted(tuple(np.round((img.affine @ np.array([*ijk, 1.0]))[:3], 4)) for ijk in np.argwhere(data == 1))
-    want = sorted(tuple(np.round((src.geometry.affine_lps @ np.array([c, r, k, 1.0]))[:3] * LPS_TO_RAS, 4)) for k, r, c in marks)
+    want = sorted(
+        tuple(np.round((src.geometry.affine_lps @ np.array([c, r, k, 1.0]))[:3] * LPS_TO_RAS, 4)) for k, r, c in marks
+    )
     np.testing.assert_allclose(got, want, atol=1e-3)

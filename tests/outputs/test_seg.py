@@ -42,7 +42,9 @@ def test_seg_valid_and_reads_back_per_source_slice(tmp_path: Path, kind: str) ->
     if kind == "ct_small":
         series = make_series(tmp_path / "src", 4, base="CT_small.dcm")
     else:
-        series = make_series(tmp_path / "src", 5, reverse=kind == "reverse", flip_row=kind == "flip_row", frame_of_reference=True)
+        series = make_series(
+            tmp_path / "src", 5, reverse=kind == "reverse", flip_row=kind == "flip_row", frame_of_reference=True
+        )
     mask = blob_mask(series.geometry.shape, seed=len(kind))
     out = _write(tmp_path, series, mask)
 
@@ -129,7 +131,9 @@ def test_deidentified_source_keeps_a_valid_patient_module(tmp_path: Path) -> Non
     assert seg.PatientIdentityRemoved == "YES" and seg.DeidentificationMethod
 
 
-def test_patient_name_never_reaches_warnings_or_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder) -> None:
+def test_patient_name_never_reaches_warnings_or_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, recwarn: pytest.WarningsRecorder
+) -> None:
     series = make_series(tmp_path / "src", 2, frame_of_reference=False)
     name = str(series.headers[0].PatientName)
     assert name
@@ -168,7 +172,13 @@ def test_unwritable_location_is_an_output_error(tmp_path: Path) -> None:
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("x")
     with pytest.raises(OutputError):
-        write_seg(blocker / "seg.dcm", blob_mask(series.geometry.shape), series.headers, algorithm_name="a", algorithm_version="1")
+        write_seg(
+            blocker / "seg.dcm",
+            blob_mask(series.geometry.shape),
+            series.headers,
+            algorithm_name="a",
+            algorithm_version="1",
+        )
     assert not list(tmp_path.glob("**/*.tmp"))
 
 
@@ -196,7 +206,9 @@ def test_dcmtk_agrees_it_is_a_segmentation(tmp_path: Path) -> None:
     assert proc.returncode == 0 and "SegmentationStorage" in proc.stdout
 
 
-@pytest.mark.parametrize("opts", [{}, {"reverse": True}, {"flip": True}, {"reverse": True, "flip": True}, {"tilt": 12.0}])
+@pytest.mark.parametrize(
+    "opts", [{}, {"reverse": True}, {"flip": True}, {"reverse": True, "flip": True}, {"tilt": 12.0}]
+)
 def test_seg_from_the_runtime_dicom_series(tmp_path: Path, opts: dict) -> None:
     """The runtime's own DicomSeries (sorting, headers) feeding the writer, as the runner does."""
     from edge_ich.sources.dicom.source import series_from_files

@@ -115,10 +115,28 @@ def test_compressed_dicom_is_jpeg2000_lossless(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="dciodvfy (dicom3tools) is not installed")
 def test_dciodvfy_reports_no_errors(tmp_path: Path) -> None:
-    write_dataset(tmp_path / "u", cases=3, seed=1, layout="dicom", difficulty="standard", slices=2, thickness=5.0,
-                  compress=False, size=64)
-    write_dataset(tmp_path / "c", cases=1, seed=1, layout="dicom", difficulty="standard", slices=2, thickness=5.0,
-                  compress=True, size=64)
+    write_dataset(
+        tmp_path / "u",
+        cases=3,
+        seed=1,
+        layout="dicom",
+        difficulty="standard",
+        slices=2,
+        thickness=5.0,
+        compress=False,
+        size=64,
+    )
+    write_dataset(
+        tmp_path / "c",
+        cases=1,
+        seed=1,
+        layout="dicom",
+        difficulty="standard",
+        slices=2,
+        thickness=5.0,
+        compress=True,
+        size=64,
+    )
     files = sorted(tmp_path.rglob("*.dcm"))
     assert len(files) == 8
     for f in files:

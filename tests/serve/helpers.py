@@ -49,14 +49,39 @@ def wait_port(port: int, timeout_s: float = 60.0) -> bool:
 class ServerProc:
     """`python -m edge_ich serve ...` in a subprocess, its stderr captured to a file."""
 
-    def __init__(self, tmp: Path, model: Path, *, spool: Path | None = None, out: Path | None = None,
-                 quiet: float = 0.3, extra: list[str] | None = None, port: int | None = None, name: str = "server") -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        model: Path,
+        *,
+        spool: Path | None = None,
+        out: Path | None = None,
+        quiet: float = 0.3,
+        extra: list[str] | None = None,
+        port: int | None = None,
+        name: str = "server",
+    ) -> None:
         self.port = port or free_port()
         self.spool = spool or tmp / "spool"
         self.out = out or tmp / "out"
         self.log_path = tmp / f"{name}.log"
-        self.args = [sys.executable, "-m", "edge_ich", "serve", "--port", str(self.port), "--spool", str(self.spool),
-                     "--out", str(self.out), "--model", str(model), "--quiet-seconds", str(quiet), *(extra or [])]
+        self.args = [
+            sys.executable,
+            "-m",
+            "edge_ich",
+            "serve",
+            "--port",
+            str(self.port),
+            "--spool",
+            str(self.spool),
+            "--out",
+            str(self.out),
+            "--model",
+            str(model),
+            "--quiet-seconds",
+            str(quiet),
+            *(extra or []),
+        ]
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> ServerProc:
@@ -123,10 +148,14 @@ def wait_result(out: Path, series_uid: str, slices: int | None = None, timeout_s
     return wait_for(ready, timeout_s)
 
 
-def storescu(port: int, files: list[Path], *args: str, aec: str = "EDGE-ICH", timeout_s: float = 120.0) -> subprocess.CompletedProcess:
+def storescu(
+    port: int, files: list[Path], *args: str, aec: str = "EDGE-ICH", timeout_s: float = 120.0
+) -> subprocess.CompletedProcess:
     exe = dcmtk("storescu")
     assert exe is not None
-    return subprocess.run([exe, "-aec", aec, *args, HOST, str(port), *map(str, files)], capture_output=True, text=True, timeout=timeout_s)
+    return subprocess.run(
+        [exe, "-aec", aec, *args, HOST, str(port), *map(str, files)], capture_output=True, text=True, timeout=timeout_s
+    )
 
 
 def echoscu(port: int, *args: str, aec: str = "EDGE-ICH") -> subprocess.CompletedProcess:

@@ -19,7 +19,9 @@ from tests.serve.helpers import HOST, ServerProc, dcmtk, echoscu, free_port, sto
 
 pytestmark = [
     pytest.mark.network,
-    pytest.mark.skipif(not all(dcmtk(t) for t in ("storescu", "echoscu", "storescp", "dciodvfy")), reason="needs dcmtk and dicom3tools"),
+    pytest.mark.skipif(
+        not all(dcmtk(t) for t in ("storescu", "echoscu", "storescp", "dciodvfy")), reason="needs dcmtk and dicom3tools"
+    ),
 ]
 
 ALLOWED = "STORESCU,ECHOSCU,EDGE-TEST"
@@ -39,10 +41,19 @@ def env(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path):
     pacs_dir.mkdir()
     pacs_port = free_port()
     pacs_log = open(tmp / "pacs.log", "wb")
-    pacs = subprocess.Popen([dcmtk("storescp"), "-aet", "PACS", "-od", str(pacs_dir), str(pacs_port)], stdout=pacs_log, stderr=subprocess.STDOUT)
+    pacs = subprocess.Popen(
+        [dcmtk("storescp"), "-aet", "PACS", "-od", str(pacs_dir), str(pacs_port)],
+        stdout=pacs_log,
+        stderr=subprocess.STDOUT,
+    )
     assert wait_port(pacs_port)
     watch = tmp / "watch"
-    server = ServerProc(tmp, tiny_model, quiet=0.3, extra=["--allow-ae", ALLOWED, "--send-to", f"PACS@{HOST}:{pacs_port}", "--watch", str(watch)])
+    server = ServerProc(
+        tmp,
+        tiny_model,
+        quiet=0.3,
+        extra=["--allow-ae", ALLOWED, "--send-to", f"PACS@{HOST}:{pacs_port}", "--watch", str(watch)],
+    )
     server.start()
     yield {"tmp": tmp, "server": server, "pacs_dir": pacs_dir, "watch": watch, "model": tiny_model}
     rc = server.stop()
@@ -73,10 +84,14 @@ def test_store_series_outputs_and_seg_to_pacs(env) -> None:
     # the same answer as `edge-ich run` on the files that were sent
     from edge_ich.runner import RunOptions, run
 
-    ref = run(RunOptions(series=files[0].parent, model=env["model"], out=env["tmp"] / "run40", backend="onnxrt"), progress=False).report
+    ref = run(
+        RunOptions(series=files[0].parent, model=env["model"], out=env["tmp"] / "run40", backend="onnxrt"),
+        progress=False,
+    ).report
     assert report["finding"] == ref["finding"]
-    assert [(s["sop_instance_uid"], s["max_probability"], s["lesion_area_mm2"]) for s in report["slices"]] == \
-        [(s["sop_instance_uid"], s["max_probability"], s["lesion_area_mm2"]) for s in ref["slices"]]
+    assert [(s["sop_instance_uid"], s["max_probability"], s["lesion_area_mm2"]) for s in report["slices"]] == [
+        (s["sop_instance_uid"], s["max_probability"], s["lesion_area_mm2"]) for s in ref["slices"]
+    ]
     # the SEG reached the PACS and is a valid Segmentation IOD
     segs = wait_for(lambda: [p for p in env["pacs_dir"].iterdir() if p.name.startswith("SG")], timeout_s=60)
     assert segs, env["server"].log()
@@ -284,7 +299,9 @@ def test_killed_mid_series_then_restarted_completes(tmp_path: Path, tiny_model: 
         assert rec is not None, again.log()
         assert rec["received"] == 40
         report = json.loads((again.out / uid / "report.json").read_text())
-        assert sorted(s["sop_instance_uid"] for s in report["slices"]) == sorted(str(d.SOPInstanceUID) for d in datasets)
+        assert sorted(s["sop_instance_uid"] for s in report["slices"]) == sorted(
+            str(d.SOPInstanceUID) for d in datasets
+        )
     finally:
         rc = again.stop()
     assert rc == 0 and "stopped" in again.log()

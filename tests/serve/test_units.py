@@ -18,10 +18,21 @@ from edge_ich.serve.spool import Spool, is_valid_uid
 from tests.dicomkit import make_series
 
 
-@pytest.mark.parametrize("uid,ok", [
-    ("1.2.840.10008.5.1.4.1.1.2", True), ("1", True), ("", False), ("../../etc/passwd", False), ("1.2..3", False),
-    ("1.2.3.", False), ("1.2/3", False), ("1" * 65, False), ("1.2.3\x00", False), (None, False),
-])
+@pytest.mark.parametrize(
+    "uid,ok",
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", True),
+        ("1", True),
+        ("", False),
+        ("../../etc/passwd", False),
+        ("1.2..3", False),
+        ("1.2.3.", False),
+        ("1.2/3", False),
+        ("1" * 65, False),
+        ("1.2.3\x00", False),
+        (None, False),
+    ],
+)
 def test_uid_validation(uid, ok) -> None:
     assert is_valid_uid(uid) is ok
 
@@ -99,7 +110,15 @@ def _stream(files: list[Path], backend, order: list[int], batch: int = 4, thickn
             ds.SliceThickness = thickness
         pos, _ = slice_position(ds)
         st.expected_spacing = expected_spacing(ds)
-        st.add(SliceRec(str(ds.SOPInstanceUID), files[i], pos, (int(ds.Rows), int(ds.Columns)), prepared=inf.prepare(hu_from_dataset(ds))))
+        st.add(
+            SliceRec(
+                str(ds.SOPInstanceUID),
+                files[i],
+                pos,
+                (int(ds.Rows), int(ds.Columns)),
+                prepared=inf.prepare(hu_from_dataset(ds)),
+            )
+        )
         while work := [(st, r, c) for r, c in st.ready(k)][:batch]:
             inf.run_ready(work)
     return inf, st

@@ -179,8 +179,11 @@ def test_cq500_slice_without_frame_of_reference(tmp_path: Path, real_ct_files: d
         ds = pydicom.dcmread(real_ct_files["693_UNCR.dcm"])
         assert "FrameOfReferenceUID" not in ds
         ds.SOPInstanceUID = generate_uid()
-        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1],
-                                   float(ds.ImagePositionPatient[2]) + 5 * k]
+        ds.ImagePositionPatient = [
+            ds.ImagePositionPatient[0],
+            ds.ImagePositionPatient[1],
+            float(ds.ImagePositionPatient[2]) + 5 * k,
+        ]
         ds.save_as(tmp_path / "q" / f"slice{k}")
     s = open_series(tmp_path / "q")
     assert s.frame_of_reference_uid is None and len(s) == 2
@@ -229,8 +232,9 @@ def test_series_uid_picks_the_other_series(tmp_path: Path) -> None:
     s = open_series(tmp_path, series_uid="1.2.3.4.3")
     assert len(s) == 3 and s.series_uid == "1.2.3.4.3"
     assert s.geometry.spacing[0] == pytest.approx(2.0)
-    assert s.other_series == [{"series_uid": "1.2.3.4.6", "n_files": 6,
-                               "reason_not_chosen": "another SeriesInstanceUID was requested"}]
+    assert s.other_series == [
+        {"series_uid": "1.2.3.4.6", "n_files": 6, "reason_not_chosen": "another SeriesInstanceUID was requested"}
+    ]
 
 
 def test_equal_counts_prefer_thinner_slices(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ def assert_matches(cases: CaseList, truth: dict[str, fx.TruthCase], masks: bool 
 
 # --------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def rsna(tmp_path_factory: pytest.TempPathFactory) -> fx.RsnaFixture:
     return fx.make_rsna(tmp_path_factory.mktemp("rsna"), n_series=2)
@@ -88,6 +89,7 @@ def test_fixture_orientation_convention() -> None:
 
 
 # --------------------------------------------------------------------------- RSNA
+
 
 def test_rsna_reads_series_in_geometry_order_with_labels(rsna: fx.RsnaFixture) -> None:
     cases = open_dataset("rsna", rsna.root)
@@ -137,13 +139,19 @@ def _rewrite_csv(root: Path, edit) -> None:  # type: ignore[no-untyped-def]
     p.write_text(edit(p.read_text()))
 
 
-@pytest.mark.parametrize("edit, fragments", [
-    (lambda t: t.replace("ID,Label", "ID,Lbl", 1), ["ID,Label"]),
-    (lambda t: t.replace("_subdural,", "_subdurall,", 1), ["ID_<id>_<subtype>"]),
-    (lambda t: t.replace("_any,0", "_any,2", 1), ["not 0 or 1"]),
-    (lambda t: "\n".join(line for line in t.splitlines() if "_epidural" not in line) + "\n", ["lack some of the six"]),
-    (lambda t: "ID,Label\n", ["no label rows"]),
-])
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda t: t.replace("ID,Label", "ID,Lbl", 1), ["ID,Label"]),
+        (lambda t: t.replace("_subdural,", "_subdurall,", 1), ["ID_<id>_<subtype>"]),
+        (lambda t: t.replace("_any,0", "_any,2", 1), ["not 0 or 1"]),
+        (
+            lambda t: "\n".join(line for line in t.splitlines() if "_epidural" not in line) + "\n",
+            ["lack some of the six"],
+        ),
+        (lambda t: "ID,Label\n", ["no label rows"]),
+    ],
+)
 def test_rsna_malformed_csv_is_one_line(rsna: fx.RsnaFixture, tmp_path: Path, edit, fragments) -> None:  # type: ignore[no-untyped-def]
     root = fx.copy_tree(rsna.root, tmp_path / "rsna")
     _rewrite_csv(root, edit)
@@ -175,7 +183,9 @@ def test_rsna_unreadable_file_and_unlabelled_series_are_skipped(rsna: fx.RsnaFix
     assert sum(v for k, v in reasons.items() if k.startswith(("not DICOM", "unreadable"))) == 2
     assert any(k.startswith("series refused: missing slices") for k in reasons)
     # images with no label rows (a test set in the same folder) leave their series out, counted
-    _rewrite_csv(root, lambda t: "\n".join(line for line in t.splitlines() if not any(i in line for i in ids[uids[1]])) + "\n")
+    _rewrite_csv(
+        root, lambda t: "\n".join(line for line in t.splitlines() if not any(i in line for i in ids[uids[1]])) + "\n"
+    )
     cases = open_dataset("rsna", root, missing="skip")
     assert len(cases) == 0 and any(k.startswith("series without labels") for k in cases.skip_counts())
 
@@ -190,6 +200,7 @@ def test_rsna_missing_csv_or_folder(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- PhysioNet
+
 
 def test_physionet_reads_scans_masks_and_csv(physionet: tuple[Path, dict]) -> None:
     root, truth = physionet
@@ -214,12 +225,15 @@ def _edit_physionet_csv(root: Path, edit) -> None:  # type: ignore[no-untyped-de
     p.write_text(edit(p.read_text()))
 
 
-@pytest.mark.parametrize("edit, fragments", [
-    (lambda t: t.replace("Subarachnoid,", "SAH,", 1), ["lacks column(s) Subarachnoid"]),
-    (lambda t: t.replace("\n49,3,", "\n49,3.5,", 1), ["not a whole number"]),
-    (lambda t: "\n".join(t.splitlines()[:-1]) + "\n", ["scan 050", "5 rows", "6 slices"]),
-    (lambda t: t + "51,1,0,0,0,0,0,1,0\n", ["no scan in ct_scans", "051.nii"]),
-])
+@pytest.mark.parametrize(
+    "edit, fragments",
+    [
+        (lambda t: t.replace("Subarachnoid,", "SAH,", 1), ["lacks column(s) Subarachnoid"]),
+        (lambda t: t.replace("\n49,3,", "\n49,3.5,", 1), ["not a whole number"]),
+        (lambda t: "\n".join(t.splitlines()[:-1]) + "\n", ["scan 050", "5 rows", "6 slices"]),
+        (lambda t: t + "51,1,0,0,0,0,0,1,0\n", ["no scan in ct_scans", "051.nii"]),
+    ],
+)
 def test_physionet_malformed_csv(physionet: tuple[Path, dict], tmp_path: Path, edit, fragments) -> None:  # type: ignore[no-untyped-def]
     root = fx.copy_tree(physionet[0], tmp_path / "p")
     _edit_physionet_csv(root, edit)
@@ -243,6 +257,7 @@ def test_physionet_bad_files(physionet: tuple[Path, dict], tmp_path: Path) -> No
 
 
 # --------------------------------------------------------------------------- INSTANCE
+
 
 @pytest.mark.parametrize("sub", ["", "train"])
 def test_instance_reads_either_root(instance: tuple[Path, dict], sub: str) -> None:
@@ -270,6 +285,7 @@ def test_instance_bad_masks(instance: tuple[Path, dict], tmp_path: Path) -> None
 
 
 # --------------------------------------------------------------------------- BHSD
+
 
 def test_bhsd_codes_become_subtypes(bhsd: tuple[Path, dict]) -> None:
     root, truth = bhsd
@@ -300,6 +316,7 @@ def test_bhsd_without_channel_suffix_and_bad_codes(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- generic
 
+
 @pytest.mark.parametrize("key", ["SOPInstanceUID", "file"])
 def test_generic_reads_series_and_labels(tmp_path: Path, key: str) -> None:
     truth = fx.make_generic(tmp_path, key=key)
@@ -321,7 +338,9 @@ def test_generic_real_head_ct_slice(tmp_path: Path, real_ct_files: dict[str, Pat
     if src is None:
         pytest.skip("pydicom-data is not installed")
     sops = fx.real_ct_series(tmp_path / "real", src, n=3)
-    (tmp_path / "labels.csv").write_text("SOPInstanceUID,any\n" + "".join(f"{s},{int(i == 1)}\n" for i, s in enumerate(sops)))
+    (tmp_path / "labels.csv").write_text(
+        "SOPInstanceUID,any\n" + "".join(f"{s},{int(i == 1)}\n" for i, s in enumerate(sops))
+    )
     cases = open_dataset("generic", tmp_path)
     assert len(cases) == 1
     hu, spacing = cases[0].load()
@@ -335,11 +354,14 @@ def test_generic_real_head_ct_slice(tmp_path: Path, real_ct_files: dict[str, Pat
     assert -1100 < float(np.median(hu[0])) < 100  # a real head slice: air/brain, not raw stored values
 
 
-@pytest.mark.parametrize("header, fragments", [
-    ("SOPInstanceUID,label\n", ["lacks column any"]),
-    ("UID,any\n", ["exactly one key column"]),
-    ("SOPInstanceUID,any,epidural\n", ["lacks intraparenchymal"]),
-])
+@pytest.mark.parametrize(
+    "header, fragments",
+    [
+        ("SOPInstanceUID,label\n", ["lacks column any"]),
+        ("UID,any\n", ["exactly one key column"]),
+        ("SOPInstanceUID,any,epidural\n", ["lacks intraparenchymal"]),
+    ],
+)
 def test_generic_malformed_csv(generic: tuple[Path, dict], tmp_path: Path, header: str, fragments: list[str]) -> None:
     root = fx.copy_tree(generic[0], tmp_path / "g")
     p = root / "labels.csv"
@@ -365,6 +387,7 @@ def test_generic_label_for_missing_slice(generic: tuple[Path, dict], tmp_path: P
 
 
 # --------------------------------------------------------------------------- open_dataset
+
 
 def test_open_dataset_refuses_unknown_kind_and_option(generic: tuple[Path, dict]) -> None:
     with pytest.raises(InputError) as e:
@@ -411,8 +434,10 @@ def test_adapters_do_not_need_torch(physionet: tuple[Path, dict]) -> None:
     import subprocess
     import sys
 
-    code = ("import sys; from pathlib import Path; from training.data import open_dataset; "
-            "import training.data.rsna, training.data.generic, training.data.bhsd, training.data.phantom; "
-            f"c = open_dataset('physionet', Path({str(physionet[0])!r})); c[0].load(); "
-            "assert 'torch' not in sys.modules, 'torch was imported'")
+    code = (
+        "import sys; from pathlib import Path; from training.data import open_dataset; "
+        "import training.data.rsna, training.data.generic, training.data.bhsd, training.data.phantom; "
+        f"c = open_dataset('physionet', Path({str(physionet[0])!r})); c[0].load(); "
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

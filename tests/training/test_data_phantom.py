@@ -45,7 +45,6 @@ def assert_matches(cases: CaseList, truth: dict[str, fx.TruthCase], masks: bool 
             np.testing.assert_array_equal(m, t.mask)
 
 
-
 # --------------------------------------------------------------------------- phantom layouts
 
 PHANTOM = {"cases": 3, "seed": 1, "difficulty": "standard", "slices": 5, "thickness": 5.0, "size": 64}
@@ -55,13 +54,18 @@ PHANTOM = {"cases": 3, "seed": 1, "difficulty": "standard", "slices": 5, "thickn
 def phantom_truth() -> list:
     from edge_ich.phantom.generator import case_seed, generate_case
 
-    return [generate_case(case_seed(PHANTOM["seed"], i), difficulty="standard", slices=5, thickness=5.0, size=64)
-            for i in range(PHANTOM["cases"])]
+    return [
+        generate_case(case_seed(PHANTOM["seed"], i), difficulty="standard", slices=5, thickness=5.0, size=64)
+        for i in range(PHANTOM["cases"])
+    ]
 
 
-@pytest.mark.parametrize("layout, compress", [("dicom", True), ("rsna", False), ("physionet", False), ("instance", False)])
-def test_phantom_layouts_read_back_the_generator_truth(tmp_path: Path, phantom_truth: list, layout: str,
-                                                       compress: bool) -> None:
+@pytest.mark.parametrize(
+    "layout, compress", [("dicom", True), ("rsna", False), ("physionet", False), ("instance", False)]
+)
+def test_phantom_layouts_read_back_the_generator_truth(
+    tmp_path: Path, phantom_truth: list, layout: str, compress: bool
+) -> None:
     from edge_ich.phantom.writers import write_dataset
 
     write_dataset(tmp_path, layout=layout, compress=compress, **PHANTOM)  # type: ignore[arg-type]
@@ -104,5 +108,3 @@ def test_phantom_truth_problems_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(InputError) as e:
         open_dataset("phantom", tmp_path / "truth")
     one_line_error(e, "is not a phantom dataset folder")
-
-

@@ -21,15 +21,49 @@ from edge_ich.card import load_card
 from edge_ich.preprocess import DEFAULT_WINDOWS, prepare_volume
 from training.__main__ import main
 
-TINY = ["--size", "64", "--slices", "10", "--seq-len", "6", "--cls-steps", "6", "--seg-steps", "6", "--seg-batch", "4",
-        "--cls-batch", "2", "--seg-base", "4"]
+TINY = [
+    "--size",
+    "64",
+    "--slices",
+    "10",
+    "--seq-len",
+    "6",
+    "--cls-steps",
+    "6",
+    "--seg-steps",
+    "6",
+    "--seg-batch",
+    "4",
+    "--cls-batch",
+    "2",
+    "--seg-base",
+    "4",
+]
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_weakly_supervised_run_exports_a_model_the_runtime_runs(tmp_path: Path) -> None:
     out = tmp_path / "m" / "tiny_ws.onnx"
-    rc = main(["train", "--cases", "6", "--val-cases", "2", "--test-cases", "2", "--work", str(tmp_path / "w"),
-               "--cache", str(tmp_path / "c"), "--out", str(out), "--name", "tiny_ws", *TINY])
+    rc = main(
+        [
+            "train",
+            "--cases",
+            "6",
+            "--val-cases",
+            "2",
+            "--test-cases",
+            "2",
+            "--work",
+            str(tmp_path / "w"),
+            "--cache",
+            str(tmp_path / "c"),
+            "--out",
+            str(out),
+            "--name",
+            "tiny_ws",
+            *TINY,
+        ]
+    )
     assert rc == 0
     card = load_card(out)  # verifies the sha256 too
     assert card.name == "tiny_ws" and card.input_size == (64, 64) and card.context == 1
@@ -70,9 +104,31 @@ def test_fully_supervised_and_bad_input_are_clear(tmp_path: Path, capsys: pytest
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "training", "train", "--supervision", "full", "--cases", "4", "--val-cases", "0", "--test-cases", "0",
-           "--work", str(tmp_path / "w"), "--cache", str(tmp_path / "c"), "--no-export", *TINY]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "training",
+        "train",
+        "--supervision",
+        "full",
+        "--cases",
+        "4",
+        "--val-cases",
+        "0",
+        "--test-cases",
+        "0",
+        "--work",
+        str(tmp_path / "w"),
+        "--cache",
+        str(tmp_path / "c"),
+        "--no-export",
+        *TINY,
+    ]
     p = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert p.returncode == 0, p.stderr[-2000:]
     summary = json.loads((tmp_path / "w" / "summary.json").read_text())
@@ -85,8 +141,29 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
 
 def test_tiny_experiment_writes_every_row_table_plot_and_command(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["experiment", "--large", "6", "--small", "4", "--folds", "2", "--val", "2", "--test", "3", "--reduced", "--fractions", "0.5,1.0",
-            "--work", str(tmp_path / "w"), "--cache", str(tmp_path / "c"), "--out", str(out), *TINY]
+    argv = [
+        "experiment",
+        "--large",
+        "6",
+        "--small",
+        "4",
+        "--folds",
+        "2",
+        "--val",
+        "2",
+        "--test",
+        "3",
+        "--reduced",
+        "--fractions",
+        "0.5,1.0",
+        "--work",
+        str(tmp_path / "w"),
+        "--cache",
+        str(tmp_path / "c"),
+        "--out",
+        str(out),
+        *TINY,
+    ]
     assert main(argv) == 0
     res = json.loads((out / "results.json").read_text())
     rows = res["rows"]

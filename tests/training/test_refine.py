@@ -100,7 +100,10 @@ def test_bleed_fraction_subsets_keep_whole_cases_in_order() -> None:
     from training.volumes import Volume
 
     counts = [0, 4, 0, 2, 4]  # bleed slices per case, 10 in all
-    vols = [Volume(f"c{i}", np.zeros((6, 4, 4), np.float32), (1.0, 1.0, 1.0), (np.arange(6) < k).astype(np.uint8)) for i, k in enumerate(counts)]
+    vols = [
+        Volume(f"c{i}", np.zeros((6, 4, 4), np.float32), (1.0, 1.0, 1.0), (np.arange(6) < k).astype(np.uint8))
+        for i, k in enumerate(counts)
+    ]
     assert [v.case_id for v in subset_by_bleed_fraction(vols, 0.1)] == ["c0", "c1"]
     assert [v.case_id for v in subset_by_bleed_fraction(vols, 0.5)] == ["c0", "c1", "c2", "c3"]
     assert len(subset_by_bleed_fraction(vols, 1.0)) == 5

@@ -76,7 +76,9 @@ class Case:
 class CaseList(list[Case]):
     """A plain list of Cases that also carries what was left out and why."""
 
-    def __init__(self, cases: Iterable[Case] = (), skipped: Iterable[Skipped] = (), meta: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, cases: Iterable[Case] = (), skipped: Iterable[Skipped] = (), meta: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(cases)
         self.skipped: list[Skipped] = list(skipped)
         self.meta: dict[str, Any] = dict(meta or {})
@@ -113,8 +115,9 @@ def check_options(fn: Callable[..., Any], kw: dict[str, Any], what: str) -> None
         raise InputError(f"{what} has no option {', '.join(unknown)} (options: {allowed})")
 
 
-def refuse_or_skip_orphans(cases: CaseList, policy: MissingPolicy, paths: Sequence[str], reason: str,
-                           error: str) -> None:
+def refuse_or_skip_orphans(
+    cases: CaseList, policy: MissingPolicy, paths: Sequence[str], reason: str, error: str
+) -> None:
     """Labels whose image is not on disk: an InputError (`error` + how to skip) under
     MissingPolicy.ERROR, else each one counted in `cases.skipped` with `reason`."""
     if not paths:
@@ -152,7 +155,9 @@ def read_table(path: Path, required: Sequence[str], what: str) -> tuple[list[str
                 if not cells or all(not c.strip() for c in cells):
                     continue
                 if len(cells) != len(header):
-                    raise InputError(f"{what} {path.name} line {line_no}: {len(cells)} fields, header has {len(header)}")
+                    raise InputError(
+                        f"{what} {path.name} line {line_no}: {len(cells)} fields, header has {len(header)}"
+                    )
                 rows.append({h: c.strip() for h, c in zip(header, cells)})
     except UnicodeDecodeError:
         raise InputError(f"{what} {path.name} is not a UTF-8 text CSV") from None
@@ -162,7 +167,9 @@ def read_table(path: Path, required: Sequence[str], what: str) -> tuple[list[str
         raise InputError(f"cannot read {what} {path.name}: {exc.strerror or exc}") from None
     missing = [c for c in required if c not in header]
     if missing:
-        raise InputError(f"{what} {path.name} lacks column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})")
+        raise InputError(
+            f"{what} {path.name} lacks column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'})"
+        )
     return header, rows
 
 

@@ -43,8 +43,9 @@ def _images(folder: Path) -> dict[str, Path]:
     return out
 
 
-def open_bhsd(root: Path, split: str | Split = "train", missing: str | MissingPolicy = "error",
-              unlabelled: bool = False) -> CaseList:
+def open_bhsd(
+    root: Path, split: str | Split = "train", missing: str | MissingPolicy = "error", unlabelled: bool = False
+) -> CaseList:
     """One Case per image with labels, subtypes and mask from its label map."""
     root = require_dir(Path(root), "BHSD")
     which = coerce_enum(Split, split, "split")
@@ -52,8 +53,13 @@ def open_bhsd(root: Path, split: str | Split = "train", missing: str | MissingPo
     if which is not Split.TRAIN:
         pairs.append(("imagesTs", "labelsTs"))
     policy = coerce_enum(MissingPolicy, missing, "missing-image policy")
-    cases = CaseList(meta={"dataset": "bhsd", "split": which.value,
-                           "label_codes": {str(i + 1): s.value for i, s in enumerate(SUBTYPES)}})
+    cases = CaseList(
+        meta={
+            "dataset": "bhsd",
+            "split": which.value,
+            "label_codes": {str(i + 1): s.value for i, s in enumerate(SUBTYPES)},
+        }
+    )
     for img_name, lab_name in pairs:
         if which is Split.ALL and not (root / img_name).is_dir():
             continue
@@ -62,9 +68,13 @@ def open_bhsd(root: Path, split: str | Split = "train", missing: str | MissingPo
         labels = {nifti_stem(p): p for p in list_nifti(label_dir)} if label_dir.is_dir() else {}
         absent = sorted(set(labels) - set(images))
         if absent:
-            refuse_or_skip_orphans(cases, policy, [f"{lab_name}/{labels[a].name}" for a in absent], "label map without an image",
-                                   f"BHSD {lab_name}/ has {len(absent)} label map(s) with no image in {img_name}/ "
-                                   f"(e.g. {absent[0]})")
+            refuse_or_skip_orphans(
+                cases,
+                policy,
+                [f"{lab_name}/{labels[a].name}" for a in absent],
+                "label map without an image",
+                f"BHSD {lab_name}/ has {len(absent)} label map(s) with no image in {img_name}/ (e.g. {absent[0]})",
+            )
         for name, path in sorted(images.items()):
             label = labels.get(name)
             if label is None and not unlabelled:

@@ -23,8 +23,18 @@ from edge_ich.sources.volume import Skipped
 from training.data.base import Spacing, stack_slices
 
 #: Header tags the geometry needs; everything else is dropped while grouping.
-_KEEP = ("SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "ImagePositionPatient",
-         "ImageOrientationPatient", "PixelSpacing", "Rows", "Columns", "SliceThickness")
+_KEEP = (
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "Rows",
+    "Columns",
+    "SliceThickness",
+)
 INDEX_VERSION = 1
 
 
@@ -66,8 +76,12 @@ def _list_files(root: Path) -> list[Path]:
     return [p for p in iter_files(root) if p.name.upper() != "DICOMDIR"]
 
 
-def build_index(root: Path, files: Iterable[Path] | None = None, workers: int = 1,
-                progress: Callable[[int, int], None] | None = None) -> DicomIndex:
+def build_index(
+    root: Path,
+    files: Iterable[Path] | None = None,
+    workers: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+) -> DicomIndex:
     """Read headers, group by SeriesInstanceUID, sort each series by the runtime's rules.
 
     A series the runtime refuses (a gap, two images at one position, one slice) is left out as
@@ -82,7 +96,9 @@ def build_index(root: Path, files: Iterable[Path] | None = None, workers: int = 
         return _build_index(root, paths, workers, progress)
 
 
-def _build_index(root: Path, paths: list[Path], workers: int, progress: Callable[[int, int], None] | None) -> DicomIndex:
+def _build_index(
+    root: Path, paths: list[Path], workers: int, progress: Callable[[int, int], None] | None
+) -> DicomIndex:
     from edge_ich.sources.dicom.discover import SeriesCandidate
     from edge_ich.sources.dicom.source import DicomSeries
 
@@ -98,8 +114,13 @@ def _build_index(root: Path, paths: list[Path], workers: int, progress: Callable
         cand = groups.get(uid)
         if cand is None:
             cand = groups[uid] = SeriesCandidate(
-                series_uid=uid, study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
-                frame_of_reference_uid=None, files=[], modality="CT", n_files=0)
+                series_uid=uid,
+                study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
+                frame_of_reference_uid=None,
+                files=[],
+                modality="CT",
+                n_files=0,
+            )
         cand.files.append(path)
         cand.headers[path] = ds
         cand.n_files += 1
@@ -112,10 +133,17 @@ def _build_index(root: Path, paths: list[Path], workers: int, progress: Callable
             skipped.append(Skipped(f"series {uid}", f"series refused: {exc}"))
             continue
         skipped.extend(s.skipped)
-        series.append(IndexedSeries(uid, cand.study_uid, [_rel(p, root) for p in s.files],
-                                    list(s.sop_instance_uids), tuple(int(v) for v in s.geometry.shape),  # type: ignore[arg-type]
-                                    tuple(float(v) for v in s.geometry.spacing),  # type: ignore[arg-type]
-                                    list(s.geometry.warnings)))
+        series.append(
+            IndexedSeries(
+                uid,
+                cand.study_uid,
+                [_rel(p, root) for p in s.files],
+                list(s.sop_instance_uids),
+                tuple(int(v) for v in s.geometry.shape),  # type: ignore[arg-type]
+                tuple(float(v) for v in s.geometry.spacing),  # type: ignore[arg-type]
+                list(s.geometry.warnings),
+            )
+        )
     return DicomIndex(root, series, skipped)
 
 
@@ -151,7 +179,9 @@ def _rel(path: Path, root: Path) -> str:
         return Path(path).as_posix()
 
 
-def open_index(root: Path, cache: Path | None = None, files: Iterable[Path] | None = None, workers: int = 1) -> DicomIndex:
+def open_index(
+    root: Path, cache: Path | None = None, files: Iterable[Path] | None = None, workers: int = 1
+) -> DicomIndex:
     """`build_index`, reusing `cache` (JSON) when it lists exactly the files now under root."""
     root = Path(root)
     paths = list(files) if files is not None else _list_files(root)
@@ -178,8 +208,13 @@ def _fingerprint(names: list[str]) -> str:
 def _write_cache(path: Path, idx: DicomIndex, names: list[str]) -> None:
     from edge_ich.outputs.atomic import write_text_atomic
 
-    doc = {"version": INDEX_VERSION, "files_sha256": _fingerprint(names), "n_files": len(names),
-           "series": [asdict(s) for s in idx.series], "skipped": [[s.path, s.reason] for s in idx.skipped]}
+    doc = {
+        "version": INDEX_VERSION,
+        "files_sha256": _fingerprint(names),
+        "n_files": len(names),
+        "series": [asdict(s) for s in idx.series],
+        "skipped": [[s.path, s.reason] for s in idx.skipped],
+    }
     write_text_atomic(path, json.dumps(doc))
 
 
@@ -189,12 +224,25 @@ def _read_cache(path: Path, root: Path, names: list[str]) -> DicomIndex | None:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(doc, dict) or doc.get("version") != INDEX_VERSION or doc.get("files_sha256") != _fingerprint(names):
+    if (
+        not isinstance(doc, dict)
+        or doc.get("version") != INDEX_VERSION
+        or doc.get("files_sha256") != _fingerprint(names)
+    ):
         return None
     try:
-        series = [IndexedSeries(d["series_uid"], d["study_uid"], list(d["files"]), list(d["sop_uids"]),
-                                tuple(d["shape"]), tuple(d["spacing"]), list(d.get("warnings", [])))  # type: ignore[arg-type]
-                  for d in doc["series"]]
+        series = [
+            IndexedSeries(
+                d["series_uid"],
+                d["study_uid"],
+                list(d["files"]),
+                list(d["sop_uids"]),
+                tuple(d["shape"]),
+                tuple(d["spacing"]),
+                list(d.get("warnings", [])),
+            )  # type: ignore[arg-type]
+            for d in doc["series"]
+        ]
         skipped = [Skipped(str(p), str(r)) for p, r in doc["skipped"]]
     except (KeyError, TypeError, ValueError):
         return None
@@ -212,8 +260,10 @@ def load_series(root: Path, entry: IndexedSeries) -> tuple[np.ndarray, Spacing]:
     files = [Path(root) / f for f in entry.files]
     missing = [f for f in files if not f.is_file()]
     if missing:
-        raise InputError(f"series {entry.series_uid}: {len(missing)} indexed file(s) no longer exist "
-                         f"(e.g. {missing[0].name}); reopen the dataset")
+        raise InputError(
+            f"series {entry.series_uid}: {len(missing)} indexed file(s) no longer exist "
+            f"(e.g. {missing[0].name}); reopen the dataset"
+        )
     with disable_value_validation():
         vol = stack_slices(lambda i: _read_slice(files[i], entry, i), len(files))
     return vol, entry.spacing

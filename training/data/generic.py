@@ -28,8 +28,10 @@ def read_generic_labels(path: Path) -> tuple[str, dict[str, np.ndarray], bool]:
     header, rows = read_table(path, [], "slice label CSV")
     keys = [k for k in KEY_COLUMNS if k in header]
     if len(keys) != 1:
-        raise InputError(f"slice label CSV {path.name} needs exactly one key column of {', '.join(KEY_COLUMNS)} "
-                         f"(has: {', '.join(header) or 'none'})")
+        raise InputError(
+            f"slice label CSV {path.name} needs exactly one key column of {', '.join(KEY_COLUMNS)} "
+            f"(has: {', '.join(header) or 'none'})"
+        )
     if "any" not in header:
         raise InputError(f"slice label CSV {path.name} lacks column any")
     present = [c for c in SUBTYPE_COLUMNS if c in header]
@@ -55,8 +57,13 @@ def read_generic_labels(path: Path) -> tuple[str, dict[str, np.ndarray], bool]:
     return key, out, bool(present)
 
 
-def open_generic(root: Path, labels: Path | None = None, missing: str | MissingPolicy = "error",
-                 cache: Path | None = None, workers: int = 1) -> CaseList:
+def open_generic(
+    root: Path,
+    labels: Path | None = None,
+    missing: str | MissingPolicy = "error",
+    cache: Path | None = None,
+    workers: int = 1,
+) -> CaseList:
     """One Case per labelled CT axial series under root."""
     from edge_ich.sources.dicom.discover import iter_files
 
@@ -85,15 +92,29 @@ def open_generic(root: Path, labels: Path | None = None, missing: str | MissingP
     absent = sorted(set(table) - found)
     if absent:
         if policy is MissingPolicy.ERROR:
-            raise InputError(f"{label_path.name} labels {len(absent)} slice(s) not found among the readable CT "
-                             f"series under {root.name}/ (e.g. {absent[0]}); pass missing='skip' to leave them out")
+            raise InputError(
+                f"{label_path.name} labels {len(absent)} slice(s) not found among the readable CT "
+                f"series under {root.name}/ (e.g. {absent[0]}); pass missing='skip' to leave them out"
+            )
         cases.skipped.extend(Skipped(a, "labelled slice not found") for a in absent)
     return cases
 
 
 def _case(root: Path, entry: IndexedSeries, rows: np.ndarray, has_sub: bool) -> Case:
-    return Case(case_id=entry.series_uid, load=partial(load_series, root, entry), slice_labels=rows[:, 5].copy(),
-                subtype_labels=rows[:, :5].copy() if has_sub else None, load_mask=None,
-                meta={"dataset": "generic", "series_uid": entry.series_uid, "study_uid": entry.study_uid,
-                      "n_slices": len(entry.files), "shape": list(entry.shape), "spacing": list(entry.spacing),
-                      "files": list(entry.files), "warnings": list(entry.warnings)})
+    return Case(
+        case_id=entry.series_uid,
+        load=partial(load_series, root, entry),
+        slice_labels=rows[:, 5].copy(),
+        subtype_labels=rows[:, :5].copy() if has_sub else None,
+        load_mask=None,
+        meta={
+            "dataset": "generic",
+            "series_uid": entry.series_uid,
+            "study_uid": entry.study_uid,
+            "n_slices": len(entry.files),
+            "shape": list(entry.shape),
+            "spacing": list(entry.spacing),
+            "files": list(entry.files),
+            "warnings": list(entry.warnings),
+        },
+    )

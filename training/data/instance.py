@@ -44,8 +44,13 @@ def open_instance(root: Path, missing: str | MissingPolicy = "error", unlabelled
     cases = CaseList(meta={"dataset": "instance"})
     absent = sorted(set(labels) - set(scans))
     if absent:
-        refuse_or_skip_orphans(cases, policy, [f"label/{labels[a].name}" for a in absent], "mask without a scan",
-                               f"INSTANCE label/ has {len(absent)} mask(s) with no scan in data/ (e.g. {absent[0]})")
+        refuse_or_skip_orphans(
+            cases,
+            policy,
+            [f"label/{labels[a].name}" for a in absent],
+            "mask without a scan",
+            f"INSTANCE label/ has {len(absent)} mask(s) with no scan in data/ (e.g. {absent[0]})",
+        )
     for name, path in sorted(scans.items()):
         label = labels.get(name)
         if label is None and not unlabelled:
@@ -63,8 +68,18 @@ def nifti_case(dataset: str, case_id: str, path: Path, label: Path | None, max_c
         check_label_header(scan, label, case_id)
         mask = load_label(path, label, case_id, max_code=max_code)
         slice_labels, subtype_labels = mask_to_labels(mask, subtype_codes=max_code > 1)
-    return Case(case_id=case_id, load=partial(load_scan, path), slice_labels=slice_labels, subtype_labels=subtype_labels,
-                load_mask=partial(load_label, path, label, case_id, max_code=max_code) if label is not None else None,
-                meta={"dataset": dataset, "file": path.name, "mask_file": label.name if label else None,
-                      "n_slices": int(scan.geometry.shape[0]), "shape": list(scan.geometry.shape),
-                      "spacing": [float(v) for v in scan.geometry.spacing]})
+    return Case(
+        case_id=case_id,
+        load=partial(load_scan, path),
+        slice_labels=slice_labels,
+        subtype_labels=subtype_labels,
+        load_mask=partial(load_label, path, label, case_id, max_code=max_code) if label is not None else None,
+        meta={
+            "dataset": dataset,
+            "file": path.name,
+            "mask_file": label.name if label else None,
+            "n_slices": int(scan.geometry.shape[0]),
+            "shape": list(scan.geometry.shape),
+            "spacing": [float(v) for v in scan.geometry.spacing],
+        },
+    )

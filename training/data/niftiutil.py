@@ -48,8 +48,10 @@ def input_slice_of_display(scan: Any) -> np.ndarray:
     ornt = _to_display_ornt(scan)
     axis = int(np.nonzero(ornt[:, 0] == 2)[0][0])
     if axis != 2:
-        raise InputError(f"{scan.path.name} is not stored as axial slices along its third axis; "
-                         f"slice numbers in the label table cannot be mapped")
+        raise InputError(
+            f"{scan.path.name} is not stored as axial slices along its third axis; "
+            f"slice numbers in the label table cannot be mapped"
+        )
     n = scan.geometry.shape[0]
     z = np.arange(n)
     return (n - 1 - z) if ornt[axis, 1] < 0 else z
@@ -71,7 +73,9 @@ def check_label_header(scan: Any, label_path: Path, case_id: str) -> None:
     try:
         img = nib.load(str(label_path))
     except NIFTI_READ_ERRORS as exc:  # a broken file: its class name is enough
-        raise InputError(f"case {case_id}: cannot read label map {label_path.name} as NIfTI: {type(exc).__name__}") from None
+        raise InputError(
+            f"case {case_id}: cannot read label map {label_path.name} as NIfTI: {type(exc).__name__}"
+        ) from None
     shape = tuple(int(v) for v in img.shape)
     if shape != tuple(scan.input_shape):
         raise InputError(f"case {case_id}: label map shape {shape} does not match scan shape {tuple(scan.input_shape)}")
@@ -124,6 +128,10 @@ def nifti_stem(path: Path) -> str:
 
 def list_nifti(folder: Path) -> list[Path]:
     """.nii and .nii.gz files in a folder (not recursive), sorted by name."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and (p.name.lower().endswith(".nii") or p.name.lower().endswith(".nii.gz"))
-                  and not p.name.startswith("."))
+    return sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file()
+        and (p.name.lower().endswith(".nii") or p.name.lower().endswith(".nii.gz"))
+        and not p.name.startswith(".")
+    )

@@ -99,8 +99,9 @@ def _open_dicom(root: Path, cache: Path | None = None, workers: int = 1) -> Case
     cases = CaseList()
     for case_dir in sorted(p for p in root.glob("case_*") if (p / "dicom").is_dir()):
         case_id = case_dir.name
-        index = open_index(case_dir / "dicom", cache=None if cache is None else Path(cache) / f"{case_id}.json",
-                           workers=workers)
+        index = open_index(
+            case_dir / "dicom", cache=None if cache is None else Path(cache) / f"{case_id}.json", workers=workers
+        )
         cases.skipped.extend(Skipped(f"{case_id}/dicom/{s.path}", s.reason) for s in index.skipped)
         if len(index.series) != 1:
             cases.skipped.append(Skipped(f"{case_id}/dicom", f"{len(index.series)} usable series (expected 1)"))
@@ -108,11 +109,22 @@ def _open_dicom(root: Path, cache: Path | None = None, workers: int = 1) -> Case
         entry = index.series[0]
         truth = case_dir / TRUTH
         labels = _read_truth(truth, case_id)["labels"]
-        case = Case(case_id=case_id, load=partial(load_series, case_dir / "dicom", entry), slice_labels=None,
-                    subtype_labels=None, load_mask=None,
-                    meta={"dataset": "phantom", "layout": "dicom", "series_uid": entry.series_uid,
-                          "n_slices": len(entry.files), "shape": list(entry.shape), "spacing": list(entry.spacing),
-                          "warnings": list(entry.warnings)})
+        case = Case(
+            case_id=case_id,
+            load=partial(load_series, case_dir / "dicom", entry),
+            slice_labels=None,
+            subtype_labels=None,
+            load_mask=None,
+            meta={
+                "dataset": "phantom",
+                "layout": "dicom",
+                "series_uid": entry.series_uid,
+                "n_slices": len(entry.files),
+                "shape": list(entry.shape),
+                "spacing": list(entry.spacing),
+                "warnings": list(entry.warnings),
+            },
+        )
         cases.append(_with_truth(case, truth, entry.shape, labels))
     if not cases and not cases.skipped:
         raise InputError(f"no phantom cases (case_*/dicom) under {root}")

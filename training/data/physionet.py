@@ -49,9 +49,13 @@ from training.data.niftiutil import (
 
 CSV_NAME = "hemorrhage_diagnosis_raw_ct.csv"
 #: CSV column of each subtype, in Subtype order.
-SUBTYPE_COLUMNS = {Subtype.EPIDURAL: "Epidural", Subtype.INTRAPARENCHYMAL: "Intraparenchymal",
-                   Subtype.INTRAVENTRICULAR: "Intraventricular", Subtype.SUBARACHNOID: "Subarachnoid",
-                   Subtype.SUBDURAL: "Subdural"}
+SUBTYPE_COLUMNS = {
+    Subtype.EPIDURAL: "Epidural",
+    Subtype.INTRAPARENCHYMAL: "Intraparenchymal",
+    Subtype.INTRAVENTRICULAR: "Intraventricular",
+    Subtype.SUBARACHNOID: "Subarachnoid",
+    Subtype.SUBDURAL: "Subdural",
+}
 REQUIRED = ["PatientNumber", "SliceNumber", *SUBTYPE_COLUMNS.values(), "No_Hemorrhage"]
 
 
@@ -84,8 +88,12 @@ def _read_labels(path: Path) -> dict[int, dict[int, np.ndarray]]:
     return out
 
 
-def open_physionet(root: Path, orientation: str | Orientation = "affine", missing: str | MissingPolicy = "error",
-                   labels: Path | None = None) -> CaseList:
+def open_physionet(
+    root: Path,
+    orientation: str | Orientation = "affine",
+    missing: str | MissingPolicy = "error",
+    labels: Path | None = None,
+) -> CaseList:
     """One Case per scan in `ct_scans/`, labels from the diagnosis CSV, masks from `masks/`."""
     root = require_dir(Path(root), "PhysioNet CT-ICH")
     orient = coerce_enum(Orientation, orientation, "orientation")
@@ -102,9 +110,13 @@ def open_physionet(root: Path, orientation: str | Orientation = "affine", missin
     cases = CaseList(meta={"dataset": "physionet", "orientation": orient.value})
     absent = sorted(set(table) - set(scans))
     if absent:
-        refuse_or_skip_orphans(cases, policy, [f"ct_scans/{a:03d}.nii" for a in absent], "labelled scan not on disk",
-                               f"{CSV_NAME} labels {len(absent)} patient(s) with no scan in ct_scans/ "
-                               f"(e.g. {absent[0]:03d}.nii)")
+        refuse_or_skip_orphans(
+            cases,
+            policy,
+            [f"ct_scans/{a:03d}.nii" for a in absent],
+            "labelled scan not on disk",
+            f"{CSV_NAME} labels {len(absent)} patient(s) with no scan in ct_scans/ (e.g. {absent[0]:03d}.nii)",
+        )
     for number, path in sorted(scans.items()):
         if number not in table:
             cases.skipped.append(Skipped(f"ct_scans/{path.name}", "scan without labels in the CSV"))
@@ -116,7 +128,11 @@ def open_physionet(root: Path, orientation: str | Orientation = "affine", missin
 def _mask_path(masks_dir: Path, scan: Path) -> Path | None:
     if not masks_dir.is_dir():
         return None
-    for cand in (masks_dir / scan.name, masks_dir / (nifti_stem(scan) + ".nii"), masks_dir / (nifti_stem(scan) + ".nii.gz")):
+    for cand in (
+        masks_dir / scan.name,
+        masks_dir / (nifti_stem(scan) + ".nii"),
+        masks_dir / (nifti_stem(scan) + ".nii.gz"),
+    ):
         if cand.is_file():
             return cand
     raise InputError(f"PhysioNet scan {scan.name} has no mask in masks/")
@@ -128,8 +144,10 @@ def _case(number: int, path: Path, masks_dir: Path, slices: dict[int, np.ndarray
     nz = scan.geometry.shape[0]
     if sorted(slices) != list(range(1, nz + 1)):
         have = sorted(slices)
-        raise InputError(f"PhysioNet scan {case_id}: the CSV lists slices {have[0]}..{have[-1]} ({len(have)} rows) "
-                         f"but the scan has {nz} slices")
+        raise InputError(
+            f"PhysioNet scan {case_id}: the CSV lists slices {have[0]}..{have[-1]} ({len(have)} rows) "
+            f"but the scan has {nz} slices"
+        )
     mask_path = _mask_path(masks_dir, path)
     if mask_path is not None:
         check_label_header(scan, mask_path, case_id)
@@ -139,15 +157,29 @@ def _case(number: int, path: Path, masks_dir: Path, slices: dict[int, np.ndarray
         k_of_z = np.arange(scan.input_shape[2])
     rows = np.stack([slices[int(k) + 1] for k in k_of_z])
     if orient is Orientation.AFFINE:
-        load, load_mask = partial(load_scan, path), partial(load_label, path, mask_path, case_id, max_code=1, scale_255=True)
+        load, load_mask = (
+            partial(load_scan, path),
+            partial(load_label, path, mask_path, case_id, max_code=1, scale_255=True),
+        )
     else:
         load, load_mask = partial(_rot90_scan, path), partial(_rot90_mask, mask_path, case_id)
-    return Case(case_id=case_id, load=load, slice_labels=rows[:, 5].copy(), subtype_labels=rows[:, :5].copy(),
-                load_mask=load_mask if mask_path is not None else None,
-                meta={"dataset": "physionet", "patient_number": number, "file": path.name, "n_slices": int(len(rows)),
-                      "shape": [int(len(rows)), *_plane_shape(scan, orient)],
-                      "orientation": orient.value, "mask_file": mask_path.name if mask_path else None,
-                      "file_slice_of_display_slice": [int(k) for k in k_of_z]})
+    return Case(
+        case_id=case_id,
+        load=load,
+        slice_labels=rows[:, 5].copy(),
+        subtype_labels=rows[:, :5].copy(),
+        load_mask=load_mask if mask_path is not None else None,
+        meta={
+            "dataset": "physionet",
+            "patient_number": number,
+            "file": path.name,
+            "n_slices": int(len(rows)),
+            "shape": [int(len(rows)), *_plane_shape(scan, orient)],
+            "orientation": orient.value,
+            "mask_file": mask_path.name if mask_path else None,
+            "file_slice_of_display_slice": [int(k) for k in k_of_z],
+        },
+    )
 
 
 def _plane_shape(scan: Any, orient: Orientation) -> list[int]:

@@ -42,8 +42,14 @@ def _find(root: Path, labels: Path | None, images: Path | None) -> tuple[Path, P
     return Path(labels), require_dir(Path(images), "RSNA image")
 
 
-def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None, missing: str | MissingPolicy = "error",
-              cache: Path | None = None, workers: int = 1) -> CaseList:
+def open_rsna(
+    root: Path,
+    labels: Path | None = None,
+    images: Path | None = None,
+    missing: str | MissingPolicy = "error",
+    cache: Path | None = None,
+    workers: int = 1,
+) -> CaseList:
     """One Case per RSNA series, with slice and subtype labels in ascending slice order.
 
     root: the competition folder (holding `stage_2_train.csv` and `stage_2_train/`); labels and
@@ -62,8 +68,10 @@ def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None
     skipped: list[Skipped] = []
     if absent:
         if policy is MissingPolicy.ERROR:
-            raise InputError(f"{label_path.name} labels {len(absent)} image(s) with no file in {image_dir.name}/ "
-                             f"(e.g. {absent[0]}.dcm); point at the full image folder or pass missing='skip'")
+            raise InputError(
+                f"{label_path.name} labels {len(absent)} image(s) with no file in {image_dir.name}/ "
+                f"(e.g. {absent[0]}.dcm); point at the full image folder or pass missing='skip'"
+            )
         skipped.extend(Skipped(f"{i}.dcm", "labelled image not on disk") for i in absent)
     index = open_index(image_dir, cache=cache, files=files, workers=workers)
     skipped.extend(index.skipped)
@@ -78,7 +86,12 @@ def open_rsna(root: Path, labels: Path | None = None, images: Path | None = None
             continue
         rows = np.stack([table.by_image[k] for k in keys])
         cases.append(_case(image_dir, entry, keys, rows))
-    cases.meta = {"dataset": "rsna", "labels": label_path.name, "duplicate_rows": table.duplicates, "conflicting_duplicates": table.conflicts}
+    cases.meta = {
+        "dataset": "rsna",
+        "labels": label_path.name,
+        "duplicate_rows": table.duplicates,
+        "conflicting_duplicates": table.conflicts,
+    }
     return cases
 
 
@@ -89,7 +102,14 @@ def _case(image_dir: Path, entry: IndexedSeries, keys: list[str], rows: np.ndarr
         slice_labels=rows[:, 5].astype(np.uint8),
         subtype_labels=rows[:, :5].astype(np.uint8),
         load_mask=None,
-        meta={"dataset": "rsna", "series_uid": entry.series_uid, "study_uid": entry.study_uid,
-              "n_slices": len(entry.files), "shape": list(entry.shape), "spacing": list(entry.spacing),
-              "image_ids": keys, "warnings": list(entry.warnings)},
+        meta={
+            "dataset": "rsna",
+            "series_uid": entry.series_uid,
+            "study_uid": entry.study_uid,
+            "n_slices": len(entry.files),
+            "shape": list(entry.shape),
+            "spacing": list(entry.spacing),
+            "image_ids": keys,
+            "warnings": list(entry.warnings),
+        },
     )

@@ -47,7 +47,9 @@ def read_rsna_labels(path: Path) -> RsnaLabels:
             reader = csv.reader(f)
             header = [h.strip() for h in next(reader, [])]
             if header[:2] != ["ID", "Label"]:
-                raise InputError(f"RSNA label CSV {path.name} must start with header 'ID,Label' (has: {','.join(header)[:60]})")
+                raise InputError(
+                    f"RSNA label CSV {path.name} must start with header 'ID,Label' (has: {','.join(header)[:60]})"
+                )
             for line_no, cells in enumerate(reader, start=2):
                 if not cells:
                     continue
@@ -56,8 +58,10 @@ def read_rsna_labels(path: Path) -> RsnaLabels:
                 image_id, sep, cls = cells[0].strip().rpartition("_")
                 k = _CLASS_INDEX.get(cls)
                 if not sep or k is None or not image_id.startswith("ID_"):
-                    raise InputError(f"RSNA label CSV {path.name} line {line_no}: ID is not 'ID_<id>_<subtype>' "
-                                     f"with a subtype in {', '.join(RSNA_CLASSES)}")
+                    raise InputError(
+                        f"RSNA label CSV {path.name} line {line_no}: ID is not 'ID_<id>_<subtype>' "
+                        f"with a subtype in {', '.join(RSNA_CLASSES)}"
+                    )
                 label = cells[1].strip()
                 if label != "0" and label != "1":
                     raise InputError(f"RSNA label CSV {path.name} line {line_no}: label is not 0 or 1")
@@ -84,8 +88,10 @@ def read_rsna_labels(path: Path) -> RsnaLabels:
     if incomplete:
         first = incomplete[0]
         have = sum(1 for v in rows[first] if v >= 0)
-        raise InputError(f"RSNA label CSV {path.name}: {len(incomplete)} image(s) lack some of the six classes "
-                         f"(e.g. {first} has {have} of 6)")
+        raise InputError(
+            f"RSNA label CSV {path.name}: {len(incomplete)} image(s) lack some of the six classes "
+            f"(e.g. {first} has {have} of 6)"
+        )
     table = np.array(list(rows.values()), dtype=np.uint8).reshape(-1, 6)
     table[:, 5] = np.maximum(table[:, 5], table[:, :5].max(axis=1))  # 'any' covers the subtypes
     values = {image_id: table[n] for n, image_id in enumerate(rows)}

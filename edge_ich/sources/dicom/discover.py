@@ -27,10 +27,29 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 AXIAL_MIN_COS = 0.7
 
 #: Header tags the reader relies on (converted during discovery so corrupt values surface there).
-USED_TAGS = ("SOPClassUID", "SOPInstanceUID", "SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID",
-             "Modality", "ImageType", "Rows", "Columns", "NumberOfFrames", "ImagePositionPatient",
-             "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "BitsAllocated", "BitsStored",
-             "PixelRepresentation", "RescaleSlope", "RescaleIntercept", "SamplesPerPixel", "PhotometricInterpretation")
+USED_TAGS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "StudyInstanceUID",
+    "FrameOfReferenceUID",
+    "Modality",
+    "ImageType",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "PixelSpacing",
+    "SliceThickness",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+)
 
 _PIXEL_TAG = (0x7FE0, 0x0010)
 _ITEM = (0xFFFE, 0xE000)
@@ -168,8 +187,10 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
                 ds.get(keyword)
             meta = getattr(ds, "file_meta", None)
             ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-            if str(getattr(meta, "MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY or \
-                    str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY:
+            if (
+                str(getattr(meta, "MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+                or str(ds.get("SOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+            ):
                 return None, SkipReason.DICOMDIR, ""
             if ts == "1.2.840.10008.1.2.1.99":  # deflated: no cheap peek, decode decides later
                 status = None if "PixelData" in pydicom.dcmread(path, force=True) else SkipReason.NO_PIXELS
@@ -314,8 +335,12 @@ def discover(root: Path) -> DiscoveryResult:
                 series_uid=uid,
                 study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
                 frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
-                files=[], modality="CT", n_files=0, slice_thickness=_thickness(ds),
-                derived=bool(image_type) and image_type[0] == "DERIVED")
+                files=[],
+                modality="CT",
+                n_files=0,
+                slice_thickness=_thickness(ds),
+                derived=bool(image_type) and image_type[0] == "DERIVED",
+            )
         cand.files.append(path)
         cand.headers[path] = ds
         cand.n_files += 1
@@ -343,12 +368,16 @@ def choose_series(result: DiscoveryResult, series_uid: str | None) -> tuple[Seri
     if series_uid is not None:
         chosen = next((c for c in result.candidates if c.series_uid == series_uid), None)
         if chosen is None:
-            raise InputError(f"the requested SeriesInstanceUID is not among the {len(result.candidates)} "
-                             f"CT axial series found")
+            raise InputError(
+                f"the requested SeriesInstanceUID is not among the {len(result.candidates)} CT axial series found"
+            )
         why_not = "another SeriesInstanceUID was requested"
     else:
         chosen = result.candidates[0]
         why_not = f"not first by the rule: {CHOICE_RULE}"
-    others = [{"series_uid": c.series_uid, "n_files": c.n_files, "reason_not_chosen": why_not}
-              for c in result.candidates if c is not chosen]
+    others = [
+        {"series_uid": c.series_uid, "n_files": c.n_files, "reason_not_chosen": why_not}
+        for c in result.candidates
+        if c is not chosen
+    ]
     return chosen, others

@@ -91,9 +91,12 @@ def _rel(path: Path, root: Path | None) -> str:
 
 
 def _same_kind(a: _Slice, b: _Slice) -> bool:
-    return (a.size == b.size and bool(np.all(np.abs(a.iop - b.iop) <= ORIENTATION_TOL))
-            and abs(a.pixel_spacing[0] - b.pixel_spacing[0]) <= 1e-3 * b.pixel_spacing[0]
-            and abs(a.pixel_spacing[1] - b.pixel_spacing[1]) <= 1e-3 * b.pixel_spacing[1])
+    return (
+        a.size == b.size
+        and bool(np.all(np.abs(a.iop - b.iop) <= ORIENTATION_TOL))
+        and abs(a.pixel_spacing[0] - b.pixel_spacing[0]) <= 1e-3 * b.pixel_spacing[0]
+        and abs(a.pixel_spacing[1] - b.pixel_spacing[1]) <= 1e-3 * b.pixel_spacing[1]
+    )
 
 
 def _how_differs(a: _Slice, ref: _Slice) -> str:
@@ -109,8 +112,9 @@ def _minor(count: int, total: int) -> bool:
     return count <= max(2, int(0.1 * total))
 
 
-def sort_and_measure(items: list[tuple[Path, Any]], root: Path | None = None,
-                     read_hu: Callable[[Path], np.ndarray] | None = None) -> SortedSeries:
+def sort_and_measure(
+    items: list[tuple[Path, Any]], root: Path | None = None, read_hu: Callable[[Path], np.ndarray] | None = None
+) -> SortedSeries:
     """Sort one series' (path, header) pairs along the slice normal; measure spacing, tilt, gaps, duplicates.
 
     read_hu(path) is used only to compare two different instances found at the same position.
@@ -149,8 +153,10 @@ def sort_and_measure(items: list[tuple[Path, Any]], root: Path | None = None,
     if odd:
         if not _minor(len(odd), total):
             sizes = sorted({f"{s.size[0]}x{s.size[1]}" for s in slices})
-            raise InputError(f"the series mixes {len(groups)} kinds of slices (sizes {', '.join(sizes)}; "
-                             f"orientation or pixel spacing may differ too); cannot build one volume")
+            raise InputError(
+                f"the series mixes {len(groups)} kinds of slices (sizes {', '.join(sizes)}; "
+                f"orientation or pixel spacing may differ too); cannot build one volume"
+            )
         for s in odd:
             skipped.append(Skipped(_rel(s.path, root), _how_differs(s, main[0])))
 
@@ -172,12 +178,15 @@ def sort_and_measure(items: list[tuple[Path, Any]], root: Path | None = None,
     if big.size:
         j = int(big[0])
         lost = int(round(steps[j] / typical)) - 1
-        raise InputError(f"missing slices: a gap of {steps[j]:.2f} mm after sorted slice {j} where slices are "
-                         f"{typical:.2f} mm apart (about {max(lost, 1)} missing; {big.size} gap(s) in all)")
+        raise InputError(
+            f"missing slices: a gap of {steps[j]:.2f} mm after sorted slice {j} where slices are "
+            f"{typical:.2f} mm apart (about {max(lost, 1)} missing; {big.size} gap(s) in all)"
+        )
     spread = float(steps.max() - steps.min())
     if spread > max(0.02, UNEVEN_FRACTION * typical):
-        warnings.append(f"uneven slice spacing: steps from {steps.min():.3f} to {steps.max():.3f} mm "
-                        f"(volume uses the mean step)")
+        warnings.append(
+            f"uneven slice spacing: steps from {steps.min():.3f} to {steps.max():.3f} mm (volume uses the mean step)"
+        )
 
     first, last = kept[0].ipp, kept[-1].ipp
     step = (last - first) / (len(kept) - 1)
@@ -186,8 +195,10 @@ def sort_and_measure(items: list[tuple[Path, Any]], root: Path | None = None,
     if tilt > MAX_TILT_DEG:
         raise InputError(f"slice positions are {tilt:.0f} degrees off the slice normal; cannot build a volume")
     if tilt > TILT_REPORT_DEG:
-        warnings.append(f"gantry tilt {tilt:.1f} degrees: slice positions are not along the slice normal; "
-                        f"the affine is sheared to follow them")
+        warnings.append(
+            f"gantry tilt {tilt:.1f} degrees: slice positions are not along the slice normal; "
+            f"the affine is sheared to follow them"
+        )
     pred = first + np.outer((d - d[0]) / along, step)
     dev = float(np.max(np.linalg.norm(np.array([s.ipp for s in kept]) - pred, axis=1)))
     row_mm, col_mm = kept[0].pixel_spacing
@@ -202,13 +213,20 @@ def sort_and_measure(items: list[tuple[Path, Any]], root: Path | None = None,
     orientation = np.concatenate([r, c])
     affine = affine_from_dicom(orientation, first, row_mm, col_mm, step)
     rows, cols = kept[0].size
-    geom = Geometry(shape=(len(kept), rows, cols), spacing=(along, row_mm, col_mm), affine_lps=affine,
-                    warnings=warnings)
+    geom = Geometry(
+        shape=(len(kept), rows, cols), spacing=(along, row_mm, col_mm), affine_lps=affine, warnings=warnings
+    )
     return SortedSeries(files=[s.path for s in kept], headers=[s.ds for s in kept], geometry=geom, skipped=skipped)
 
 
-def _drop_duplicates(sorted_slices: list[_Slice], normal: np.ndarray, root: Path | None, skipped: list[Skipped],
-                     warnings: list[str], read_hu: Callable[[Path], np.ndarray] | None) -> list[_Slice]:
+def _drop_duplicates(
+    sorted_slices: list[_Slice],
+    normal: np.ndarray,
+    root: Path | None,
+    skipped: list[Skipped],
+    warnings: list[str],
+    read_hu: Callable[[Path], np.ndarray] | None,
+) -> list[_Slice]:
     """Keep one slice per position; identical copies are left out with a reason, differing images refuse."""
     kept: list[_Slice] = []
     n_same_instance = n_identical = 0
@@ -220,13 +238,18 @@ def _drop_duplicates(sorted_slices: list[_Slice], normal: np.ndarray, root: Path
                 n_same_instance += 1
                 skipped.append(Skipped(_rel(s.path, root), "duplicate copy of an instance already in the series"))
                 continue
-            if read_hu is not None and np.array_equal(read_hu(prev.path), read_hu(s.path)) and \
-                    float(np.linalg.norm(s.ipp - prev.ipp)) < DUPLICATE_MM:
+            if (
+                read_hu is not None
+                and np.array_equal(read_hu(prev.path), read_hu(s.path))
+                and float(np.linalg.norm(s.ipp - prev.ipp)) < DUPLICATE_MM
+            ):
                 n_identical += 1
                 skipped.append(Skipped(_rel(s.path, root), "duplicate position with identical pixels"))
                 continue
-            raise InputError("duplicate slice positions: two different images lie at the same position along "
-                             "the slice normal (two acquisitions in one series?); cannot choose between them")
+            raise InputError(
+                "duplicate slice positions: two different images lie at the same position along "
+                "the slice normal (two acquisitions in one series?); cannot choose between them"
+            )
         kept.append(s)
     if n_same_instance:
         warnings.append(f"{n_same_instance} duplicate file(s) of the same instance left out")

@@ -53,7 +53,16 @@ def _decode(ds: Any) -> np.ndarray:
         raise InputError("slice has no pixel data")
     try:
         arr = ds.pixel_array
-    except (ValueError, RuntimeError, NotImplementedError, OSError, EOFError, KeyError, AttributeError, TypeError) as exc:
+    except (
+        ValueError,
+        RuntimeError,
+        NotImplementedError,
+        OSError,
+        EOFError,
+        KeyError,
+        AttributeError,
+        TypeError,
+    ) as exc:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", None) or str(ts or "unknown transfer syntax")
         raise InputError(f"pixel data could not be decoded ({name}): {type(exc).__name__}") from None

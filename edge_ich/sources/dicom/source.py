@@ -57,8 +57,13 @@ class DicomSeries:
 
     kind = "dicom"
 
-    def __init__(self, candidate: SeriesCandidate, root: Path | None = None, skipped: list[Skipped] | None = None,
-                 other_series: list[dict] | None = None) -> None:
+    def __init__(
+        self,
+        candidate: SeriesCandidate,
+        root: Path | None = None,
+        skipped: list[Skipped] | None = None,
+        other_series: list[dict] | None = None,
+    ) -> None:
         items = [(p, candidate.headers.get(p)) for p in candidate.files]
         missing = [p for p, h in items if h is None]
         if missing:
@@ -141,11 +146,15 @@ def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
             series = DicomSeries(cand, root=root)
         except InputError as exc:
             first_error = first_error or exc
-            refused.append({"series_uid": cand.series_uid, "n_files": cand.n_files,
-                            "reason_not_chosen": f"refused: {exc}"})
+            refused.append(
+                {"series_uid": cand.series_uid, "n_files": cand.n_files, "reason_not_chosen": f"refused: {exc}"}
+            )
             continue
-        rest = [o for o in others if o["series_uid"] != cand.series_uid and
-                all(o["series_uid"] != r["series_uid"] for r in refused)]
+        rest = [
+            o
+            for o in others
+            if o["series_uid"] != cand.series_uid and all(o["series_uid"] != r["series_uid"] for r in refused)
+        ]
         series.skipped = list(result.skipped) + series.skipped
         series.other_series = refused + rest
         return series
@@ -172,10 +181,17 @@ def series_from_files(files: list[Path]) -> DicomSeries:
             skipped.append(Skipped(p.name, f"{reason} ({det})" if det else reason))
             continue
         uid = str(ds.SeriesInstanceUID)
-        cand = kept.setdefault(uid, SeriesCandidate(
-            series_uid=uid, study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
-            frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
-            files=[], modality="CT", n_files=0))
+        cand = kept.setdefault(
+            uid,
+            SeriesCandidate(
+                series_uid=uid,
+                study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
+                frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
+                files=[],
+                modality="CT",
+                n_files=0,
+            ),
+        )
         cand.files.append(p)
         cand.headers[p] = ds
         cand.n_files += 1
