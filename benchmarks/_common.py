@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # scripts run as `python benchmarks/x.py` from the repo root
     sys.path.insert(0, str(ROOT))
 
+from edge_ich.analysis.stats import Stats, summarize  # noqa: E402
 from edge_ich.bench import envinfo  # noqa: E402
-from edge_ich.bench.stats import Stats, summarize  # noqa: E402
 from edge_ich.outputs.atomic import write_text_atomic  # noqa: E402
 
 REPORTS = ROOT / "benchmarks" / "reports"

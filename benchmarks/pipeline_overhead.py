@@ -25,10 +25,10 @@ import _common  # noqa: F401
 import numpy as np
 from _common import command_line, default_model, env_block, env_lines, write_report
 
+from edge_ich.analysis.stats import summarize
 from edge_ich.bench import envinfo
 from edge_ich.bench.core import fold_per_slice
 from edge_ich.bench.report import STAGE_LABELS, plot_stages
-from edge_ich.bench.stats import summarize
 from edge_ich.preprocess import prepare_volume
 from edge_ich.runner import RunOptions, load_model, open_source, run
 

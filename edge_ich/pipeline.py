@@ -297,6 +297,6 @@ def postprocess(
             )
         )
     comps.sort(key=lambda c: -c.volume_ml)
-    for j, c in enumerate(comps, 1):
-        c.id = j
+    for j, comp in enumerate(comps, 1):
+        comp.id = j
     return mask, comps

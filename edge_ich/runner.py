@@ -133,7 +133,7 @@ def check_out_dir(out: Path) -> None:
 
 def _stats_ms(values: list[float]) -> dict[str, float]:
     """Per-stage timing for report.json, with the same median and nearest-rank p95 as `edge-ich bench`."""
-    from edge_ich.bench.stats import median, percentile
+    from edge_ich.analysis.stats import median, percentile
 
     if not values:
         return {"total_s": 0.0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}

@@ -1,4 +1,5 @@
-"""Image analysis without a model: the intracranial mask (`brain`), the Hounsfield threshold
-baseline (`baseline`) and the segmentation metrics (`metrics`) that training, benchmarks and
-tests share.
+"""Measurement without a model: the intracranial mask (`brain`), the Hounsfield threshold baseline
+(`baseline`), segmentation metrics (`metrics`) and timing statistics (`stats`: one median and
+percentile definition for report.json timings and every benchmark). Training, benchmarks and tests
+share them.
 """

@@ -70,4 +70,4 @@ class OnnxRuntimeBackend(Backend):
         return out
 
     def close(self) -> None:
-        self.session = None  # type: ignore[assignment]
+        self.session = None

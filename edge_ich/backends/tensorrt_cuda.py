@@ -19,7 +19,7 @@ from edge_ich.errors import MissingDependency, ModelError
 def host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """A numpy array over `nbytes` of host memory at `ptr` (pinned memory we own)."""
     buf = (ctypes.c_byte * nbytes).from_address(int(ptr))
-    return np.frombuffer(buf, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
+    return np.frombuffer(memoryview(buf), dtype=dtype, count=int(np.prod(shape))).reshape(shape)
 
 
 class CudaRuntime:
@@ -33,7 +33,7 @@ class CudaRuntime:
             from cuda.bindings import runtime as cudart
         except ImportError:
             try:
-                from cuda import cudart  # type: ignore[no-redef]  # cuda-python < 13
+                from cuda import cudart  # cuda-python < 13
             except ImportError:
                 raise MissingDependency("cuda-python is not installed (pip install 'edge-ich[trt]')") from None
         self.rt = cudart

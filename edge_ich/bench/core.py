@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge_ich.analysis.stats import Stats, summarize, timing_warnings
 from edge_ich.bench import envinfo
-from edge_ich.bench.stats import Stats, summarize, timing_warnings
 from edge_ich.errors import InputError
 
 BENCH_SCHEMA_VERSION = "1.0"

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_ich.bench.stats import median, percentile
+from edge_ich.analysis.stats import median, percentile
 from edge_ich.outputs.atomic import atomic_path, write_text_atomic
 from edge_ich.pipeline import STAGES
 

@@ -17,12 +17,15 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_ich.builder.manifest import EngineManifest, MachineInfo, load_manifest, manifest_path_for
 from edge_ich.builder.precision import CalibMethod, Precision, Quantizer
 from edge_ich.card import ModelCard, card_path_for, load_card, sha256_file
 from edge_ich.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 FP16_CPU_NOTE = "FP16 is not gated on the CPU: float16 convolutions there are ~200x slower and not a fair check; it is gated on the GPU engine"
 
@@ -128,7 +131,7 @@ def _trt_ready() -> MachineInfo | None:
     return info if info.tensorrt and info.has_gpu else None
 
 
-def _fp32_caller(model: Path, card: ModelCard, threads: int | None):
+def _fp32_caller(model: Path, card: ModelCard, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
     """Bleed/no-bleed call per slice from the FP32 model (strata where no truth exists)."""
     from edge_ich.backends.onnxrt import OnnxRuntimeBackend
     from edge_ich.builder.gate import _probabilities
@@ -224,19 +227,19 @@ def _make_precision(
     return recipe, report.to_dict(), split.heldout
 
 
-class _Lines(list):  # type: ignore[type-arg]
+class _Lines(list):
     """Lines of the build log, echoed as they come (so a refused build still shows its gate numbers)."""
 
     def __init__(self, echo: Callable[[str], None] | None) -> None:
         super().__init__()
         self.echo = echo
 
-    def append(self, line: str) -> None:  # type: ignore[override]
+    def append(self, line: str) -> None:
         super().append(line)
         if self.echo:
             self.echo(line)
 
-    def extend(self, lines: Any) -> None:  # type: ignore[override]
+    def extend(self, lines: Any) -> None:
         for line in lines:
             self.append(line)
 

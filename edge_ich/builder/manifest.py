@@ -103,7 +103,7 @@ def _probe_cuda(info: MachineInfo) -> None:
         try:
             from cuda.bindings import runtime as cudart
         except ImportError:
-            from cuda import cudart  # type: ignore[no-redef]
+            from cuda import cudart
     except ImportError:
         cudart = None
     if cudart is not None:

@@ -97,7 +97,7 @@ def _text_layer(width: int, height: int, draw: Any, bg: tuple[int, int, int] | N
     if bg is None:
         fig.patch.set_alpha(0.0)
     else:
-        fig.patch.set_facecolor(np.asarray(bg) / 255.0)
+        fig.patch.set_facecolor((bg[0] / 255.0, bg[1] / 255.0, bg[2] / 255.0))
     canvas = FigureCanvasAgg(fig)
     draw(fig)
     canvas.draw()

@@ -193,7 +193,7 @@ def soft(d: np.ndarray, width: float | np.ndarray) -> np.ndarray:
     return np.clip(t, 0.0, 1.0, out=t)
 
 
-def slab_width(g: Grid, nz: np.ndarray | float) -> np.ndarray | float:
+def slab_width(g: Grid, nz: np.ndarray | float) -> np.ndarray:
     """Edge blur (mm) for a surface whose normal has z-component nz: pixel plus slab partial volume."""
     return np.sqrt(g.pixel_mm**2 + (g.thickness_mm * np.asarray(nz)) ** 2 + 0.1)
 

@@ -120,9 +120,10 @@ def generate_case(
     (a drawn lesion can still fall outside a short slab: meta['positive'] says what the truth holds).
     subtypes: force these hemorrhages (SUBTYPES names, one lesion each; implies positive).
     """
-    from edge_ich.phantom.anatomy import coarse_fields, finish, render, sample_anatomy
+    from edge_ich.phantom.anatomy import coarse_fields, sample_anatomy
     from edge_ich.phantom.fields import Grid, ct_noise, rotation
     from edge_ich.phantom.lesions import render_lesions, sample_lesions
+    from edge_ich.phantom.render import finish, render
 
     try:
         diff = Difficulty(difficulty)
@@ -232,7 +233,7 @@ def generate_case(
         "volume_ml": round(sum(vols.values()), 3),
         "lesions": [{"subtype": SUBTYPES[le.code], "kind": le.kind} for le in lesions],
         "mimics": sorted(
-            MIMICS[c] for c in np.nonzero(np.bincount(mimic_map.ravel(), minlength=len(MIMICS) + 1))[0] if c
+            MIMICS[int(c)] for c in np.nonzero(np.bincount(mimic_map.ravel(), minlength=len(MIMICS) + 1))[0] if c
         ),
         "calcifications": [{"kind": c.kind, "hu": round(c.hu, 1)} for c in a.calcs],
         "storage": storage,

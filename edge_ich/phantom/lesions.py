@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_ich.phantom.anatomy import Anatomy, Rendered
+from edge_ich.phantom.anatomy import Anatomy
 from edge_ich.phantom.fields import F32, Grid, block_occupancy, quadric, rotation, slab_width, soft
+from edge_ich.phantom.render import Rendered
 
 EDH, IPH, IVH, SAH, SDH = 1, 2, 3, 4, 5
 
@@ -132,6 +133,7 @@ def render_lesions(sg: Grid, les: list[Lesion], r: Rendered, lps_y: np.ndarray, 
     w = F32(slab_width(sg, 0.5))
     for le in les:
         if le.code == IPH:
+            assert le.axes is not None  # every IPH is drawn with its own axes
             b = quadric(sg, le.center, le.axes, le.rot, margin=1.0 + (le.depth + 5.0) / float(le.axes.min()))
             if b is None:
                 continue

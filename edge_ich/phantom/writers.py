@@ -111,13 +111,13 @@ def stored_pixels(hu: np.ndarray, storage: str, intercept: int) -> np.ndarray:
 def _slice_ds(c: PhantomCase, k: int, seed: int, index: int, name: str, ids: dict[str, str], compress: bool) -> Any:
     """One CT Image Storage instance for slice k (ascending order) of case c."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, JPEG2000Lossless
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, UID, ExplicitVRLittleEndian, JPEG2000Lossless
 
     m = c.meta
     sop = uid(seed, index, "sop", k)
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
-    fm.MediaStorageSOPInstanceUID = sop
+    fm.MediaStorageSOPClassUID = UID(CT_IMAGE_STORAGE)
+    fm.MediaStorageSOPInstanceUID = UID(sop)
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     fm.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     fm.ImplementationVersionName = "EDGE_ICH_PH"

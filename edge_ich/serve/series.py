@@ -157,7 +157,7 @@ class StreamingInferer:
         """Infer a batch of ready slices (from any series) and store their results."""
         if not work:
             return 0
-        stacks = [np.concatenate([r.prepared for r in ctx], axis=0) for _, _, ctx in work]  # type: ignore[misc]
+        stacks = [np.concatenate([r.prepared for r in ctx], axis=0) for _, _, ctx in work]
         t0 = time.perf_counter()
         masks, maxes, compute = self.infer(stacks, [rec.shape for _, rec, _ in work])
         post = time.perf_counter() - t0 - compute

@@ -15,7 +15,6 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,27 +31,10 @@ from edge_ich.serve.net import (
 from edge_ich.serve.options import ServeOptions, write_serve_record
 from edge_ich.serve.series import SeriesState, SliceRec, StreamingInferer, expected_spacing, slice_position
 from edge_ich.serve.spool import Spool, uid_hash
+from edge_ich.serve.staging import Staged, stage_series
+from edge_ich.serve.watch import watch_folder
 
 log = logging.getLogger("edge_ich.serve")
-
-
-@dataclass
-class Staged:
-    """A series' answer written into a staging folder, valid while the series' signature holds."""
-
-    signature: tuple[int, float]
-    fresh: list[Path]
-    started: float
-    ready: float = 0.0
-    stage: Path | None = None
-    out_dir: Path | None = None
-    report: dict[str, Any] | None = None
-    slices: int = 0
-    skipped: int = 0
-    rerun: int = 0
-    breakdown: dict[str, float] = field(default_factory=dict)
-    error: str | None = None
-    trace: str | None = None
 
 
 class Server:
@@ -110,7 +92,7 @@ class Server:
         ]
         targets += [(f"finish{i}", self._finish_loop) for i in range(max(1, self.opts.finish_workers))]
         if self.sender is not None:
-            targets.append(("send", lambda: self.sender.run(self.stop_ev)))  # type: ignore[union-attr]
+            targets.append(("send", lambda: self.sender.run(self.stop_ev)))
         if self.opts.watch is not None:
             targets.append(("watch", self._watch_loop))
         for name, fn in targets:
@@ -304,7 +286,7 @@ class Server:
         k = self.inferer.card.context
         while not self.stop_ev.is_set():
             with self.cond:
-                work = []
+                work: list[tuple[SeriesState, SliceRec, Any]] = []
                 for st in self.series.values():
                     if not st.finishing:
                         work.extend((st, rec, ctx) for rec, ctx in st.ready(k))
@@ -335,11 +317,12 @@ class Server:
                         self._discard(st)  # something arrived after staging: stage again
                 due = [st for st in idle if st.staged is not None and now - st.last_arrival >= quiet]
                 fresh = [st for st in idle if st.staged is None]
-                st = (due or fresh or [None])[0]
-                if st is None:
+                nxt = (due or fresh)[:1]
+                if not nxt:
                     waits = [x.last_arrival + quiet - now for x in idle]
                     self.cond.wait(timeout=min(0.5, max(0.005, min(waits, default=0.5))))
                     continue
+                st = nxt[0]
                 st.finishing = True
             try:
                 if st.staged is None:
@@ -360,48 +343,7 @@ class Server:
 
     def _stage(self, st: SeriesState) -> Staged:
         """Read the series, infer what is left, write every output into a staging folder (not yet visible)."""
-        from edge_ich import runner
-        from edge_ich.sources.dicom.source import series_from_files
-
-        t0 = time.perf_counter()
-        sig = st.signature()
-        uid = st.uid
-        fresh = self.spool.series_files(uid)
-        names = {p.name for p in fresh}
-        files = fresh + [p for p in self.spool.done_files(uid) if p.name not in names]
-        staged = Staged(signature=sig, fresh=fresh, started=t0)
-        stage: Path | None = None
-        try:
-            if not files:
-                raise EdgeIchError("no instance left in the spool")
-            src = series_from_files(files)
-            t1 = time.perf_counter()
-            seg, staged.rerun = self.inferer.complete(st, src, list(src.sop_instance_uids))
-            t2 = time.perf_counter()
-            out_dir = self.out / uid
-            runner.check_out_dir(out_dir)
-            geo = src.geometry
-            opts = runner.RunOptions(out=out_dir, batch=self.opts.batch, write_seg=True)
-            stage, staged.report, _ = runner.stage_outputs(out_dir, src, self.model, seg, opts)
-            staged.stage, staged.out_dir = stage, out_dir
-            staged.slices, staged.skipped = int(geo.shape[0]), len(src.skipped)
-            staged.breakdown = {
-                "read_series": round(t1 - t0, 4),
-                "infer_remaining": round(t2 - t1, 4),
-                "write_outputs": round(time.perf_counter() - t2, 4),
-            }
-        except EdgeIchError as exc:
-            staged.error = str(exc)
-        except Exception:  # a bug: keep its traceback for the log line at publish time
-            import traceback
-
-            staged.error = "internal error"
-            staged.trace = traceback.format_exc()
-        if staged.error and stage is not None:
-            shutil.rmtree(stage, ignore_errors=True)
-            staged.stage = None
-        staged.ready = time.perf_counter()
-        return staged
+        return stage_series(st, self.spool, self.inferer, self.model, self.out, self.opts.batch)
 
     def _publish_staged(self, st: SeriesState) -> None:
         """Make the staged answer visible: report.json last, then serve.json, outbox, spool to done/."""
@@ -497,42 +439,8 @@ class Server:
 
     # -- watch folder ---------------------------------------------------------------------
     def _watch_loop(self) -> None:
-        """Poll the watch folder; files unchanged for the quiet period are spooled, then removed."""
-        root = Path(self.opts.watch)  # type: ignore[arg-type]
-        root.mkdir(parents=True, exist_ok=True)
-        rejected = root / ".rejected"
-        seen: dict[Path, tuple[int, int, float]] = {}
-        period = min(1.0, max(0.05, self.opts.quiet_seconds / 4))
-        while not self.stop_ev.wait(period):
-            now = time.time()
-            current: dict[Path, tuple[int, int, float]] = {}
-            for p in root.rglob("*"):
-                if any(part.startswith(".") for part in p.relative_to(root).parts) or not p.is_file():
-                    continue
-                try:
-                    stt = p.stat()
-                except OSError:
-                    continue
-                sig = (stt.st_size, stt.st_mtime_ns)
-                old = seen.get(p)
-                current[p] = (sig[0], sig[1], old[2] if old and old[:2] == sig else now)
-            seen = current
-            key = -(next(self._seq) + 1)  # one pseudo-association per poll: no series completes mid-poll
-            for p, (_, mtime_ns, since) in list(seen.items()):
-                if now - since < self.opts.quiet_seconds or now - mtime_ns / 1e9 < self.opts.quiet_seconds:
-                    continue
-                age = max(0.0, now - mtime_ns / 1e9)
-                try:
-                    why = self._load_file(p, key, time.perf_counter() - age, data=p.read_bytes())
-                except OSError as exc:
-                    why = f"cannot be spooled: {exc.strerror or exc}"
-                if why is None:
-                    p.unlink(missing_ok=True)
-                else:
-                    rejected.mkdir(exist_ok=True)
-                    p.replace(rejected / p.name)
-                    log.warning(
-                        "watch folder: a file moved to .rejected/ (%s)", why
-                    )  # file names may identify a patient
-                seen.pop(p, None)
-            self.on_assoc_end(key)
+        """Poll the watch folder (see `edge_ich.serve.watch`)."""
+        assert self.opts.watch is not None
+        watch_folder(
+            Path(self.opts.watch), self.opts.quiet_seconds, self.stop_ev, self._seq, self._load_file, self.on_assoc_end
+        )

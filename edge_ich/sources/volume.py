@@ -96,8 +96,10 @@ class ArraySource:
         if affine_lps is None:
             affine_lps = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
         self.geometry = Geometry(
-            shape=tuple(int(v) for v in hu.shape), spacing=tuple(float(v) for v in spacing), affine_lps=affine_lps
-        )  # type: ignore[arg-type]
+            shape=(int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2])),
+            spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
+            affine_lps=affine_lps,
+        )
         self.skipped: list[Skipped] = []
 
     def read_hu(self, i: int) -> np.ndarray:

@@ -11,6 +11,7 @@ import pytest
 
 from edge_ich.errors import EdgeIchError, InputError
 from tests import datafixtures as fx
+from tests import niftifixtures as nx
 from training.data import SUBTYPES, CaseList, open_dataset
 
 
@@ -58,31 +59,31 @@ def rsna(tmp_path_factory: pytest.TempPathFactory) -> fx.RsnaFixture:
 @pytest.fixture(scope="module")
 def physionet(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("physionet")
-    return root, fx.make_physionet(root)
+    return root, nx.make_physionet(root)
 
 
 @pytest.fixture(scope="module")
 def instance(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("instance")
-    return root, fx.make_instance(root)
+    return root, nx.make_instance(root)
 
 
 @pytest.fixture(scope="module")
 def bhsd(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("bhsd")
-    return root, fx.make_bhsd(root, unlabelled=("ID_99aa88bb",))
+    return root, nx.make_bhsd(root, unlabelled=("ID_99aa88bb",))
 
 
 @pytest.fixture(scope="module")
 def generic(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("generic")
-    return root, fx.make_generic(root)
+    return root, nx.make_generic(root)
 
 
 def test_fixture_orientation_convention() -> None:
     """The fixtures' NIfTI writer stores slices the way the PhysioNet notes describe (rot90 to display)."""
     hu, _ = fx.synthetic_head(3, 32, {1: 2})
-    data, affine = fx.display_to_nifti(hu, (5.0, 0.5, 0.5))
+    data, affine = nx.display_to_nifti(hu, (5.0, 0.5, 0.5))
     np.testing.assert_array_equal(np.rot90(data[:, :, 1]), hu[1])
     assert affine[0, 0] < 0 < affine[1, 1]  # i runs to patient left, j to anterior
     assert hu[1, 1, -2] == 400.0 and hu[1, 1, 1] != 400.0  # the marker is anterior-left only
@@ -245,8 +246,8 @@ def test_physionet_malformed_csv(physionet: tuple[Path, dict], tmp_path: Path, e
 def test_physionet_bad_files(physionet: tuple[Path, dict], tmp_path: Path) -> None:
     root = fx.copy_tree(physionet[0], tmp_path / "p")
     hu, mask = fx.synthetic_head(6, 24, {})
-    data, aff = fx.display_to_nifti(mask, (5.0, 0.45, 0.45))
-    fx.save_nifti(root / "masks" / "049.nii", data, aff)  # mask grid differs from the scan
+    data, aff = nx.display_to_nifti(mask, (5.0, 0.45, 0.45))
+    nx.save_nifti(root / "masks" / "049.nii", data, aff)  # mask grid differs from the scan
     with pytest.raises(InputError) as e:
         open_dataset("physionet", root)
     one_line_error(e, "case 049", "does not match scan shape")
@@ -301,11 +302,11 @@ def test_bhsd_codes_become_subtypes(bhsd: tuple[Path, dict]) -> None:
 
 
 def test_bhsd_without_channel_suffix_and_bad_codes(tmp_path: Path) -> None:
-    truth = fx.make_bhsd(tmp_path / "b", names=("case1",), channel_suffix=False)
+    truth = nx.make_bhsd(tmp_path / "b", names=("case1",), channel_suffix=False)
     assert_matches(open_dataset("bhsd", tmp_path / "b"), truth)
     hu, mask = fx.synthetic_head(5, 32, {1: 7})
-    data, aff = fx.display_to_nifti(mask, (5.0, 0.45, 0.45))
-    fx.save_nifti(tmp_path / "b" / "labelsTr" / "case1.nii.gz", data, aff)
+    data, aff = nx.display_to_nifti(mask, (5.0, 0.45, 0.45))
+    nx.save_nifti(tmp_path / "b" / "labelsTr" / "case1.nii.gz", data, aff)
     with pytest.raises(InputError) as e:
         open_dataset("bhsd", tmp_path / "b")
     one_line_error(e, "case case1", "outside 0..5")
@@ -319,14 +320,14 @@ def test_bhsd_without_channel_suffix_and_bad_codes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("key", ["SOPInstanceUID", "file"])
 def test_generic_reads_series_and_labels(tmp_path: Path, key: str) -> None:
-    truth = fx.make_generic(tmp_path, key=key)
+    truth = nx.make_generic(tmp_path, key=key)
     cases = open_dataset("generic", tmp_path)
     assert_matches(cases, truth)
     assert cases.skipped == []
 
 
 def test_generic_without_subtypes(tmp_path: Path) -> None:
-    truth = fx.make_generic(tmp_path, subtypes=False)
+    truth = nx.make_generic(tmp_path, subtypes=False)
     assert_matches(open_dataset("generic", tmp_path), truth)
 
 

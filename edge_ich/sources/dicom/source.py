@@ -180,6 +180,7 @@ def series_from_files(files: list[Path]) -> DicomSeries:
             reason = why.value if why is not None else "unusable"
             skipped.append(Skipped(p.name, f"{reason} ({det})" if det else reason))
             continue
+        assert ds is not None  # classify() returned no reason, so the header was read
         uid = str(ds.SeriesInstanceUID)
         cand = kept.setdefault(
             uid,

@@ -6,9 +6,7 @@ import math
 
 import pytest
 
-from edge_ich.bench.core import fold_per_slice
-from edge_ich.bench.envinfo import CpuAccount, parse_tegrastats
-from edge_ich.bench.stats import (
+from edge_ich.analysis.stats import (
     CV_UNSTABLE,
     Stats,
     WarningCode,
@@ -18,6 +16,8 @@ from edge_ich.bench.stats import (
     summarize_stages,
     timing_warnings,
 )
+from edge_ich.bench.core import fold_per_slice
+from edge_ich.bench.envinfo import CpuAccount, parse_tegrastats
 
 
 def test_percentiles_of_1_to_100_are_nearest_rank() -> None:
