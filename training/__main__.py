@@ -30,13 +30,19 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-cls-augment", action="store_true", help="no flips or shifts of the classifier's windows")
     g.add_argument(
         "--cls-pool",
-        default="mean",
+        default="lse",
         choices=["mean", "max", "lse"],
         help="how the classifier pools each slice's feature maps",
+    )
+    g.add_argument("--cls-stride", type=int, default=4, choices=[4, 8], help="classifier encoder output stride")
+    g.add_argument(
+        "--cls-widths", default="16,32,48,64", help="classifier ResNet stage widths, comma-separated (4 stages)"
     )
     g.add_argument("--seg-steps", type=int, default=800)
     g.add_argument("--seg-batch", type=int, default=16)
     g.add_argument("--seg-base", type=int, default=12, help="U-Net width of the first level")
+    g.add_argument("--self-train-rounds", type=int, default=1, help="weakly supervised: rounds of self-training")
+    g.add_argument("--self-train-steps", type=int, default=None, help="steps per round (default: half of seg-steps)")
     g.add_argument(
         "--min-component-mm3",
         type=float,
@@ -44,16 +50,29 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
         help="smallest kept component; default: chosen on the validation cases with the threshold",
     )
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA, and CPUs with AVX-512 BF16)")
     g.add_argument("--seed", type=int, default=0)
     r = p.add_argument_group("pseudo-mask refinement (see training/refine.py)")
     r.add_argument(
-        "--cam-threshold", type=float, default=None, help="fraction of each slice's CAM peak opening the search region"
+        "--cam-threshold", type=float, default=None, help="CAM value (of the volume's peak) opening the search region"
     )
     r.add_argument("--hu-low", type=float, default=None, help="lowest HU taken as blood")
     r.add_argument("--hu-high", type=float, default=None, help="highest HU taken as blood")
     r.add_argument("--component-cam-peak", type=float, default=None, help="CAM value a kept component must reach")
-    r.add_argument("--brain-erode", type=int, default=None, help="pixels peeled off the brain mask (inner table)")
+    r.add_argument("--rel-hu", type=float, default=None, help="HU above the slice's brain level taken as blood")
+    r.add_argument("--asym-hu", type=float, default=None, help="> 0: also voxels this much denser than the mirror side")
+
+
+def _widths(text: str) -> tuple[int, ...]:
+    from edge_ich.errors import InputError
+
+    try:
+        widths = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        widths = ()
+    if len(widths) != 4 or min(widths) < 1:
+        raise InputError(f"--cls-widths wants 4 positive integers separated by commas, not {text!r}")
+    return widths
 
 
 def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
@@ -64,11 +83,9 @@ def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
     if a.cls_size is not None and a.cls_size != 0 and not 16 <= a.cls_size <= a.size:
         raise InputError(f"--cls-size must lie between 16 and --size ({a.size}), not {a.cls_size}")
     refine = RefineParams()
-    for key in ("cam_threshold", "hu_low", "hu_high", "component_cam_peak"):
+    for key in ("cam_threshold", "hu_low", "hu_high", "component_cam_peak", "rel_hu", "asym_hu"):
         if getattr(a, key) is not None:
             setattr(refine, key, float(getattr(a, key)))
-    if a.brain_erode is not None:
-        refine.brain_erode_px = int(a.brain_erode)
     return PipelineConfig(
         refine=refine,
         size=a.size,
@@ -79,10 +96,14 @@ def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
         cls_batch=a.cls_batch,
         cls_lr=a.cls_lr,
         cls_pool=a.cls_pool,
+        cls_stride=a.cls_stride,
+        cls_widths=_widths(a.cls_widths),
         cls_augment=not a.no_cls_augment,
         seg_steps=a.seg_steps,
         seg_batch=a.seg_batch,
         seg_base=a.seg_base,
+        self_train_rounds=a.self_train_rounds,
+        self_train_steps=a.self_train_steps,
         min_component_mm3=a.min_component_mm3,
         device=a.device,
         amp=a.amp,
@@ -102,7 +123,33 @@ def _add_phantom_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
 
 
-def main(argv: list[str] | None = None) -> int:
+def train_options(a: argparse.Namespace) -> TrainOptions:  # noqa: F821
+    """The TrainOptions that `python -m training train` builds from its parsed arguments."""
+    from training.train import TrainOptions
+
+    return TrainOptions(
+        data=a.data,
+        root=a.root,
+        cases=a.cases,
+        val_cases=a.val_cases,
+        test_cases=a.test_cases,
+        seed=a.seed,
+        difficulty=a.difficulty,
+        slices=a.slices or None,
+        thickness=a.thickness or None,
+        gen_size=a.gen_size,
+        supervision=a.supervision,
+        work=a.work,
+        cache=a.cache,
+        out=None if a.no_export else a.out,
+        name=a.name,
+        workers=a.workers,
+        pipeline=_pipeline(a),
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of `python -m training` (train and experiment)."""
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -141,30 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     _add_phantom_args(e)
     e.set_defaults(size=64, seg_base=8, cls_steps=300, seg_steps=400)
 
-    a = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parser().parse_args(argv)
     try:
         if a.cmd == "train":
-            from training.train import TrainOptions, train_main
+            from training.train import train_main
 
-            o = TrainOptions(
-                data=a.data,
-                root=a.root,
-                cases=a.cases,
-                val_cases=a.val_cases,
-                test_cases=a.test_cases,
-                seed=a.seed,
-                difficulty=a.difficulty,
-                slices=a.slices or None,
-                thickness=a.thickness or None,
-                gen_size=a.gen_size,
-                supervision=a.supervision,
-                work=a.work,
-                cache=a.cache,
-                out=None if a.no_export else a.out,
-                name=a.name,
-                workers=a.workers,
-                pipeline=_pipeline(a),
-            )
+            o = train_options(a)
             train_main(o)
         elif a.cmd == "experiment":
             from training.experiment import ExperimentOptions, run_experiment

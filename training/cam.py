@@ -6,6 +6,7 @@ shapes them). For each pooling the classifier offers (mean, max, log-mean-exp) t
 weights over a map sum to one, so by the chain rule these equal (up to the constant 1/(h*w))
 the spatial means of the gradients on the last convolutional maps, i.e. Grad-CAM.
 Windows overlap by half; each slice's map and probability are averaged over its windows.
+Maps are scaled by the volume's maximum, never slice by slice.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ def volume_cams(
     windows: Sequence[Window] = DEFAULT_WINDOWS,
     out_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """CAMs [Z, H, W] in [0, 1] (each slice scaled by its own maximum) and slice probabilities [Z].
+    """CAMs [Z, H, W] in [0, 1] (scaled by the volume's maximum) and slice probabilities [Z].
+
+    One scale for the whole volume: a slice whose evidence is weak keeps a weak map, instead of being
+    stretched to a full-strength region as a per-slice peak normalisation would.
 
     H, W: `out_size` (e.g. the segmenter's grid when the classifier reads a coarser one), else the volume's.
     """
@@ -66,6 +70,7 @@ def volume_cams(
                 cnt[s + t] += 1
     acc /= cnt[:, None, None].clip(min=1)
     prob /= cnt.clip(min=1)
-    peak = acc.reshape(vol.n, -1).max(axis=1)
-    acc /= np.where(peak > 0, peak, 1.0)[:, None, None]
+    peak = float(acc.max()) if acc.size else 0.0
+    if peak > 0:
+        acc /= peak
     return acc, prob

@@ -18,6 +18,9 @@ from scipy import ndimage, stats
 
 from edge_ich.analysis.metrics import dice, sens_spec, volume_ml
 
+#: The smallest bleed a scan must be called positive for (mL); the reporting size is chosen under it.
+REPORTABLE_ML = 0.5
+
 SUBTYPE_NAMES = ("epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural")
 
 
@@ -100,21 +103,31 @@ def summarize(scores: Sequence[CaseScores]) -> dict[str, Any]:
     for s in scores:
         for k, v in s.subtype_dice.items():
             sub.setdefault(k, []).append(v)
+    neg = [s for s in scores if not s.scan_truth]
+    big = [s for s in pos if s.truth_ml >= REPORTABLE_ML]
+    rel_err = [abs(s.pred_ml - s.truth_ml) / s.truth_ml for s in pos if s.truth_ml > 0]
     return {
         "cases": len(scores),
         "positive_cases": len(pos),
+        "dice_bleeding_volumes": float(np.mean([s.dice for s in pos])) if pos else float("nan"),
+        "empty_volumes_called_empty": float(np.mean([not s.scan_pred for s in neg])) if neg else float("nan"),
         "dice_all": float(d.mean()) if d.size else float("nan"),
         "dice_positive_cases": float(np.mean([s.dice for s in pos])) if pos else float("nan"),
         "dice_positive_slices": float(np.nanmean(dpos)) if pos else float("nan"),
         "abs_volume_error_ml": float(np.mean([s.abs_volume_error_ml for s in scores])) if scores else float("nan"),
         "scan_sensitivity": scan_sens,
+        "scan_sensitivity_reportable": float(np.mean([s.scan_pred for s in big])) if big else float("nan"),
+        "reportable_ml": REPORTABLE_ML,
         "scan_specificity": scan_spec,
+        "median_abs_volume_error_pct": float(100 * np.median(rel_err)) if rel_err else float("nan"),
         "slice_sensitivity": sl_sens,
         "slice_specificity": sl_spec,
         "subtype_dice": {k: float(np.mean(v)) for k, v in sorted(sub.items())},
         "per_case_dice": [float(v) for v in d],
-        "convention": "Dice per volume over all cases; empty prediction on empty truth = 1.0; "
-        "dice_positive_slices over truth-positive slices of positive scans",
+        "convention": "dice_bleeding_volumes: mean Dice over volumes with blood (the primary number); "
+        "empty volumes are counted apart (empty_volumes_called_empty); dice_all mixes both, an empty "
+        "prediction on empty truth counting 1.0; dice_positive_slices over truth-positive slices of positive "
+        "scans; scan_sensitivity_reportable over scans whose blood is >= reportable_ml",
     }
 
 
@@ -135,7 +148,7 @@ def wilcoxon_p(a: Sequence[float], b: Sequence[float]) -> float:
     return float(stats.wilcoxon(x, y, zero_method="wilcox").pvalue)
 
 
-MIN_COMPONENT_GRID = (10.0, 50.0, 100.0, 200.0, 400.0, 800.0)
+MIN_COMPONENT_GRID = (10.0, 25.0, 50.0, 100.0, 200.0, 300.0)  # all under REPORTABLE_ML (500 mm3)
 
 
 def choose_threshold(

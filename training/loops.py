@@ -2,7 +2,8 @@
 
 A loop runs a fixed number of optimizer steps (not epochs), so its cost is known in advance.
 It checkpoints every `ckpt_every` steps (model, optimizer, step, sampler RNG) and resumes
-from the checkpoint when one exists. Under `torchrun` each process draws its own batches
+from the checkpoint when one exists. With `select` (a validation score) the weights that scored
+best at a checkpoint are kept beside the checkpoint and returned at the end. Under `torchrun` each process draws its own batches
 (seed + rank) and DistributedDataParallel averages the gradients; only rank 0 writes.
 """
 
@@ -35,11 +36,13 @@ class LoopConfig:
     warmup: int = 20
     seed: int = 0
     device: str = "cpu"
-    amp: bool = False  # autocast (bf16) on CUDA; ignored on CPU where it is slower
+    amp: bool = False  # bf16 autocast (CUDA, or a CPU with AVX-512 BF16)
     ckpt: Path | None = None
     ckpt_every: int = 100
     log_every: int = 25
     name: str = "train"
+    # checkpoint selection: scored (higher is better) at every checkpoint; the best weights are returned
+    select: Callable[[nn.Module], float] | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -110,12 +113,15 @@ def train_loop(
     rng = np.random.default_rng([cfg.seed, rank])
     start = 0
     elapsed_before = 0.0
+    best_score, best_step = float("-inf"), -1
+    best_path = Path(str(cfg.ckpt) + ".best") if cfg.ckpt is not None else None
     if cfg.ckpt is not None and Path(cfg.ckpt).is_file():
         state = torch.load(cfg.ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
         elapsed_before = float(state.get("elapsed_s", float("nan")))  # nan: a checkpoint that did not record it
+        best_score, best_step = float(state.get("best_score", best_score)), int(state.get("best_step", -1))
         rngs = state.get("rng_states")
         if rngs and rank < len(rngs):
             rng.bit_generator.state = rngs[rank]
@@ -123,7 +129,7 @@ def train_loop(
     net: nn.Module = model
     if world > 1:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    use_amp = cfg.amp and device.type == "cuda"
+    use_amp = cfg.amp  # bf16 autocast: CUDA, and CPUs with AVX-512 BF16 (convolutions 1.4-1.9x faster here)
     net.train()
     t0 = time.perf_counter()
     running = 0.0
@@ -147,6 +153,14 @@ def train_loop(
             )
             running = 0.0
         if cfg.ckpt is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            if cfg.select is not None:
+                score = float(cfg.select(model))
+                model.train()
+                if score > best_score:
+                    best_score, best_step = score, done
+                    if rank == 0 and best_path is not None:
+                        _save(best_path, {"model": model.state_dict(), "step": done, "score": score})
+                log(f"[{cfg.name}] step {done}: validation score {score:.4f} (best {best_score:.4f} at {best_step})")
             states = [rng.bit_generator.state]
             if world > 1:
                 gathered: list[Any] = [None] * world
@@ -161,9 +175,15 @@ def train_loop(
                         "step": done,
                         "rng_states": states,
                         "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                        "best_score": best_score,
+                        "best_step": best_step,
                     },
                 )
+    if cfg.select is not None and best_path is not None and best_path.is_file():
+        model.load_state_dict(torch.load(best_path, map_location=device, weights_only=False)["model"])
     model.eval()
+    model.selected_step = best_step if cfg.select is not None else None  # type: ignore[assignment]
+    model.selected_score = best_score if cfg.select is not None else None  # type: ignore[assignment]
     total = elapsed_before + time.perf_counter() - t0
     model.train_seconds = None if total != total else round(total, 1)  # type: ignore[assignment]
     return model

@@ -41,13 +41,16 @@ class BasicBlock(nn.Module):
 
 
 class ResNetEncoder(nn.Module):
-    """Per-slice 2D ResNet; output stride 8 so class activation maps keep some detail."""
+    """Per-slice 2D ResNet with output stride 4 or 8: at stride 4 a 128 px slice gives 32x32 activation maps."""
 
-    def __init__(self, in_ch: int, widths: Sequence[int] = (16, 32, 64, 128)) -> None:
+    def __init__(self, in_ch: int, widths: Sequence[int] = (16, 32, 64, 128), stride: int = 8) -> None:
         super().__init__()
+        if stride not in (4, 8):
+            raise ValueError(f"encoder output stride must be 4 or 8, not {stride}")
         w = list(widths)
+        self.stride = stride
         self.stem = nn.Sequential(nn.Conv2d(in_ch, w[0], 3, 2, 1, bias=False), _norm(w[0]), nn.ReLU(inplace=True))
-        strides = [1, 2, 2] + [1] * (len(w) - 3)
+        strides = ([1, 2, 2] if stride == 8 else [1, 2, 1]) + [1] * (len(w) - 3)
         layers: list[nn.Module] = []
         cin = w[0]
         for cout, s in zip(w, strides):
@@ -79,13 +82,14 @@ class SliceSequenceClassifier(nn.Module):
         hidden: int = 64,
         pool: str = "mean",
         lse_r: float = 4.0,
+        stride: int = 8,
     ) -> None:
         super().__init__()
         if pool not in self.POOLS:
             raise ValueError(f"pool must be one of {self.POOLS}, not {pool!r}")
         self.pool_kind = pool
         self.lse_r = float(lse_r)
-        self.encoder = ResNetEncoder(in_ch, widths)
+        self.encoder = ResNetEncoder(in_ch, widths, stride)
         f = self.encoder.out_channels
         self.lstm = nn.LSTM(f, hidden, batch_first=True, bidirectional=True)
         self.head = nn.Linear(2 * hidden + f, 1)

@@ -9,8 +9,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from training.cam import volume_cams
 from training.evaluate import auc, choose_threshold, remove_small
 from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
 from training.models import SliceSequenceClassifier, UNet25D
-from training.refine import RefineParams, pseudo_masks
+from training.refine import RefineParams, pseudo_masks, self_training_masks
 from training.volumes import ClassifierSampler, SegmenterSampler, Volume, sequence_window, to_model_grid, window_starts
 
 
@@ -38,9 +37,10 @@ class PipelineConfig:
     cls_size: int | None = None  # the classifier's (coarser) grid; None: the segmenter's `size`
     context: int = 1
     seq_len: int = 8
-    cls_widths: tuple[int, ...] = (16, 32, 64, 128)
+    cls_widths: tuple[int, ...] = (16, 32, 48, 64)
     cls_hidden: int = 64
-    cls_pool: str = "mean"
+    cls_pool: str = "lse"  # log-mean-exp: a small bleed is not diluted by the whole head, as a mean would
+    cls_stride: int = 4  # encoder output stride: 128 px -> 32x32 activation maps
     cls_augment: bool = True  # flips and small shifts of the classifier's windows
     skip_unresolved: bool = (
         True  # weakly supervised: bleed slices with an empty pseudo-mask are left out of the segmenter's training
@@ -52,6 +52,8 @@ class PipelineConfig:
     seg_steps: int = 800
     seg_batch: int = 16
     seg_lr: float = 2e-3
+    self_train_rounds: int = 1  # weakly supervised: rounds of self-training after the first segmenter
+    self_train_steps: int | None = None  # steps per self-training round (default: half of seg_steps)
     min_component_mm3: float | None = None  # None: chosen on the validation cases with the threshold
     device: str = "cpu"
     amp: bool = False
@@ -69,8 +71,18 @@ class PipelineConfig:
         return d
 
 
-def _loop(cfg: PipelineConfig, steps: int, batch: int, lr: float, ckpt: Path, name: str, seed_off: int) -> LoopConfig:
+def _loop(
+    cfg: PipelineConfig,
+    steps: int,
+    batch: int,
+    lr: float,
+    ckpt: Path,
+    name: str,
+    seed_off: int,
+    select: Callable[[torch.nn.Module], float] | None = None,
+) -> LoopConfig:
     return LoopConfig(
+        select=select,
         steps=steps,
         batch=batch,
         lr=lr,
@@ -85,7 +97,9 @@ def _loop(cfg: PipelineConfig, steps: int, batch: int, lr: float, ckpt: Path, na
 
 
 def new_classifier(cfg: PipelineConfig) -> SliceSequenceClassifier:
-    return SliceSequenceClassifier(len(cfg.windows), cfg.cls_widths, cfg.cls_hidden, cfg.cls_pool)
+    return SliceSequenceClassifier(
+        len(cfg.windows), cfg.cls_widths, cfg.cls_hidden, cfg.cls_pool, stride=cfg.cls_stride
+    )
 
 
 def new_segmenter(cfg: PipelineConfig) -> UNet25D:
@@ -111,43 +125,64 @@ def train_classifier(vols: Sequence[Volume], cfg: PipelineConfig, work: Path) ->
     return train_loop(model, sampler.sample, classifier_loss, loop)  # type: ignore[return-value]
 
 
-def make_pseudo_masks(
+def volume_cam_set(
     model: SliceSequenceClassifier, vols: Sequence[Volume], cfg: PipelineConfig, cache: Path | None = None
 ) -> list[np.ndarray]:
-    """Stage 2+3: CAM per positive slice, refined without supervision; cached as .npz in the work folder."""
-    key = json.dumps(cfg.refine.to_dict(), sort_keys=True)
+    """CAMs [Z,H,W] in [0,1] on the segmenter's grid for every volume (zeros where no slice is labelled
+    positive: those are never searched); cached as uint8 in the work folder, split over ranks."""
+    ids = [v.case_id for v in vols]
     if cache is not None and Path(cache).is_file():
         with np.load(cache) as d:
-            if list(d["ids"]) == [v.case_id for v in vols] and str(d["params"]) == key:
-                return [d[f"m{i}"].astype(bool) for i in range(len(vols))]
+            if list(d["ids"]) == ids:
+                return [d[f"c{i}"].astype(np.float32) / 255.0 for i in range(len(vols))]
     rank, world = dist_info()
     mine: dict[int, np.ndarray] = {}
     for i in range(rank, len(vols), world):
         v = vols[i]
-        labels = np.asarray(v.slice_labels, dtype=bool)
-        if not labels.any():
-            mine[i] = np.zeros(v.hu.shape, dtype=bool)
+        if v.slice_labels is None or not np.asarray(v.slice_labels, bool).any():
+            mine[i] = np.zeros(v.hu.shape, np.uint8)
             continue
         cv = classifier_volumes([v], cfg)[0]
         cams, _ = volume_cams(model, cv, cfg.seq_len, cfg.device, cfg.windows, out_size=v.hu.shape[1:])
-        mine[i] = pseudo_masks(v.hu, cams, labels, v.brain(), cfg.refine)
+        mine[i] = np.round(np.clip(cams, 0, 1) * 255).astype(np.uint8)
     if world > 1:
         gathered: list[Any] = [None] * world
-        torch.distributed.all_gather_object(gathered, {k: np.packbits(m) for k, m in mine.items()})
-        mine = {
-            k: np.unpackbits(p)[: vols[k].hu.size].reshape(vols[k].hu.shape).astype(bool)
-            for g in gathered
-            for k, p in g.items()
-        }
-    masks = [mine[i] for i in range(len(vols))]
+        torch.distributed.all_gather_object(gathered, mine)
+        mine = {k: c for g in gathered for k, c in g.items()}
+    cams8 = [mine[i] for i in range(len(vols))]
     if cache is not None and rank == 0:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(str(cache) + ".tmp.npz")
-        np.savez_compressed(
-            tmp, ids=np.array([v.case_id for v in vols]), params=key, **{f"m{i}": m for i, m in enumerate(masks)}
-        )
+        np.savez_compressed(tmp, ids=np.array(ids), **{f"c{i}": c for i, c in enumerate(cams8)})
         tmp.replace(cache)
-    return masks
+    return [c.astype(np.float32) / 255.0 for c in cams8]
+
+
+def make_pseudo_masks(
+    model: SliceSequenceClassifier,
+    vols: Sequence[Volume],
+    cfg: PipelineConfig,
+    cache: Path | None = None,
+    cams: Sequence[np.ndarray] | None = None,
+) -> list[np.ndarray]:
+    """Stage 2+3: CAM per positive slice, refined without supervision (no voxel truth)."""
+    if cams is None:
+        cams = volume_cam_set(model, vols, cfg, None if cache is None else Path(str(cache) + ".cams.npz"))
+    return [
+        pseudo_masks(v.hu, c, np.asarray(v.slice_labels, bool), v.cavity(), cfg.refine)
+        if v.slice_labels is not None and np.asarray(v.slice_labels, bool).any()
+        else np.zeros(v.hu.shape, bool)
+        for v, c in zip(vols, cams)
+    ]
+
+
+def cam_only_masks(vols: Sequence[Volume], cams: Sequence[np.ndarray], cfg: PipelineConfig) -> list[np.ndarray]:
+    """The CAM alone as a pseudo-mask (the first row of the per-stage table): CAM >= the refinement's
+    threshold, inside the cavity, on slices labelled positive."""
+    return [
+        (c >= cfg.refine.cam_threshold) & v.cavity() & np.asarray(v.slice_labels, bool)[:, None, None]
+        for v, c in zip(vols, cams)
+    ]
 
 
 @torch.no_grad()
@@ -193,13 +228,30 @@ def train_segmenter(
     work: Path,
     name: str = "segmenter",
     skip_unresolved: bool = False,
+    val: Sequence[Volume] = (),
+    val_targets: Sequence[np.ndarray] = (),
+    init: UNet25D | None = None,
+    steps: int | None = None,
 ) -> UNet25D:
-    """Stage 4: the 2.5D U-Net on (pseudo-)masks, negatives as empty masks."""
+    """Stage 4: the 2.5D U-Net on (pseudo-)masks, negatives as empty masks.
+
+    With `val` and `val_targets` the checkpoint kept is the one with the best mean Dice against them
+    (at 0.5, on the model grid); `init` starts from another segmenter's weights (self-training)."""
     sampler = SegmenterSampler(vols, targets, cfg.context, cfg.windows, skip_unresolved=skip_unresolved)
     if sampler.skipped:
         log(f"[{name}] {sampler.skipped} bleed slices without a pseudo-mask left out")
-    model = new_segmenter(cfg).to(memory_format=torch.channels_last)
-    loop = _loop(cfg, cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2)
+    model = new_segmenter(cfg)
+    if init is not None:
+        model.load_state_dict(init.state_dict())
+    model = model.to(memory_format=torch.channels_last)
+    select = None
+    if val and val_targets:
+
+        def select(net: torch.nn.Module) -> float:
+            probs = predict_probs(net, val, cfg)  # type: ignore[arg-type]
+            return float(np.mean([dice(p >= 0.5, t > 0) for p, t in zip(probs, val_targets)]))
+
+    loop = _loop(cfg, steps or cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2, select)
     return train_loop(model, sampler.sample, segmenter_loss, loop)  # type: ignore[return-value]
 
 
@@ -227,6 +279,11 @@ class TrainResult:
     pseudo: list[np.ndarray] | None = None
 
 
+def _stage_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> float | None:
+    d = pseudo_mask_dice(vols, masks)
+    return round(d["dice_positive_cases"], 4) if d else None
+
+
 def run_weakly_supervised(
     train: Sequence[Volume],
     val: Sequence[Volume],
@@ -234,22 +291,63 @@ def run_weakly_supervised(
     work: Path,
     classifier: SliceSequenceClassifier | None = None,
 ) -> TrainResult:
-    """All weakly supervised stages; the threshold is chosen on `val` against its pseudo-masks (no voxel truth).
+    """All weakly supervised stages; every choice is made on `val` against its pseudo-masks (no voxel truth).
 
+    Classifier -> CAMs -> refined pseudo-masks -> segmenter -> `self_train_rounds` rounds of self-training
+    (the segmenter's call on slices labelled positive, where the CAM is not silent, is the next round's
+    target). Voxel truth, where the volumes carry it (phantoms), is only *reported* per stage.
     `classifier`: an already trained stage 1 (e.g. to compare refinement settings on one classifier).
     """
     if any(v.slice_labels is None for v in list(train) + list(val)):
         raise InputError("weakly supervised training needs slice labels on every training and validation case")
     work = Path(work)
     clf = classifier if classifier is not None else train_classifier(train, cfg, work)
-    pseudo = make_pseudo_masks(clf, train, cfg, work / "pseudo_train.npz")
-    log(f"[pseudo] train pseudo-mask Dice vs truth: {pseudo_mask_dice(train, pseudo)}")
-    seg = train_segmenter(train, pseudo, cfg, work, skip_unresolved=cfg.skip_unresolved)
-    th, mm, vdice, vauc = 0.5, cfg.min_component_mm3 or 100.0, float("nan"), float("nan")
+    vauc = classifier_slice_auc(clf, val, cfg) if val else float("nan")
+    log(f"[classifier] validation slice AUC {vauc:.3f}")
+    cams_t = volume_cam_set(clf, train, cfg, work / "cams_train.npz")
+    cams_v = volume_cam_set(clf, val, cfg, work / "cams_val.npz") if val else []
+    pointing = cam_pointing(val, cams_v)
+    pseudo = make_pseudo_masks(clf, train, cfg, cams=cams_t)
+    pv = make_pseudo_masks(clf, val, cfg, cams=cams_v) if val else []
+    stages: list[dict[str, Any]] = [
+        {
+            "stage": "CAM only",
+            "train": _stage_dice(train, cam_only_masks(train, cams_t, cfg)),
+            "val": _stage_dice(val, cam_only_masks(val, cams_v, cfg)),
+        },
+        {"stage": "refined", "train": _stage_dice(train, pseudo), "val": _stage_dice(val, pv)},
+    ]
+    log(f"[pseudo] per-stage pseudo-mask Dice vs truth (reported only): {stages}")
+    first_pseudo = pseudo
+    seg = train_segmenter(train, pseudo, cfg, work, skip_unresolved=cfg.skip_unresolved, val=val, val_targets=pv)
+    for r in range(1, cfg.self_train_rounds + 1):
+        probs_t, probs_v = predict_probs(seg, train, cfg), predict_probs(seg, val, cfg)
+        pseudo = [
+            self_training_masks(p, c, np.asarray(v.slice_labels, bool), v.cavity())
+            for p, c, v in zip(probs_t, cams_t, train)
+        ]
+        pv = [
+            self_training_masks(p, c, np.asarray(v.slice_labels, bool), v.cavity())
+            for p, c, v in zip(probs_v, cams_v, val)
+        ]
+        stages.append(
+            {"stage": f"self-training round {r}", "train": _stage_dice(train, pseudo), "val": _stage_dice(val, pv)}
+        )
+        log(f"[pseudo] {stages[-1]}")
+        seg = train_segmenter(
+            train,
+            pseudo,
+            cfg,
+            work,
+            name=f"segmenter_st{r}",
+            skip_unresolved=cfg.skip_unresolved,
+            val=val,
+            val_targets=pv,
+            init=seg,
+            steps=cfg.self_train_steps or max(1, cfg.seg_steps // 2),
+        )
+    th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
     if val:
-        vauc = classifier_slice_auc(clf, val, cfg)
-        log(f"[classifier] validation slice AUC {vauc:.3f}")
-        pv = make_pseudo_masks(clf, val, cfg, work / "pseudo_val.npz")
         th, mm, vdice = choose_threshold(
             predict_probs(seg, val, cfg),
             [m.astype(np.uint8) for m in pv],
@@ -257,7 +355,8 @@ def run_weakly_supervised(
             cfg.min_component_mm3,
         )
     summary = {
-        "method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net)",
+        "method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net "
+        f"-> {cfg.self_train_rounds} round(s) of self-training)",
         "train_cases": len(train),
         "train_slices": int(sum(v.n for v in train)),
         "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
@@ -266,20 +365,41 @@ def run_weakly_supervised(
         "min_component_mm3": mm,
         "val_dice_vs_pseudo": vdice,
         "classifier_val_slice_auc": vauc,
+        "cam_pointing_val": pointing,
+        "pseudo_mask_stages": stages,
         "bleed_slices_without_pseudo_mask": int(
             sum(
                 int(np.sum(np.asarray(v.slice_labels, bool) & ~m.reshape(m.shape[0], -1).any(1)))
-                for v, m in zip(train, pseudo)
+                for v, m in zip(train, first_pseudo)
             )
         ),
         "skip_unresolved": cfg.skip_unresolved,
         "cam_gate": cfg.refine.cam_threshold > 0 or cfg.refine.component_cam_peak > 0,
-        "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, pseudo),
+        "pseudo_mask_dice_vs_truth": pseudo_mask_dice(train, first_pseudo),
+        "segmenter_selected_step": getattr(seg, "selected_step", None),
         "voxel_truth_used": False,
         "classifier_train_seconds": getattr(clf, "train_seconds", None),
         "segmenter_train_seconds": getattr(seg, "train_seconds", None),
     }
-    return TrainResult(seg, th, mm, summary, clf, pseudo)
+    return TrainResult(seg, th, mm, summary, clf, first_pseudo)
+
+
+def cam_pointing(vols: Sequence[Volume], cams: Sequence[np.ndarray]) -> float | None:
+    """Pointing score: on slices with blood in the voxel truth, the fraction whose CAM peak lies inside it
+    (reported only; None without truth)."""
+    hits, total = 0, 0
+    for v, c in zip(vols, cams):
+        if v.truth is None:
+            continue
+        t = v.truth > 0
+        for z in np.nonzero(t.reshape(v.n, -1).any(1))[0]:
+            if c[z].max() <= 0:
+                total += 1
+                continue
+            y, x = np.unravel_index(int(np.argmax(c[z])), c[z].shape)
+            hits += bool(t[z, y, x])
+            total += 1
+    return round(hits / total, 4) if total else None
 
 
 def run_fully_supervised(

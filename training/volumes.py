@@ -38,6 +38,7 @@ class Volume:
     meta: dict[str, Any] = field(default_factory=dict)
     _windows: np.ndarray | None = field(default=None, repr=False)
     _brain: np.ndarray | None = field(default=None, repr=False)
+    _cavity: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def n(self) -> int:
@@ -62,6 +63,14 @@ class Volume:
 
             self._brain = np.asarray(brain_mask(self.hu), dtype=bool)
         return self._brain
+
+    def cavity(self) -> np.ndarray:
+        """Intracranial cavity [Z,H,W] up to the inner table, from edge_ich.analysis.brain (cached)."""
+        if self._cavity is None:
+            from edge_ich.analysis.brain import cavity_mask
+
+            self._cavity = np.asarray(cavity_mask(self.hu), dtype=bool)
+        return self._cavity
 
     def truth_binary(self) -> np.ndarray:
         if self.truth is None:

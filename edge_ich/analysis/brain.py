@@ -1,6 +1,9 @@
-"""Intracranial soft-tissue mask of head CT from HU alone (no model): skull ring -> filled -> soft tissue.
+"""Intracranial masks of head CT from HU alone (no model).
 
-Used by the threshold baseline, by pseudo-mask refinement and by the phantom realism report.
+`brain_mask`: skull ring -> filled -> soft tissue, one pixel away from the inner table (the threshold
+baseline and the realism report use it). `cavity_mask`: everything inside the skull that is not bone,
+up to the inner table, so the extra-axial ring where epidural and subdural blood lie is kept (the
+pseudo-mask refinement uses it).
 Works per axial slice so it also works on single slices and on tilted or partial series.
 """
 
@@ -47,3 +50,33 @@ def _slice_mask(s: np.ndarray) -> np.ndarray:
     keep = np.zeros(n + 1, bool)
     keep[1:] = sizes >= max(0.1 * sizes.max(), 0.002 * s.size)
     return keep[lab]
+
+
+def cavity_mask(hu: np.ndarray) -> np.ndarray:
+    """Boolean mask of the intracranial cavity up to the inner table ([Y, X] or [Z, Y, X], in HU).
+
+    The skull (> BONE_HU) is closed and filled; the cavity is the largest non-bone region inside it.
+    Unlike `brain_mask` it keeps the ring next to the bone and does not gate HU, so extra-axial blood,
+    its partial volume with the inner table, and CSF all stay in.
+    """
+    a = np.asarray(hu)
+    if a.ndim == 2:
+        return _slice_cavity(a)
+    if a.ndim == 3:
+        return np.stack([_slice_cavity(s) for s in a]) if len(a) else np.zeros(a.shape, bool)
+    raise InputError(f"cavity_mask wants a 2D slice or a 3D volume, got {a.ndim} dimensions")
+
+
+def _slice_cavity(s: np.ndarray) -> np.ndarray:
+    bone = s > BONE_HU
+    if bone.sum() < 20:
+        return np.zeros(s.shape, bool)
+    r = max(2, round(min(s.shape) / 64))
+    closed = ndimage.binary_closing(np.pad(bone, r + 1), iterations=r)[r + 1 : -r - 1, r + 1 : -r - 1]
+    inside = ndimage.binary_fill_holes(closed) & ~bone & (s > -50.0)
+    lab, n = ndimage.label(inside)
+    if n == 0:
+        return inside
+    sizes = np.bincount(lab.ravel())
+    sizes[0] = 0
+    return np.asarray(lab == int(sizes.argmax()))

@@ -75,7 +75,7 @@ def test_tiny_weakly_supervised_run_exports_a_model_the_runtime_runs(tmp_path: P
     assert "segmenter" in card.evaluation and "threshold_baseline" in card.evaluation
     # stage outputs exist, so a rerun resumes instead of retraining
     work = tmp_path / "w"
-    for f in ("classifier.pt", "pseudo_train.npz", "segmenter.pt", "summary.json"):
+    for f in ("classifier.pt", "cams_train.npz", "segmenter.pt", "segmenter_st1.pt", "summary.json"):
         assert (work / f).is_file(), f
     summary = json.loads((work / "summary.json").read_text())
     assert summary["runtime_check_max_abs_diff"] <= 1e-4

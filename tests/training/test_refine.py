@@ -71,6 +71,11 @@ def test_score_conventions_and_subtypes() -> None:
     assert subtype_dice(pred, truth) == {"intraparenchymal": 1.0, "subdural": 0.0}
     summ = summarize([empty, s])
     assert summ["scan_sensitivity"] == 1.0 and summ["scan_specificity"] == 1.0
+    # bleeding volumes apart from empty ones: the empty volume's 1.0 does not lift the primary number
+    assert summ["dice_bleeding_volumes"] == pytest.approx(2 / 3)
+    assert summ["empty_volumes_called_empty"] == 1.0
+    assert summ["dice_all"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert summ["median_abs_volume_error_pct"] == pytest.approx(50.0)
     assert summ["slice_sensitivity"] == 0.5
     assert summ["per_case_dice"] == [1.0, pytest.approx(2 / 3)]
 
