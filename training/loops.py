@@ -43,6 +43,8 @@ class LoopConfig:
     name: str = "train"
     # checkpoint selection: scored (higher is better) at every checkpoint; the best weights are returned
     select: Callable[[nn.Module], float] | None = None
+    # what the stage learns from (e.g. a hash of its targets): a checkpoint made for another key is not resumed
+    key: str = ""
 
 
 def seed_everything(seed: int) -> None:
@@ -115,8 +117,15 @@ def train_loop(
     elapsed_before = 0.0
     best_score, best_step = float("-inf"), -1
     best_path = Path(str(cfg.ckpt) + ".best") if cfg.ckpt is not None else None
+    state = None
     if cfg.ckpt is not None and Path(cfg.ckpt).is_file():
         state = torch.load(cfg.ckpt, map_location=device, weights_only=False)
+        if str(state.get("key", "")) != cfg.key:
+            log(f"[{cfg.name}] checkpoint {cfg.ckpt} was made for other data or settings: starting afresh")
+            state = None
+            if best_path is not None:
+                best_path.unlink(missing_ok=True)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start = int(state["step"])
@@ -177,6 +186,7 @@ def train_loop(
                         "elapsed_s": elapsed_before + time.perf_counter() - t0,
                         "best_score": best_score,
                         "best_step": best_step,
+                        "key": cfg.key,
                     },
                 )
     if cfg.select is not None and best_path is not None and best_path.is_file():

@@ -80,9 +80,11 @@ def _loop(
     name: str,
     seed_off: int,
     select: Callable[[torch.nn.Module], float] | None = None,
+    key: str = "",
 ) -> LoopConfig:
     return LoopConfig(
         select=select,
+        key=key,
         steps=steps,
         batch=batch,
         lr=lr,
@@ -221,6 +223,20 @@ def pseudo_mask_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> dic
     }
 
 
+def targets_key(vols: Sequence[Volume], targets: Sequence[np.ndarray], init: torch.nn.Module | None = None) -> str:
+    """Short hash of what a segmenter learns from (case ids, target masks, starting weights)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for v, t in zip(vols, targets):
+        h.update(v.case_id.encode())
+        h.update(np.packbits(np.asarray(t, bool)).tobytes())
+    if init is not None:
+        for p in init.state_dict().values():
+            h.update(p.detach().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def train_segmenter(
     vols: Sequence[Volume],
     targets: Sequence[np.ndarray],
@@ -251,7 +267,10 @@ def train_segmenter(
             probs = predict_probs(net, val, cfg)  # type: ignore[arg-type]
             return float(np.mean([dice(p >= 0.5, t > 0) for p, t in zip(probs, val_targets)]))
 
-    loop = _loop(cfg, steps or cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2, select)
+    key = targets_key(vols, targets, init)
+    loop = _loop(
+        cfg, steps or cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2, select, key
+    )
     return train_loop(model, sampler.sample, segmenter_loss, loop)  # type: ignore[return-value]
 
 

@@ -161,3 +161,43 @@ def test_segmenter_sampler_says_why_nothing_is_left() -> None:
     vol = Volume("v", np.zeros((2, 8, 8), np.float32), (5.0, 1.0, 1.0), np.array([1, 1], np.uint8))
     with pytest.raises(InputError, match="all 2 bleed slices came out without a pseudo-mask"):
         SegmenterSampler([vol], [np.zeros((2, 8, 8), bool)], 0, skip_unresolved=True)
+
+
+def _blob_volumes(n: int, seed: int) -> tuple[list[Volume], list[np.ndarray]]:
+    """32x32 'heads' (30 HU, noise 4) with a 75 HU blob on slices 2-5 of every other volume, placed at random."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:32, 0:32]
+    vols, blobs = [], []
+    for i in range(n):
+        hu = rng.normal(30, 4, (8, 32, 32)).astype(np.float32)
+        labels = np.zeros(8, np.uint8)
+        blob = np.zeros((8, 32, 32), bool)
+        if i % 2:
+            cy, cx = rng.integers(8, 24, 2)
+            blob[2:6] = np.hypot(yy - cy, xx - cx) < 4
+            hu[blob] = 75.0
+            labels[2:6] = 1
+        vols.append(Volume(f"b{i}", hu, (5.0, 1.0, 1.0), labels))
+        blobs.append(blob)
+    return vols, blobs
+
+
+def test_cam_of_a_trained_classifier_peaks_inside_the_blob() -> None:
+    from training.loops import classifier_loss
+    from training.volumes import ClassifierSampler
+
+    train, _ = _blob_volumes(24, seed=0)
+    net = SliceSequenceClassifier(3, (8, 8, 16, 16), hidden=8, pool="lse", stride=4)
+    sampler = ClassifierSampler(train, 8, augment=True, max_shift=2)
+    train_loop(net, sampler.sample, classifier_loss, LoopConfig(steps=100, batch=4, lr=3e-3, seed=0, log_every=1000))
+    test, blobs = _blob_volumes(8, seed=1)
+    hits = total = 0
+    for vol, blob in zip(test, blobs):
+        cams, prob = volume_cams(net, vol, length=8)
+        assert cams.shape == (8, 32, 32)  # stride 4: 8x8 maps, upsampled to the slice
+        for z in range(2, 6):
+            if blob[z].any():
+                y, x = np.unravel_index(int(np.argmax(cams[z])), cams[z].shape)
+                hits += bool(blob[z, y, x])
+                total += 1
+    assert total == 16 and hits / total >= 0.75, (hits, total)
