@@ -97,6 +97,7 @@ def cpu_info() -> dict[str, Any]:
         logical = psutil.cpu_count(logical=True)
     except ImportError:  # pragma: no cover - psutil is a runtime dependency
         physical, logical = None, os.cpu_count()
+    usable: int | None
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
@@ -131,7 +132,7 @@ def versions() -> dict[str, str | None]:
     }
     if importlib.util.find_spec("tensorrt") is not None:
         try:
-            import tensorrt  # type: ignore[import-not-found]
+            import tensorrt
 
             out["tensorrt"] = str(tensorrt.__version__)
         except Exception:  # a broken TensorRT install must not stop a CPU benchmark
