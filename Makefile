@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DEMO    ?= demo
 
-.PHONY: demo test venv clean
+.PHONY: demo test check-trt venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +22,12 @@ test: $(BIN)/python
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev,train]'
 	$(BIN)/python -m pytest -q
+
+# Our TensorRT code against the real TensorRT 10.3 and 11.4 Python bindings (downloaded once into
+# .cache/check-trt): every TensorRT name present and not deprecated, mypy with trt typed. No GPU needed.
+check-trt: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m tools.check_trt
 
 clean:
 	rm -rf $(DEMO) .pytest_cache
