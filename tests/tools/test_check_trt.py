@@ -38,7 +38,10 @@ PLANTS = {
         ("builder.build_serialized_network(network, config)", "builder.build_engine(network, config)"),
     ],
     "edge_ich/backends/tensorrt.py": [
-        ("self.context.execute_async_v3(self._stream_handle)", "self.context.execute_async_v2([], self._stream_handle)"),
+        (
+            "self.context.execute_async_v3(self._stream_handle)",
+            "self.context.execute_async_v2([], self._stream_handle)",
+        ),
     ],
 }
 
