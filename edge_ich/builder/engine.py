@@ -48,6 +48,7 @@ class BuildOptions:
     optimization_level: int = 3
     seed: int = 0
     threads: int | None = None
+    tensorrt: bool = True  # False: stop at the precision ONNX even where TensorRT and a GPU are (dry runs)
 
     def validate(self) -> tuple[Precision, Quantizer, CalibMethod]:
         """Refuse impossible combinations before any work is done."""
@@ -140,14 +141,14 @@ def _trt_ready() -> tuple[MachineInfo | None, str]:
     return info, ""
 
 
-def _fp32_caller(model: Path, card: ModelCard, threads: int | None):
+def _fp32_caller(model: Path, card: ModelCard, threads: int | None) -> Callable[[Any], Any]:
     """Bleed/no-bleed call per slice from the FP32 model (strata where no truth exists)."""
     from edge_ich.backends.onnxrt import OnnxRuntimeBackend
     from edge_ich.builder.gate import _probabilities
 
     be = OnnxRuntimeBackend(model, card, threads=threads)
 
-    def call(batch):  # type: ignore[no-untyped-def]
+    def call(batch: Any) -> Any:
         prob = _probabilities(be.infer(batch), card)
         return (prob >= card.threshold).reshape(len(batch), -1).any(axis=1)
 
@@ -236,19 +237,19 @@ def _make_precision(
     return recipe, report.to_dict(), split.heldout
 
 
-class _Lines(list):  # type: ignore[type-arg]
+class _Lines(list):
     """Lines of the build log, echoed as they come (so a refused build still shows its gate numbers)."""
 
     def __init__(self, echo: Callable[[str], None] | None) -> None:
         super().__init__()
         self.echo = echo
 
-    def append(self, line: str) -> None:  # type: ignore[override]
+    def append(self, line: str) -> None:
         super().append(line)
         if self.echo:
             self.echo(line)
 
-    def extend(self, lines: Any) -> None:  # type: ignore[override]
+    def extend(self, lines: Any) -> None:
         for line in lines:
             self.append(line)
 
@@ -340,7 +341,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
             timing_cache=Path(opts.timing_cache) if opts.timing_cache else None,
         )
         manifest.profile = spec.profile_dict()
-        machine, not_ready = _trt_ready()
+        machine, not_ready = _trt_ready() if opts.tensorrt else (None, "not asked to (no TensorRT call)")
         plan_final = out / f"{name}.plan"
         tmp_plan = None
         if machine is not None:
