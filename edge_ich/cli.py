@@ -236,6 +236,22 @@ def serve(
 
 
 @app.command()
+def doctor(
+    backend: BackendOpt | None = typer.Option(
+        None, "--backend", help="Exit 1 unless this backend can run here (auto: ONNX Runtime at least)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    engines: Path | None = typer.Option(
+        None, "--engines", help="Folder of models/engines to check (default: the bundled engines/)."
+    ),
+) -> None:
+    """What this machine has for each backend, which engines would load here, and how to install the rest."""
+    from edge_ich.doctor import doctor_and_print
+
+    doctor_and_print(backend.value if backend else None, json_out=json_out, engines_dir=engines)
+
+
+@app.command()
 def version() -> None:
     """Print the edge-ich version."""
     from edge_ich import __version__

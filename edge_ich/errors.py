@@ -29,11 +29,15 @@ class OutputError(EdgeIchError):
     """An output location cannot be written."""
 
 
-def require(module: str, extra: str | None = None) -> ModuleType:
-    """Import an optional module, or raise MissingDependency naming how to install it."""
+def require(module: str, extra: str | None = None, install: str | None = None) -> ModuleType:
+    """Import an optional module, or raise MissingDependency naming how to install it.
+
+    `install` replaces the default hint (`pip install 'edge-ich[extra]'` / `pip install module`) where
+    pip is not the way (TensorRT).
+    """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
-        hint = f"pip install 'edge-ich[{extra}]'" if extra else f"pip install {top}"
+        hint = install or (f"pip install 'edge-ich[{extra}]'" if extra else f"pip install {top}")
         raise MissingDependency(f"{top} is not installed ({hint}): {exc}") from None

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 from edge_ich.builder.manifest import EngineManifest, MachineInfo, load_manifest, manifest_path_for
 from edge_ich.builder.precision import CalibMethod, Precision, Quantizer
 from edge_ich.card import ModelCard, card_path_for, load_card, sha256_file
-from edge_ich.errors import InputError
+from edge_ich.errors import InputError, MissingDependency
 
 if TYPE_CHECKING:
-    import numpy as np
+    pass
 
 FP16_CPU_NOTE = "FP16 is not gated on the CPU: float16 convolutions there are ~200x slower and not a fair check; it is gated on the GPU engine"
 
@@ -51,6 +51,7 @@ class BuildOptions:
     optimization_level: int = 3
     seed: int = 0
     threads: int | None = None
+    tensorrt: bool = True  # False: stop at the precision ONNX even where TensorRT and a GPU are (dry runs)
 
     def validate(self) -> tuple[Precision, Quantizer, CalibMethod]:
         """Refuse impossible combinations before any work is done."""
@@ -123,22 +124,34 @@ def finish_command(onnx: Path, opts: BuildOptions, precision: Precision) -> str:
     return " ".join(parts)
 
 
-def _trt_ready() -> MachineInfo | None:
-    """MachineInfo when TensorRT and a CUDA GPU are both present, else None."""
+def _trt_ready() -> tuple[MachineInfo | None, str]:
+    """(MachineInfo, "") when TensorRT and a usable CUDA GPU are both present, else (None, why not).
+
+    TensorRT and a GPU with CUDA bindings that do not fit the driver (cuda-python 13.x on JetPack 6)
+    is refused with what to install, rather than quietly ending as "onnx-only".
+    """
     if importlib.util.find_spec("tensorrt") is None:
-        return None
+        return None, "TensorRT is not installed here"
     info = MachineInfo.probe()
-    return info if info.tensorrt and info.has_gpu else None
+    if info.tensorrt is None:
+        return None, "the tensorrt module does not import here"
+    if not info.has_gpu:
+        return None, "no CUDA GPU here"
+    if info.cuda_problem:
+        raise MissingDependency(
+            f"TensorRT {info.tensorrt} and a GPU are here, but the CUDA Python bindings cannot be used: {info.cuda_problem}"
+        )
+    return info, ""
 
 
-def _fp32_caller(model: Path, card: ModelCard, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+def _fp32_caller(model: Path, card: ModelCard, threads: int | None) -> Callable[[Any], Any]:
     """Bleed/no-bleed call per slice from the FP32 model (strata where no truth exists)."""
     from edge_ich.backends.onnxrt import OnnxRuntimeBackend
     from edge_ich.builder.gate import _probabilities
 
     be = OnnxRuntimeBackend(model, card, threads=threads)
 
-    def call(batch):  # type: ignore[no-untyped-def]
+    def call(batch: Any) -> Any:
         prob = _probabilities(be.infer(batch), card)
         return (prob >= card.threshold).reshape(len(batch), -1).any(axis=1)
 
@@ -331,7 +344,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
             timing_cache=Path(opts.timing_cache) if opts.timing_cache else None,
         )
         manifest.profile = spec.profile_dict()
-        machine = _trt_ready()
+        machine, not_ready = _trt_ready() if opts.tensorrt else (None, "not asked to (no TensorRT call)")
         plan_final = out / f"{name}.plan"
         tmp_plan = None
         if machine is not None:
@@ -357,9 +370,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
     )
     lines.append(f"wrote {final_onnx} (+ {result.card.name}, {result.manifest.name})")
     if tmp_plan is None:
-        lines.append(
-            "TensorRT engine not built: no TensorRT with a CUDA GPU on this machine; wrote the precision ONNX and its manifest"
-        )
+        lines.append(f"TensorRT engine not built: {not_ready}; wrote the precision ONNX and its manifest")
         lines.append(f"finish on the target: {manifest.rebuild_command}")
         lines.append(f"or with trtexec:      {spec.trtexec_line(final_onnx, plan_final)}")
     else:

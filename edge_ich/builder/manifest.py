@@ -52,6 +52,15 @@ class TrtVersion:
     @property
     def strongly_typed_by_default(self) -> bool:
         """11.x networks are always strongly typed; 10.x needs the STRONGLY_TYPED creation flag."""
+        return self.is_trt11
+
+    @property
+    def is_trt11(self) -> bool:
+        """TensorRT 11 (or later): the API where 10.x-only names are deprecated or gone.
+
+        Code that uses a name on one major version only branches on `version.is_trt11`; `make
+        check-trt` type-checks each branch against the version it runs on (mypy `always_true`).
+        """
         return self.major >= 11
 
     def same_engine_format(self, other: TrtVersion) -> bool:
@@ -75,6 +84,7 @@ class MachineInfo:
     cuda_driver: str | None = None
     gpu_name: str | None = None
     compute_capability: str | None = None
+    cuda_problem: str | None = None  # why installed CUDA bindings cannot be used here (e.g. 13.x on a CUDA 12 driver)
 
     @property
     def has_gpu(self) -> bool:
@@ -82,7 +92,7 @@ class MachineInfo:
 
     @classmethod
     def probe(cls) -> MachineInfo:
-        """Ask tensorrt and cuda-python (or pycuda, or nvidia-smi) about this machine; never raises."""
+        """Ask tensorrt and the NVIDIA driver (then cuda-python or pycuda) about this machine; never raises."""
         info = cls()
         try:
             import tensorrt as trt
@@ -94,66 +104,15 @@ class MachineInfo:
         return info
 
 
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{(v % 1000) // 10}"
-
-
 def _probe_cuda(info: MachineInfo) -> None:
-    try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart
-    except ImportError:
-        cudart = None
-    if cudart is not None:
-        ok = cudart.cudaError_t.cudaSuccess
-        err, n = cudart.cudaGetDeviceCount()
-        if err == ok and n:
-            err, props = cudart.cudaGetDeviceProperties(0)
-            if err == ok:
-                name = props.name
-                info.gpu_name = (
-                    (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).rstrip("\x00").strip()
-                )
-                info.compute_capability = f"{props.major}.{props.minor}"
-            err, v = cudart.cudaRuntimeGetVersion()
-            if err == ok:
-                info.cuda_runtime = _cuda_version(v)
-            err, v = cudart.cudaDriverGetVersion()
-            if err == ok:
-                info.cuda_driver = _cuda_version(v)
-        return
-    try:
-        import pycuda.driver as drv
+    """GPU, compute capability and CUDA versions from the driver itself (libcuda; no nvidia-smi needed)."""
+    from edge_ich.backends.cudainfo import probe_cuda
 
-        drv.init()
-        if drv.Device.count():
-            dev = drv.Device(0)
-            info.gpu_name = dev.name()
-            info.compute_capability = "{}.{}".format(*dev.compute_capability())
-            info.cuda_driver = _cuda_version(drv.get_driver_version())
-            info.cuda_runtime = ".".join(str(v) for v in drv.get_version()[:2])
-        return
-    except Exception:
-        pass
-    import shutil
-    import subprocess
-
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run(
-                [smi, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                check=True,
-            ).stdout.splitlines()
-            name, cc, drv_v = [v.strip() for v in out[0].split(",")][:3]
-            info.gpu_name, info.compute_capability, info.cuda_driver = name, cc, drv_v
-        except Exception:
-            pass
+    cuda = probe_cuda()
+    info.cuda_driver, info.cuda_runtime = cuda.driver, cuda.runtime
+    if cuda.devices:
+        info.gpu_name, info.compute_capability = cuda.devices[0].name, cuda.devices[0].compute_capability
+    info.cuda_problem = "; ".join(cuda.problems) or None
 
 
 @dataclass
