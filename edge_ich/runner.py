@@ -85,7 +85,7 @@ def load_model(model: Path | None, backend: str = "auto", threads: int | None = 
     t0 = time.perf_counter()
     card_model = path
     if path.suffix == ".plan":  # an engine carries the card of the ONNX it was built from
-        from edge_ich.builder.manifest import card_for_plan
+        from edge_ich.backends.manifest import card_for_plan
 
         card = card_for_plan(path)
     else:

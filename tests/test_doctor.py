@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge_ich.backends.cudainfo import probe_cuda
-from edge_ich.builder.manifest import EngineManifest, manifest_path_for
+from edge_ich.backends.manifest import EngineManifest, manifest_path_for
 from edge_ich.card import load_card, sha256_file
 from edge_ich.cli import main
 

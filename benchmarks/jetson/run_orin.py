@@ -122,8 +122,8 @@ def make_phantoms(run: Run) -> Path:
 
 def build(run: Run, precision: str, calib: Path) -> None:
     """FP32 model -> precision ONNX -> CPU gate -> (on the module) TensorRT engine and its GPU gate."""
+    from edge_ich.backends.manifest import load_manifest
     from edge_ich.builder.engine import BuildOptions, build_engine
-    from edge_ich.builder.manifest import load_manifest
 
     a = run.args
     engines = run.out / "engines"

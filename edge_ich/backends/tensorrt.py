@@ -23,8 +23,8 @@ from edge_ich.errors import InputError, ModelError
 if TYPE_CHECKING:  # typed by the stubs `make check-trt` generates from the real bindings
     import tensorrt as trt
 
+    from edge_ich.backends.manifest import EngineManifest
     from edge_ich.backends.tensorrt_cuda import CudaRuntime, PyCuda
-    from edge_ich.builder.manifest import EngineManifest
 
 
 class IOMode(str, enum.Enum):
@@ -63,8 +63,7 @@ class TensorRTBackend(Backend):
         warmup: int = 2,
     ) -> None:
         super().__init__(card)
-        from edge_ich.builder.manifest import MachineInfo, check_manifest, load_manifest
-        from edge_ich.builder.trt import load_trt
+        from edge_ich.backends.manifest import MachineInfo, check_manifest, load_manifest, load_trt
 
         plan_path = Path(plan_path)
         try:

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_ich.builder.manifest import TRTEXEC_PINNED_FLAGS, TrtVersion
-from edge_ich.errors import InputError, ModelError, require
-from edge_ich.install import TENSORRT_INSTALL
+from edge_ich.backends.manifest import TRTEXEC_PINNED_FLAGS, TrtVersion, load_trt
+from edge_ich.errors import InputError, ModelError
 
 
 @dataclass
@@ -80,19 +79,6 @@ class BuildSpec:
         if self.dla_core is not None:
             parts += [f"--useDLACore={self.dla_core}", "--allowGPUFallback"]
         return " ".join(shlex.quote(p) for p in parts)
-
-
-def load_trt() -> TrtVersion:
-    """Check that the tensorrt module (10.x or 11.x) imports here and return its version.
-
-    Callers then `import tensorrt as trt` themselves, so type checkers see the real module
-    (`make check-trt` checks this code against the bindings of 10.3 and 11.4).
-    """
-    trt = require("tensorrt", install=TENSORRT_INSTALL)
-    version = TrtVersion.parse(trt.__version__)
-    if not version.supported:
-        raise ModelError(f"TensorRT {version} is not supported (edge-ich builds with TensorRT 10.x or 11.x)")
-    return version
 
 
 def network_flags(version: TrtVersion) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_ich.builder.manifest import MachineInfo
+from edge_ich.backends.manifest import MachineInfo
 
 
 @dataclass
@@ -25,7 +25,7 @@ def _shown(path: Path) -> str:
 
 
 def _onnx(path: Path, ort_ready: bool) -> EngineFile:
-    from edge_ich.builder.manifest import load_manifest, manifest_path_for
+    from edge_ich.backends.manifest import load_manifest, manifest_path_for
     from edge_ich.card import load_card
     from edge_ich.errors import EdgeIchError
 
@@ -53,7 +53,7 @@ def _onnx(path: Path, ort_ready: bool) -> EngineFile:
 
 
 def _plan(path: Path, machine: MachineInfo) -> EngineFile:
-    from edge_ich.builder.manifest import card_for_plan, load_manifest, mismatches
+    from edge_ich.backends.manifest import card_for_plan, load_manifest, mismatches
     from edge_ich.errors import EdgeIchError
 
     ef = EngineFile(_shown(path), "plan")

@@ -74,7 +74,7 @@ class TensorRTInfo:
 
 
 def probe_tensorrt(has_gpu: bool) -> TensorRTInfo:
-    from edge_ich.builder.manifest import TrtVersion
+    from edge_ich.backends.manifest import TrtVersion
 
     info = TensorRTInfo()
     if importlib.util.find_spec("tensorrt") is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge_ich.doctor import DoctorReport
+    from edge_ich.doctor.report import DoctorReport
 
 
 def _or(v: object, dash: str = "-") -> str:

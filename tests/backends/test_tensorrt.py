@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from edge_ich.backends import open_backend
+from edge_ich.backends.manifest import EngineManifest, MachineInfo, manifest_path_for
 from edge_ich.backends.tensorrt import TensorRTBackend
 from edge_ich.backends.tensorrt_cuda import host_view
-from edge_ich.builder.manifest import EngineManifest, MachineInfo, manifest_path_for
 from edge_ich.card import load_card, sha256_file
 from edge_ich.errors import InputError, MissingDependency, ModelError
 
@@ -144,7 +144,7 @@ def test_engine_matches_onnxruntime(built: dict[str, Path], precision: str, io_m
 
 @pytest.mark.gpu
 def test_auto_picks_the_matching_engine(built: dict[str, Path]) -> None:
-    from edge_ich.builder.manifest import find_matching_plan
+    from edge_ich.backends.manifest import find_matching_plan
 
     card = load_card(built["model"])
     plan = find_matching_plan(built["model"], card)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-#: The name mypy treats as a constant per version (`TrtVersion.is_trt11` in edge_ich/builder/manifest.py).
+#: The name mypy treats as a constant per version (`TrtVersion.is_trt11` in edge_ich/backends/manifest.py).
 VERSION_CONSTANT = "is_trt11"
 _PREFIXES = ("tensorrt_bindings.tensorrt.", "tensorrt_bindings.", "tensorrt.")
 

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from edge_ich.card import ModelCard, card_path_for, read_card_file, sha256_file
-from edge_ich.errors import ModelError
+from edge_ich.errors import ModelError, require
+from edge_ich.install import TENSORRT_INSTALL
 
 MANIFEST_SCHEMA_VERSION = 1
 
@@ -290,3 +291,16 @@ def card_for_plan(plan_path: Path) -> ModelCard:
             f"{plan_path.name} was built from ({m.onnx_sha256[:12]}); rebuild it: {m.rebuild_command}"
         )
     return card
+
+
+def load_trt() -> TrtVersion:
+    """Check that the tensorrt module (10.x or 11.x) imports here and return its version.
+
+    Callers then `import tensorrt as trt` themselves, so type checkers see the real module
+    (`make check-trt` checks this code against the bindings of 10.3 and 11.4).
+    """
+    trt = require("tensorrt", install=TENSORRT_INSTALL)
+    version = TrtVersion.parse(trt.__version__)
+    if not version.supported:
+        raise ModelError(f"TensorRT {version} is not supported (edge-ich builds with TensorRT 10.x or 11.x)")
+    return version

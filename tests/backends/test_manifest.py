@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_ich.builder.engine import BuildOptions
-from edge_ich.builder.manifest import (
+from edge_ich.backends.manifest import (
     EngineManifest,
     EngineMismatch,
     MachineInfo,
@@ -20,6 +19,7 @@ from edge_ich.builder.manifest import (
     manifest_path_for,
     mismatches,
 )
+from edge_ich.builder.engine import BuildOptions
 from edge_ich.builder.trt import BuildSpec
 from edge_ich.card import Window, load_card, sha256_file
 from edge_ich.errors import InputError, ModelError
@@ -190,7 +190,7 @@ def test_build_options_are_validated(tiny_model: Path, field: str, value: object
 
 
 def test_card_for_plan_is_tied_by_the_manifest(tmp_path: Path, tiny_model: Path) -> None:
-    from edge_ich.builder.manifest import card_for_plan
+    from edge_ich.backends.manifest import card_for_plan
 
     plan, m = _written(tmp_path, tiny_model)
     card = dataclasses.replace(
