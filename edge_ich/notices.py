@@ -1,7 +1,7 @@
 """Library warnings and our own log warnings during a run go into report.json, not raw to stderr.
 
-pydicom, highdicom and numpy speak through `warnings`; our writers log through `logging`. Both are
-collected while a run lasts, reduced to safe text (quoted values, which may be patient data, are
+pydicom, highdicom and numpy speak through `warnings`; our writers and highdicom log through
+`logging`. Both are collected while a run lasts, reduced to safe text (quoted values, which may be patient data, are
 replaced) and handed to the report as `Warn(code="library")`. Process-wide state: use from one
 run at a time (the CLI), not from the receiver's worker threads.
 """
@@ -59,17 +59,22 @@ class Notices:
 def collect() -> Iterator[Notices]:
     """Collect warnings and edge_ich log warnings (nothing reaches stderr) while the block runs."""
     handler = _Collector()
-    logger = logging.getLogger("edge_ich")
-    old_propagate = logger.propagate
-    logger.addHandler(handler)
-    logger.propagate = False
+    ours = logging.getLogger("edge_ich")
+    old_propagate = ours.propagate
+    ours.addHandler(handler)
+    ours.propagate = False
+    # libraries without a handler of their own (highdicom) would reach logging's last resort, which
+    # prints to stderr (highdicom quotes the patient's name there): the root collects them instead
+    root = logging.getLogger()
+    root.addHandler(handler)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield Notices(caught, handler)
     finally:
-        logger.removeHandler(handler)
-        logger.propagate = old_propagate
+        ours.removeHandler(handler)
+        root.removeHandler(handler)
+        ours.propagate = old_propagate
 
 
 def _origin(filename: str) -> str:

@@ -33,7 +33,7 @@ LOSSY_SYNTAXES = {
     "1.2.840.10008.1.2.4.93": "JPEG 2000 Part 2 (lossy allowed)",
     "1.2.840.10008.1.2.4.203": "HTJ2K (lossy allowed)",
 }
-_SIEMENS = re.compile(r"^[A-Z]{1,2}(\d{2})")
+_SIEMENS = re.compile(r"^[HBJQU][RNVA]?(\d{2})")  # Siemens: H30s, J40s, B60f, Hr38, Br64, Qr40
 _SHARP_WORDS = ("BONE", "LUNG", "SHARP", "EDGE", "DETAIL", "HIGH", "ULTRA")
 _SOFT_WORDS = ("STANDARD", "SOFT", "SMOOTH", "BRAIN", "HEAD", "STND")
 

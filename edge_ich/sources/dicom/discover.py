@@ -162,7 +162,6 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
             if not has_magic and "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
                 return None, SkipReason.NOT_DICOM, ""
             cut = fp.tell() >= size and _cut_short(ds)  # before conversion: raw values show a short read
-            elements.problems(ds)  # convert every element we use now: a corrupt value is this file's problem
             meta = getattr(ds, "file_meta", None)
             ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
             if (
