@@ -84,7 +84,11 @@ def _constant(tmp: Path) -> Path:
 
 def _from(name: str, drop_body_part: bool = False, size: int | None = 128) -> Builder:
     def build(tmp: Path) -> Path:
-        paths = make_series(tmp / "d", n=3, from_file=shipped(name), size=size)
+        import warnings
+
+        with warnings.catch_warnings():  # the neck CT's own UIDs are not valid UIs: pydicom says so
+            warnings.simplefilter("ignore")
+            paths = make_series(tmp / "d", n=3, from_file=shipped(name), size=size)
         if drop_body_part:
             edit_all(paths, lambda ds: delattr(ds, "BodyPartExamined") if "BodyPartExamined" in ds else None)
         return tmp / "d"
@@ -96,6 +100,14 @@ def _sixteen(tmp: Path) -> Path:
     """pydicom's 16x16 CT series (BodyPartExamined HEAD, 8 mm field of view)."""
     src = shipped("17106").parent
     shutil.copytree(src, tmp / "d")
+    return tmp / "d"
+
+
+def _mostly_blank(tmp: Path) -> Path:
+    """3 of 8 slices blank, none of them among the slices the gate samples: found while streaming."""
+    paths = head(tmp, n=8)
+    for k in (0, 3, 7):
+        edit(paths[k], _pixels(lambda a: np.zeros_like(a)))
     return tmp / "d"
 
 
@@ -130,6 +142,7 @@ NOT_ASSESSABLE: dict[str, tuple[Builder, str, str]] = {
     "head CT, rescale removed": (_no_rescale, "--series", "RescaleSlope/RescaleIntercept absent"),
     "RescaleSlope 0": (_slope_zero, "--series", "RescaleSlope is 0"),
     "constant slices": (_constant, "--series", "constant value"),
+    "3 of 8 slices blank": (_mostly_blank, "--series", "3 of 8 slices hold one constant value"),
     "slices 20 mm apart": (_far_apart, "--series", "mm apart"),
     "NIfTI noise cube": (_noise_cube, "--volume", "field of view"),
 }
