@@ -159,6 +159,14 @@ def _one_missing(tmp: Path) -> Path:
     return tmp / "d"
 
 
+def _truncated_middle(tmp: Path) -> Path:
+    """A slice cut short in the middle of the series (was refused outright before gaps were processed)."""
+    from tests.dicomkit import truncate
+
+    truncate(head(tmp, n=8)[3], 0.5)
+    return tmp / "d"
+
+
 def _excluded(tmp: Path) -> Path:
     """One file of the series has another image size: left out, and said so."""
     from pydicom.uid import generate_uid
@@ -240,6 +248,7 @@ def _library_warning(tmp: Path) -> Path:
 WARNED: dict[str, tuple[Builder, str, str]] = {
     "lossy compression (693_J2KI)": (_lossy, "lossy_compression", "lossy compression"),
     "one slice missing": (_one_missing, "incomplete_series", "missing: volume is a lower bound"),
+    "truncated slice mid-series": (_truncated_middle, "slices_excluded", "missing: volume is a lower bound"),
     "slice of another size in the series": (_excluded, "slices_excluded", "excluded"),
     "slices thinner than the card's range": (_thin, "thickness_outside_card", "outside 1-5 mm"),
     "bone kernel": (_bone_kernel, "kernel_outside_card", "sharp kernel"),

@@ -96,3 +96,26 @@ def test_the_real_head_ct_series_is_assessable(tmp_path: Path) -> None:
         verdict = assess(open_series(tmp_path / name))
         assert verdict.assessable, verdict
         assert not verdict.warnings, verdict.warnings
+
+
+def test_the_receiver_path_is_gated_too(tmp_path: Path, tiny_model: Path) -> None:
+    """`edge-ich serve` builds series with series_from_files and stages with stage_outputs: both gate."""
+    from edge_ich import runner
+    from edge_ich.errors import NotAssessable
+    from edge_ich.pipeline import segment
+    from edge_ich.sources.dicom.source import series_from_files
+    from tests.gate.cases import NOT_ASSESSABLE
+
+    with pytest.raises(NotAssessable, match="PANCREAS"):
+        series_from_files(sorted((NOT_ASSESSABLE["abdomen CT (PANCREAS)"][0](tmp_path / "a")).iterdir()))
+    src = series_from_files(sorted((NOT_ASSESSABLE["abdomen CT, body part removed"][0](tmp_path / "b")).iterdir()))
+    model = runner.load_model(tiny_model)
+    try:
+        seg = segment(src, model.backend)
+        out = tmp_path / "out"
+        out.mkdir()
+        with pytest.raises(NotAssessable, match="intracranial cavity"):
+            runner.stage_outputs(out, src, model, seg, runner.RunOptions(out=out))
+        assert list(out.iterdir()) == []
+    finally:
+        model.close()
