@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from edge_ich.errors import EdgeIchError
+from edge_ich.errors import EdgeIchError, NotAssessable
 
 app = typer.Typer(
     name="edge-ich",
@@ -263,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the Typer app, turning EdgeIchError into one line and exit 1."""
     try:
         app(args=argv, standalone_mode=False)
+    except NotAssessable as exc:  # a verdict, not a failure: one line, the report says more
+        msg = " ".join(str(exc).split())
+        where = f" (report: {exc.report_path})" if exc.report_path is not None else ""
+        print(f"edge-ich: {msg}{where}", file=sys.stderr)
+        return 1
     except EdgeIchError as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"edge-ich: error: {msg}", file=sys.stderr)
