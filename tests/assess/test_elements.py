@@ -12,8 +12,8 @@ from edge_ich.cli import main
 from edge_ich.errors import InputError
 from edge_ich.sources.dicom import elements
 from edge_ich.sources.dicom.source import open_series
+from tests.assess.cases import put_raw
 from tests.dicomkit import edit, make_series
-from tests.gate.cases import put_raw
 
 _VR = {"float": "DS", "int": "IS", "code": "CS", "uid": "UI", "text": "LO"}
 SECRET = b"Secret9"

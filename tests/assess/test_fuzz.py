@@ -34,8 +34,8 @@ from edge_ich.errors import EdgeIchError, NotAssessable
 from edge_ich.outputs.report import summary_line
 from edge_ich.runner import LoadedModel, RunOptions, load_model, run
 from edge_ich.sources.dicom.elements import SPECS
+from tests.assess.cases import put_raw
 from tests.dicomkit import PATIENT_ID, PATIENT_NAME, make_series
-from tests.gate.cases import put_raw
 
 CASES = 2000
 #: Memory-backed scratch space where there is one (fsync and unlink are most of a case's cost on disk).

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from edge_ich.cli import main
+from tests.assess.cases import NOT_ASSESSABLE, WARNED
 from tests.dicomkit import PATIENT_ID, PATIENT_NAME
-from tests.gate.cases import NOT_ASSESSABLE, WARNED
 
 SCHEMA = Path(__file__).resolve().parents[2] / "edge_ich" / "schemas" / "report.schema.json"
 

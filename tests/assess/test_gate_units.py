@@ -16,8 +16,8 @@ from edge_ich.sources.dicom.checks import candidate_problem, kernel_class
 from edge_ich.sources.dicom.pixels import hu_from_dataset
 from edge_ich.sources.dicom.source import open_series
 from edge_ich.sources.volume import ArraySource
+from tests.assess.cases import shipped
 from tests.dicomkit import make_series
-from tests.gate.cases import shipped
 
 HEADS = ["693_UNCR.dcm", "693_J2KR.dcm", "693_J2KI.dcm", "J2K_pixelrep_mismatch.dcm"]
 NOT_HEADS = ["CT_small.dcm", "bad_sequence.dcm", "explicit_VR-UN.dcm"]
@@ -104,7 +104,7 @@ def test_the_receiver_path_is_gated_too(tmp_path: Path, tiny_model: Path) -> Non
     from edge_ich.errors import NotAssessable
     from edge_ich.pipeline import segment
     from edge_ich.sources.dicom.source import series_from_files
-    from tests.gate.cases import NOT_ASSESSABLE
+    from tests.assess.cases import NOT_ASSESSABLE
 
     with pytest.raises(NotAssessable, match="PANCREAS"):
         series_from_files(sorted((NOT_ASSESSABLE["abdomen CT (PANCREAS)"][0](tmp_path / "a")).iterdir()))
