@@ -103,6 +103,11 @@ def phantom(
     size: int = typer.Option(
         512, "--size", min=64, max=1024, help="Matrix size (pixel spacing scales so the head keeps its size)."
     ),
+    site: str = typer.Option(
+        "default",
+        "--site",
+        help="Acquisition protocol: default, or target (2.5 mm, 200 mm FOV, sharp kernel, low dose).",
+    ),
 ) -> None:
     """Generate synthetic head-CT series with hemorrhages and ground truth."""
     from edge_ich.phantom.writers import write_dataset
@@ -117,6 +122,7 @@ def phantom(
         thickness=thickness,
         compress=compress,
         size=size,
+        site=site,
     )
     typer.echo(summary)
 

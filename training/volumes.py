@@ -108,9 +108,12 @@ class PhantomSpec:
     slices: int | None = 24
     thickness: float | None = 5.0
     gen_size: int = 128
+    site: str = "default"  # an acquisition protocol of edge_ich.phantom.generator.SITES
 
     def key(self, seed: int) -> str:
         spec = f"{seed}-{self.difficulty}-{self.slices}-{self.thickness}-{self.gen_size}"
+        if self.site != "default":
+            spec += f"-{self.site}"
         return hashlib.sha1(spec.encode()).hexdigest()[:16]
 
 
@@ -121,7 +124,7 @@ def _make_phantom(args: tuple[PhantomSpec, int, tuple[int, int], str]) -> str:
         return str(path)
     from edge_ich.phantom.generator import generate_case
 
-    kw: dict[str, Any] = {"difficulty": spec.difficulty, "size": spec.gen_size}
+    kw: dict[str, Any] = {"difficulty": spec.difficulty, "size": spec.gen_size, "site": spec.site}
     if spec.slices is not None:
         kw["slices"] = spec.slices
     if spec.thickness is not None:
@@ -136,7 +139,7 @@ def _make_phantom(args: tuple[PhantomSpec, int, tuple[int, int], str]) -> str:
         truth=truth,
         spacing=np.array(spacing),
         slice_labels=(truth.reshape(truth.shape[0], -1).max(1) > 0).astype(np.uint8),
-        meta=json.dumps({"seed": seed, "difficulty": spec.difficulty}),
+        meta=json.dumps({"seed": seed, "difficulty": spec.difficulty, "site": spec.site}),
     )
     tmp.replace(path)
     return str(path)

@@ -263,8 +263,11 @@ def _noise_bank() -> np.ndarray:
     return w
 
 
-def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_hu: float) -> np.ndarray:
-    """Correlated CT noise [Z, H, W] in HU: per slice a random cut (and flip/transpose) of the noise bank."""
+def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_hu: float, white: float = 0.0) -> np.ndarray:
+    """Correlated CT noise [Z, H, W] in HU: per slice a random cut (and flip/transpose) of the noise bank.
+
+    white: share of the noise power drawn uncorrelated (0 keeps the bank's spectrum; the draws of
+    the bank cuts are the same either way, the white part is drawn after them)."""
     bank = _noise_bank()
     z, h, w = shape
     out = np.empty(shape, F32)
@@ -276,5 +279,8 @@ def ct_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma_hu: fl
         f = int(rng.integers(0, 4))
         tile = tile[::-1] if f & 1 else tile
         out[k] = tile[:, ::-1] if f & 2 else tile
+    if white > 0:
+        out *= F32(np.sqrt(1.0 - white))
+        out += rng.standard_normal(shape, dtype=F32) * F32(np.sqrt(white))
     out *= F32(sigma_hu)
     return out

@@ -62,6 +62,28 @@ _STORAGE = [
 ]
 
 
+@dataclass(frozen=True)
+class Site:
+    """An acquisition protocol: slice thickness when none is asked, field of view, kernel, dose.
+
+    noise: factor on the drawn noise level (1.5 = a lower dose). sharpen: unsharp-mask amount of a
+    sharper reconstruction kernel (edges overshoot). white_noise: share of the noise power that is
+    uncorrelated (a sharper kernel moves noise power to higher frequencies).
+    """
+
+    thickness: float | None = None
+    fov_mm: float | None = None
+    noise: float = 1.0
+    sharpen: float = 0.0
+    white_noise: float = 0.0
+
+
+SITES = {
+    "default": Site(),
+    "target": Site(thickness=2.5, fov_mm=200.0, noise=1.5, sharpen=0.6, white_noise=0.5),
+}
+
+
 @dataclass
 class PhantomCase:
     """One synthetic series with its truth. Arrays are [slice, row, col], slices ascending along the normal."""
@@ -111,6 +133,7 @@ def generate_case(
     positive: bool | None = None,
     tilt: bool | None = None,
     subtypes: Sequence[str] | None = None,
+    site: str = "default",
 ) -> PhantomCase:
     """Render one synthetic head CT series with hemorrhages (or none) and its voxel truth.
 
@@ -119,6 +142,8 @@ def generate_case(
     positive: force a case with (True) or without (False) hemorrhage; default about 2/3 positive
     (a drawn lesion can still fall outside a short slab: meta['positive'] says what the truth holds).
     subtypes: force these hemorrhages (SUBTYPES names, one lesion each; implies positive).
+    site: an acquisition protocol from SITES ("default": the drawn one; "target": another scanner,
+    thinner slices by default, a fixed smaller field of view, a sharper kernel, a lower dose).
     """
     from edge_ich.phantom.anatomy import coarse_fields, sample_anatomy
     from edge_ich.phantom.fields import Grid, ct_noise, rotation
@@ -135,6 +160,11 @@ def generate_case(
         raise InputError("slices must be at least 1")
     if thickness is not None and not 0.3 <= thickness <= 12:
         raise InputError(f"thickness must be 0.3..12 mm, got {thickness}")
+    if site not in SITES:
+        raise InputError(f"unknown site {site!r} ({', '.join(SITES)})")
+    proto = SITES[site]
+    if thickness is None and proto.thickness is not None:
+        thickness = proto.thickness
     contrast, lsize, mimic, noise_f, subacute_p = _DIFF[diff]
     rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
     # acquisition and pose
@@ -147,6 +177,8 @@ def generate_case(
     tilted = rng.random() < 0.15 if tilt is None else bool(tilt)
     tilt_deg = float(rng.uniform(8, 22)) if tilted else 0.0
     px_512 = rng.uniform(0.4, 0.5)
+    if proto.fov_mm is not None:  # drawn all the same, so the other draws stay as they were
+        px_512 = proto.fov_mm / 512
     px = px_512 * 512 / size
     yaw, pitch, roll = rng.uniform(-10, 10), rng.uniform(-12, 8), rng.uniform(-5, 5)
     trans = np.array([rng.uniform(-12, 12), rng.uniform(-15, 15), 0.0])
@@ -188,7 +220,7 @@ def generate_case(
     lesions = sample_lesions(rng, a, n_les, zr, contrast, lsize, subacute_p, level_y, force) if n_les else []
     k = rng.choice(len(_STORAGE), p=[s[2] for s in _STORAGE])
     storage, intercept = _STORAGE[k][0], _STORAGE[k][1]
-    sigma = rng.uniform(2.6, 4.2) * noise_f * np.sqrt(5.0 / thickness) * (512 / size) ** 0.5 * 0.85
+    sigma = rng.uniform(2.6, 4.2) * noise_f * proto.noise * np.sqrt(5.0 / thickness) * (512 / size) ** 0.5 * 0.85
     fields = coarse_fields(g, a, rng)
     noise_rng = np.random.default_rng(int(rng.integers(0, 2**63)))
     # render chunk by chunk
@@ -208,11 +240,13 @@ def generate_case(
             render_lesions(sg, lesions, r, lps_y, labels[z0:z1, r0:r1, c0:c1])
             finish(r)
             _streaks(sg, a, r)
+            if proto.sharpen > 0:
+                _sharpen(r.hu, proto.sharpen)
             mm = mimic_map[z0:z1, r0:r1, c0:c1]
             for name, m in r.mimic_masks.items():
                 mm[m & (mm == 0)] = codes[name]
             out[:, r0:r1, c0:c1] = r.hu
-        out += ct_noise(noise_rng, out.shape, float(sigma))
+        out += ct_noise(noise_rng, out.shape, float(sigma), white=proto.white_noise)
         np.clip(np.rint(out), lo, hi, out=out)
         hu[z0:z1] = out.astype(np.int16)
     labels[hu < -200] = 0
@@ -239,6 +273,7 @@ def generate_case(
         "storage": storage,
         "intercept": intercept,
         "noise_hu": round(float(sigma), 2),
+        "site": site,
         "pose": {
             "yaw": round(yaw, 2),
             "pitch": round(pitch, 2),
@@ -290,6 +325,15 @@ def _head_box(g: Any, a: Any, z0: int, z1: int) -> tuple[int, int, int, int]:
     if c1 - c0 < 8 or r1 - r0 < 8:
         return 0, n, 0, n
     return r0, r1, c0, c1
+
+
+def _sharpen(hu: np.ndarray, amount: float) -> None:
+    """In place, per slice: hu += amount * (hu - blur(hu)), blur a separable [1, 2, 1] / 4 kernel."""
+    b = hu.copy()
+    b[:, 1:-1, :] = 0.25 * hu[:, :-2, :] + 0.5 * hu[:, 1:-1, :] + 0.25 * hu[:, 2:, :]
+    c = b.copy()
+    c[:, :, 1:-1] = 0.25 * b[:, :, :-2] + 0.5 * b[:, :, 1:-1] + 0.25 * b[:, :, 2:]
+    hu += np.float32(amount) * (hu - c)
 
 
 def _lps_linear(affine: np.ndarray, axis: int, box: tuple[int, int, int, int, int, int]) -> np.ndarray:

@@ -270,6 +270,7 @@ def write_dataset(
     thickness: float | None,
     compress: bool,
     size: int = 512,
+    site: str = "default",
 ) -> str:
     """Generate `cases` phantom cases into `out` in `layout`; return a one-line summary."""
     try:
@@ -286,7 +287,9 @@ def write_dataset(
     diag: list[list[int]] = []
     n_slices = n_pos = 0
     for i in range(cases):
-        c = generate_case(case_seed(seed, i), difficulty=difficulty, slices=slices, thickness=thickness, size=size)
+        c = generate_case(
+            case_seed(seed, i), difficulty=difficulty, slices=slices, thickness=thickness, size=size, site=site
+        )
         series = ""
         if lay is Layout.dicom:
             series = _write_dicom_case(out, c, seed, i, compress)

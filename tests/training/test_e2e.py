@@ -139,45 +139,71 @@ def test_torchrun_two_cpu_processes(tmp_path: Path) -> None:
     assert state["step"] == 6 and len(state["rng_states"]) == 2  # one sampler state per rank, gathered
 
 
-def test_tiny_experiment_writes_every_row_table_plot_and_command(tmp_path: Path) -> None:
-    out = tmp_path / "out"
+def test_tiny_experiment_units_resume_and_summary_follows_the_design(tmp_path: Path) -> None:
+    out, work = tmp_path / "out", tmp_path / "w"
+    tiny = [x for x in TINY if x not in ("--slices", "10")]
     argv = [
         "experiment",
+        "--seeds",
+        "0,1",
+        "--design-seeds",
+        "0,1",
+        "--arms",
+        "threshold,fs_small,ws_large,fs_large",
         "--large",
-        "6",
-        "--small",
-        "4",
-        "--folds",
-        "2",
+        "5",
         "--val",
         "2",
-        "--test",
+        "--small",
         "3",
-        "--reduced",
-        "--fractions",
-        "0.5,1.0",
+        "--folds",
+        "3",
+        "--test",
+        "4",
+        "--slices",
+        "10",
+        "--fs-large-steps",
+        "4",
+        "--fs-small-steps",
+        "3",
+        "--self-train-steps",
+        "3",
         "--work",
-        str(tmp_path / "w"),
+        str(work),
         "--cache",
         str(tmp_path / "c"),
         "--out",
         str(out),
-        *TINY,
+        *tiny,
     ]
+    # seed 0 only first: the summary says incomplete and judges nothing
+    assert main([*argv[:2], "0", *argv[3:]]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["complete"] is False and "incomplete" in s["claim"]["verdict"]
+    seed0 = {p: p.stat().st_mtime_ns for p in work.glob("seed0/*/result.json")}
+    assert len(seed0) == 4
     assert main(argv) == 0
-    res = json.loads((out / "results.json").read_text())
-    rows = res["rows"]
-    assert {"WS 50%", "WS 100%", "WS 100% CAM gate open", "FS small", "FS large (ceiling)", "Threshold"} <= set(rows)
-    # the gate is closed by default (the method), and the ablation reruns the same classifier with it open
-    assert res["config"]["refine"]["cam_threshold"] > 0 and res["config"]["refine"]["component_cam_peak"] > 0
-    auc = rows["WS 100%"]["classifier_val_slice_auc"]
-    assert auc != auc or 0.0 <= auc <= 1.0  # nan when the 2 validation cases hold one class only
-    for name, r in rows.items():
-        assert 0.0 <= r["dice_all"] <= 1.0, name
-        assert len(res["per_case_dice"][name]) == 3
-    assert "WS 100% vs WS 100% CAM gate open" in res["wilcoxon_p"]
-    assert set(res["goals"]) >= {"ws_over_ceiling", "ws_above_fs_small", "ws_minus_threshold"}
+    assert {p: p.stat().st_mtime_ns for p in work.glob("seed0/*/result.json")} == seed0  # not rerun
+    s = json.loads((out / "summary.json").read_text())
+    assert s["seeds"] == [0, 1] and s["complete"] is True and s["n_test_cases"] == 4
+    assert set(s["arms"]) == {"threshold", "fs_small", "ws_large", "fs_large"}
+    for name, arm in s["arms"].items():
+        assert arm["seeds"] == [0, 1] and len(arm["dice_pos"]) == 2, name
+        assert all(0.0 <= d <= 1.0 for d in arm["dice_pos"]) or s["n_test_pos"] == 0
+    assert "wilcoxon_p_ws_vs_fs_small" in s
+    assert s["claim"]["verdict"] in ("the claim holds", "the claim fails under the design")
+    # the target-site test set is the same for every seed; the training sets are not
+    r0 = json.loads((work / "seed0" / "ws_large" / "result.json").read_text())
+    r1 = json.loads((work / "seed1" / "ws_large" / "result.json").read_text())
+    assert r0["case_ids"] == r1["case_ids"]
+    thr = json.loads((work / "seed0" / "threshold" / "result.json").read_text())
+    assert "3 validation volumes" in thr["train"]["operating_point"]["chosen_on"]
     md = (out / "results.md").read_text()
-    assert "REDUCED" in md and "| WS 100% CAM gate open |" in md and "classifier AUC" in md
+    assert "| ws_large | [0, 1] |" in md and "Verdict" in md
     assert (out / "dice.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "command.txt").read_text().startswith("python -m training experiment")
+
+
+def test_experiment_rejects_an_unknown_arm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["experiment", "--arms", "ws_large,oracle", "--work", str(tmp_path)]) == 1
+    assert "unknown arm 'oracle'" in capsys.readouterr().err
