@@ -32,6 +32,7 @@ class StageTimes:
     wall_s: float = 0.0
     first_infer_s: float | None = None
     last_read_at: float | None = None  # perf_counter() when the last slice had been read
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of a run (report timings.phases_s)
 
     def add(self, stage: str, seconds: float, n: int = 1) -> None:
         share = seconds / max(n, 1)

@@ -243,14 +243,22 @@ def _key_slices(kept: np.ndarray, count: int) -> list[int]:
 
 
 def write_outputs(
-    stage: Path, source: SliceSource, model: LoadedModel, kept: np.ndarray, opts: RunOptions
+    stage: Path,
+    source: SliceSource,
+    model: LoadedModel,
+    kept: np.ndarray,
+    opts: RunOptions,
+    phases: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Write mask, SEG and key images into the staging folder; return their names."""
+    """Write mask, SEG and key images into the staging folder; return their names (seconds per writer into `phases`)."""
     from edge_ich.outputs.nifti import write_mask_nifti
 
+    phases = {} if phases is None else phases
+    t0 = time.perf_counter()
     outputs: dict[str, Any] = {"report": "report.json"}
     write_mask_nifti(stage / "mask.nii.gz", kept, source)
     outputs["mask"] = "mask.nii.gz"
+    phases["mask_nifti"] = (t1 := time.perf_counter()) - t0
     if opts.write_seg and source.kind == "dicom":
         from edge_ich.outputs.seg import write_seg
 
@@ -264,6 +272,7 @@ def write_outputs(
             algorithm_version=model.card.model_sha256[:12],
         )
         outputs["seg"] = "seg.dcm"
+    phases["seg"] = (t2 := time.perf_counter()) - t1
     keys = _key_slices(kept, opts.key_images)
     if keys:
         from edge_ich.outputs.keyimages import write_key_images
@@ -272,6 +281,7 @@ def write_outputs(
         outputs["key_images"] = [f"key_images/{p.name}" for p in paths]
     else:
         outputs["key_images"] = []
+    phases["key_images"] = time.perf_counter() - t2
     return outputs
 
 
@@ -308,10 +318,11 @@ def stage_outputs(
         seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3
     )
     seg.timings.spread("postprocess", time.perf_counter() - t0)
+    seg.timings.phases["components"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out))
     try:
-        outputs = write_outputs(stage, source, model, kept, opts)
+        outputs = write_outputs(stage, source, model, kept, opts, seg.timings.phases)
         seg.timings.add("write", time.perf_counter() - t0, n)
         report = build_report(source, model, seg, kept, comps, outputs, model.load_s)
     except BaseException:
@@ -346,13 +357,16 @@ def run(
     progress: bool | None = None,
 ) -> RunResult:
     """Segment one series and write all outputs under `opts.out`; return the report."""
+    t_run = time.perf_counter()
     out = Path(opts.out)
     check_out_dir(out)
     if source is None:
         source = open_source(opts)
+    t_open = time.perf_counter()
     own_model = model is None
     if model is None:
         model = load_model(opts.model, opts.backend, opts.threads)
+    t_load = time.perf_counter()
     try:
         if tuple(source.geometry.shape[1:]) and min(source.geometry.shape[1:]) < 16:
             raise InputError(
@@ -377,6 +391,9 @@ def run(
         try:
             if seg.timings.last_read_at is not None:
                 report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - seg.timings.last_read_at, 4)
+            phases = {"discover": t_open - t_run, "model_load": t_load - t_open, "segment": seg.timings.wall_s}
+            phases.update(seg.timings.phases, total=time.perf_counter() - t_run)
+            report["timings"]["phases_s"] = {k: round(v, 4) for k, v in phases.items()}
             finish_staged(stage, out, report)
         finally:
             shutil.rmtree(stage, ignore_errors=True)

@@ -17,6 +17,7 @@ PACKAGES = ("edge_ich", "training")
 #: Rooms of the runtime from the bottom up; a module may import its own room and rooms below it.
 LAYERS: dict[str, int] = {
     "errors": 0,
+    "threads": 0,  # the process's thread budget: environment only, imports nothing of ours
     "edge_ich": 1,  # the package itself: its version, and the error root re-exported
     "preprocess": 2,
     "analysis": 2,

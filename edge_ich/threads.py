@@ -1,0 +1,50 @@
+"""One thread budget for the whole process: BLAS pools, ONNX Runtime, the slice reader.
+
+On a small edge CPU (2-6 cores) every pool that sizes itself to all cores oversubscribes the
+others: numpy's OpenBLAS threads inside a small matmul, ONNX Runtime's intra-op threads, the
+reader decoding ahead. The commands that run inference call `limit_blas()` before numpy is
+first imported (BLAS reads its thread count from the environment once, at load), so BLAS runs
+on the calling thread; ONNX Runtime gets `inference_threads()` and never spins while idle.
+Nothing here imports numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+#: Environment variables that size the BLAS / OpenMP pools numpy or scipy may load.
+BLAS_ENV = (
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def limit_blas(threads: int = 1) -> bool:
+    """Ask BLAS for `threads` threads, unless the user set a count; True when it can still take effect.
+
+    It takes effect only before numpy is first imported: afterwards the pools already exist, and
+    this returns False (the variables are still set, for child processes).
+    """
+    for name in BLAS_ENV:
+        os.environ.setdefault(name, str(threads))
+    return "numpy" not in sys.modules
+
+
+def inference_threads(requested: int | None = None) -> int:
+    """ONNX Runtime intra-op threads: the asked number, else every usable CPU."""
+    if requested is not None and requested >= 1:
+        return int(requested)
+    return usable_cpus()
