@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ich.analysis.labels import components, label8
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
 from edge_ich.preprocess import context_indices, prepare_slice, resize_back_above
@@ -198,9 +199,6 @@ class Component:
     centroid_lps_mm: tuple[float, float, float]
 
 
-_S2 = np.ones((3, 3), dtype=bool)
-
-
 def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pairs (label in a, label in b) of 2D components on adjacent slices that touch in 3D.
 
@@ -237,10 +235,6 @@ def postprocess(
     then links between touching labels of adjacent slices), so memory stays at one slice of
     labels whatever the series length or lesion size.
     """
-    from scipy import ndimage
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     voxel_mm3 = float(np.prod(spacing))
     zs = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
     if zs.size == 0:
@@ -249,7 +243,7 @@ def postprocess(
     size2, sy2, sx2, z2, links = [], [], [], [], []
     total, prev, prev_z, prev_off = 0, None, -2, 0
     for z in (int(v) for v in zs):
-        lab, n = ndimage.label(mask[z], structure=_S2)
+        lab, n = label8(mask[z])
         ys, xs = np.nonzero(lab)
         ll = lab[ys, xs]
         size2.append(np.bincount(ll, minlength=n + 1)[1:])
@@ -263,8 +257,7 @@ def postprocess(
         prev, prev_z, prev_off = lab, z, total
         total += n
     edges = np.concatenate(links) if links else np.zeros((0, 2), dtype=np.int64)
-    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(total, total))
-    count, comp = connected_components(graph, directed=False)
+    count, comp = components(total, edges[:, 0], edges[:, 1])
     size2a, z2a = np.concatenate(size2), np.concatenate(z2)
     sizes = np.bincount(comp, weights=size2a, minlength=count)
     sums = [
@@ -280,7 +273,7 @@ def postprocess(
     keep2 = keep[comp]
     for z, (off, n) in offsets.items():  # second pass: clear the dropped components
         if not keep2[off : off + n].all():
-            lab, _ = ndimage.label(mask[z], structure=_S2)
+            lab, _ = label8(mask[z])
             lut = np.concatenate([[False], keep2[off : off + n]])
             mask[z] = lut[lab]
     comps: list[Component] = []

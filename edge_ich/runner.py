@@ -341,8 +341,6 @@ def finish_staged(stage: Path, out: Path, report: dict[str, Any]) -> None:
 
 def _warm_outputs(seg: bool) -> None:
     """Import what the output stage needs and warm highdicom, on a background thread."""
-    import scipy.ndimage  # noqa: F401
-
     if seg:
         from edge_ich.outputs.seg import warm_up
 

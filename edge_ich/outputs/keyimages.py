@@ -49,10 +49,22 @@ def _nearest(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return img[np.ix_(ri, ci)]
 
 
+def _dilate4(m: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary dilation by the 4-neighbour cross, `iterations` times, outside the image empty
+    (what scipy.ndimage.binary_dilation does by default, without importing it)."""
+    out = m.copy()
+    for _ in range(iterations):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
 def render_slice(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int], window: tuple[float, float]) -> np.ndarray:
     """RGB uint8 [H, W, 3]: the windowed slice with the mask tinted and outlined."""
-    from scipy import ndimage
-
     gray = np.rint(apply_window(np.asarray(hu, dtype=np.float32), window[0], window[1]) * 255.0).astype(np.uint8)
     gray = _nearest(gray, size)
     m = _nearest(np.asarray(mask) != 0, size)
@@ -61,7 +73,7 @@ def render_slice(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int], window
         tint = np.asarray(TINT_RGB, dtype=np.float32)
         inside = rgb[m].astype(np.float32)
         rgb[m] = np.rint(inside * (1.0 - TINT_ALPHA) + tint * TINT_ALPHA).astype(np.uint8)
-        ring = ndimage.binary_dilation(m, iterations=OUTLINE_PX) & ~m
+        ring = _dilate4(m, OUTLINE_PX) & ~m
         rgb[ring] = OUTLINE_RGB
     return rgb
 

@@ -252,7 +252,6 @@ class Server:
                 "edge_ich.outputs.nifti",
                 "edge_ich.outputs.keyimages",
                 "nibabel",
-                "scipy.ndimage",
                 "matplotlib.figure",
                 "matplotlib.backends.backend_agg",
                 "matplotlib.image",

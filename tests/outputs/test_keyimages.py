@@ -133,3 +133,15 @@ def test_png_carries_no_patient_data(tmp_path: Path) -> None:
     (path,) = write_key_images(tmp_path, series, _lesion(series.geometry.shape, 0), [0])
     raw = path.read_bytes()
     assert name.encode() not in raw and pid.encode() not in raw
+
+
+def test_outline_dilation_equals_ndimage_binary_dilation() -> None:
+    from scipy import ndimage
+
+    from edge_ich.outputs.keyimages import _dilate4
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        m = rng.random((int(rng.integers(1, 60)), int(rng.integers(1, 60)))) < rng.uniform(0.01, 0.3)
+        for it in (1, 2, 3):
+            np.testing.assert_array_equal(_dilate4(m, it), ndimage.binary_dilation(m, iterations=it))
