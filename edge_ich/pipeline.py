@@ -291,6 +291,6 @@ def postprocess(
             )
         )
     comps.sort(key=lambda c: -c.volume_ml)
-    for j, comp in enumerate(comps, 1):
-        comp.id = j
+    for j, found in enumerate(comps, 1):
+        found.id = j
     return mask, comps
