@@ -339,14 +339,6 @@ def finish_staged(stage: Path, out: Path, report: dict[str, Any]) -> None:
     publish_staged(stage, out)
 
 
-def _warm_outputs(seg: bool) -> None:
-    """Import what the output stage needs and warm highdicom, on a background thread."""
-    if seg:
-        from edge_ich.outputs.seg import warm_up
-
-        warm_up()
-
-
 def run(
     opts: RunOptions,
     *,
@@ -370,21 +362,9 @@ def run(
             raise InputError(
                 f"slices of {source.geometry.shape[1]}x{source.geometry.shape[2]} pixels are too small to segment"
             )
-        # one-time costs of the output stage (scipy.ndimage import, highdicom's tables: 1-2 s)
-        # overlap inference instead of following the last slice
-        import threading
-
-        warm = threading.Thread(
-            target=_warm_outputs,
-            args=(opts.write_seg and source.kind == "dicom",),
-            name="edge-ich-warm-up",
-            daemon=True,
-        )
-        warm.start()
         show = sys.stderr.isatty() if progress is None else progress
         with _progress(show, source.geometry.shape[0]) as cb:
             seg = segment(source, model.backend, batch=opts.batch, progress=cb)
-        warm.join()
         stage, report, kept = stage_outputs(out, source, model, seg, opts)
         try:
             if seg.timings.last_read_at is not None:
