@@ -252,10 +252,8 @@ class Server:
                 "edge_ich.outputs.nifti",
                 "edge_ich.outputs.keyimages",
                 "nibabel",
-                "matplotlib.figure",
-                "matplotlib.backends.backend_agg",
-                "matplotlib.image",
-                "matplotlib.patheffects",
+                "PIL.ImageDraw",
+                "PIL.ImageFont",
                 "PIL.PngImagePlugin",
             ):
                 importlib.import_module(mod)
