@@ -199,17 +199,15 @@ class Component:
     centroid_lps_mm: tuple[float, float, float]
 
 
-def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _touching(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Pairs (label in a, label in b) of 2D components on adjacent slices that touch in 3D.
 
     26-connectivity across slices = voxel (y, x) of b touches a at (y+dy, x+dx), |dy|, |dx| <= 1.
-    Only the box around b's voxels (plus one pixel) can hold such pairs.
+    Only the box around b's voxels (`box`: first/last row and column holding any) plus one pixel
+    can hold such pairs.
     """
-    ys, xs = np.nonzero(b)
-    if ys.size == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, a.shape[0])
-    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, a.shape[1])
+    y0, y1 = max(box[0] - 1, 0), min(box[1] + 2, a.shape[0])
+    x0, x1 = max(box[2] - 1, 0), min(box[3] + 2, a.shape[1])
     a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
     h, w = a.shape
     keys = []
@@ -243,15 +241,16 @@ def postprocess(
     size2, sy2, sx2, z2, links = [], [], [], [], []
     total, prev, prev_z, prev_off = 0, None, -2, 0
     for z in (int(v) for v in zs):
-        lab, n = label8(mask[z])
-        ys, xs = np.nonzero(lab)
-        ll = lab[ys, xs]
+        flat = np.flatnonzero(mask[z])
+        lab, n = label8(mask[z], flat)
+        ys, xs = np.divmod(flat, mask.shape[2])
+        ll = lab.reshape(-1)[flat]
         size2.append(np.bincount(ll, minlength=n + 1)[1:])
         sy2.append(np.bincount(ll, weights=ys, minlength=n + 1)[1:])
         sx2.append(np.bincount(ll, weights=xs, minlength=n + 1)[1:])
         z2.append(np.full(n, z))
         if prev is not None and prev_z == z - 1:
-            pairs = _touching(prev, lab)
+            pairs = _touching(prev, lab, (int(ys[0]), int(ys[-1]), int(xs.min()), int(xs.max())))
             links.append(np.stack([pairs[:, 0] - 1 + prev_off, pairs[:, 1] - 1 + total], axis=1))
         offsets[z] = (total, n)
         prev, prev_z, prev_off = lab, z, total

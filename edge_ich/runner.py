@@ -250,37 +250,42 @@ def write_outputs(
     opts: RunOptions,
     phases: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Write mask, SEG and key images into the staging folder; return their names (seconds per writer into `phases`)."""
+    """Write mask, SEG and key images into the staging folder; return their names (seconds per writer into `phases`).
+
+    The key images are drawn on a second thread while the NIfTI and the SEG are written (PNG and
+    gzip compression run outside the GIL); `phases["key_images"]` is the wait for them afterwards.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from edge_ich.outputs.nifti import write_mask_nifti
 
     phases = {} if phases is None else phases
     t0 = time.perf_counter()
     outputs: dict[str, Any] = {"report": "report.json"}
-    write_mask_nifti(stage / "mask.nii.gz", kept, source)
-    outputs["mask"] = "mask.nii.gz"
-    phases["mask_nifti"] = (t1 := time.perf_counter()) - t0
-    if opts.write_seg and source.kind == "dicom":
-        from edge_ich.outputs.seg import write_seg
-
-        # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies
-        headers = [source.header(i, copy_=False) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
-        write_seg(
-            stage / "seg.dcm",
-            kept,
-            headers,
-            algorithm_name=model.card.name,
-            algorithm_version=model.card.model_sha256[:12],
-        )
-        outputs["seg"] = "seg.dcm"
-    phases["seg"] = (t2 := time.perf_counter()) - t1
     keys = _key_slices(kept, opts.key_images)
-    if keys:
-        from edge_ich.outputs.keyimages import write_key_images
+    with ThreadPoolExecutor(1, thread_name_prefix="edge-ich-key-images") as pool:
+        if keys:
+            from edge_ich.outputs.keyimages import write_key_images
 
-        paths = write_key_images(stage / "key_images", source, kept, keys)
-        outputs["key_images"] = [f"key_images/{p.name}" for p in paths]
-    else:
-        outputs["key_images"] = []
+            drawn = pool.submit(write_key_images, stage / "key_images", source, kept, keys)
+        write_mask_nifti(stage / "mask.nii.gz", kept, source)
+        outputs["mask"] = "mask.nii.gz"
+        phases["mask_nifti"] = (t1 := time.perf_counter()) - t0
+        if opts.write_seg and source.kind == "dicom":
+            from edge_ich.outputs.seg import write_seg
+
+            # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies
+            headers = [source.header(i, copy_=False) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
+            write_seg(
+                stage / "seg.dcm",
+                kept,
+                headers,
+                algorithm_name=model.card.name,
+                algorithm_version=model.card.model_sha256[:12],
+            )
+            outputs["seg"] = "seg.dcm"
+        phases["seg"] = (t2 := time.perf_counter()) - t1
+        outputs["key_images"] = [f"key_images/{p.name}" for p in drawn.result()] if keys else []
     phases["key_images"] = time.perf_counter() - t2
     return outputs
 

@@ -46,13 +46,16 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
     return int(roots.size), np.searchsorted(roots, root).astype(np.int64)
 
 
-def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected labels of a 2D mask: (int32 labels, 0 = background, 1..n), n = number of components."""
+def label8(mask: np.ndarray, flat: np.ndarray | None = None) -> tuple[np.ndarray, int]:
+    """8-connected labels of a 2D mask: (int32 labels, 0 = background, 1..n), n = number of components.
+
+    `flat`: the mask's `np.flatnonzero`, when the caller has it already (saves a scan).
+    """
     m = np.asarray(mask)
     if m.ndim != 2:
         raise ValueError(f"label8 needs a 2D mask, got shape {m.shape}")
     h, w = m.shape
-    flat = np.flatnonzero(m)
+    flat = np.flatnonzero(m) if flat is None else flat
     out = np.zeros((h, w), dtype=np.int32)
     if flat.size == 0:
         return out, 0

@@ -64,6 +64,7 @@ def stage_series(st: SeriesState, spool: Spool, inferer: StreamingInferer, model
             "read_series": round(t1 - t0, 4),
             "infer_remaining": round(t2 - t1, 4),
             "write_outputs": round(time.perf_counter() - t2, 4),
+            **{k: round(v, 4) for k, v in seg.timings.phases.items()},  # components and each writer
         }
     except EdgeIchError as exc:
         staged.error = str(exc)
