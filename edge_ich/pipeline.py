@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_ich.analysis.labels import components, label8
+from edge_ich.analysis.masks import SliceMask, slices_with_content
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
 from edge_ich.preprocess import context_indices, prepare_slice, resize_back_above
@@ -55,7 +56,7 @@ class StageTimes:
 class Segmentation:
     """What the network said about one series, on the native grid."""
 
-    mask: np.ndarray  # uint8 [Z, Y, X], thresholded probability (before component filtering)
+    mask: SliceMask  # [Z, Y, X] 0/1, thresholded probability (before component filtering), a box per slice
     slice_prob: np.ndarray  # float32 [Z], max probability per slice
     timings: StageTimes
 
@@ -109,7 +110,7 @@ def segment(
     card = backend.card
     n, rows, cols = source.geometry.shape
     k = card.context
-    mask = np.zeros((n, rows, cols), dtype=np.uint8)
+    mask = SliceMask((n, rows, cols))
     slice_prob = np.zeros(n, dtype=np.float32)
     timings = StageTimes()
     q: queue.Queue[Any] = queue.Queue(maxsize=max(queue_depth, 2 * k + 2))
@@ -225,24 +226,26 @@ def _touching(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> n
 
 
 def postprocess(
-    mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float
-) -> tuple[np.ndarray, list[Component]]:
+    mask: Any, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float
+) -> tuple[Any, list[Component]]:
     """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest.
 
-    The mask is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
-    then links between touching labels of adjacent slices), so memory stays at one slice of
-    labels whatever the series length or lesion size.
+    The mask (a SliceMask or a dense uint8 [Z, Y, X] array) is filtered IN PLACE and returned.
+    Components are found slice by slice (2D labels, then links between touching labels of
+    adjacent slices), so memory stays at one slice of labels whatever the series length or
+    lesion size.
     """
     voxel_mm3 = float(np.prod(spacing))
-    zs = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    zs = slices_with_content(mask)
     if zs.size == 0:
         return mask, []
     offsets: dict[int, tuple[int, int]] = {}  # slice -> (first global 2D label, count)
     size2, sy2, sx2, z2, links = [], [], [], [], []
     total, prev, prev_z, prev_off = 0, None, -2, 0
     for z in (int(v) for v in zs):
-        flat = np.flatnonzero(mask[z])
-        lab, n = label8(mask[z], flat)
+        plane = mask[z]
+        flat = np.flatnonzero(plane)
+        lab, n = label8(plane, flat)
         ys, xs = np.divmod(flat, mask.shape[2])
         ll = lab.reshape(-1)[flat]
         size2.append(np.bincount(ll, minlength=n + 1)[1:])
@@ -273,7 +276,7 @@ def postprocess(
     for z, (off, n) in offsets.items():  # second pass: clear the dropped components
         if not keep2[off : off + n].all():
             lab, _ = label8(mask[z])
-            lut = np.concatenate([[False], keep2[off : off + n]])
+            lut = np.concatenate([[0], keep2[off : off + n]]).astype(np.uint8)
             mask[z] = lut[lab]
     comps: list[Component] = []
     for c in np.flatnonzero(keep):

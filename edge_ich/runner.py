@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from edge_ich import __version__
+from edge_ich.analysis.masks import slice_counts
 from edge_ich.backends import open_backend
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard, bundled_model_path, load_card
@@ -158,7 +159,7 @@ def build_report(
     """The report.json content (schema edge_ich/schemas/report.schema.json)."""
     geo = source.geometry
     n = geo.shape[0]
-    area_mm2 = kept.reshape(n, -1).sum(axis=1) * geo.spacing[1] * geo.spacing[2]
+    area_mm2 = slice_counts(kept) * geo.spacing[1] * geo.spacing[2]
     sop = getattr(source, "sop_instance_uids", None)
     step_mm = float(np.linalg.norm(geo.affine_lps[:3, 2]))
     slices = []
@@ -237,7 +238,7 @@ def build_report(
 
 
 def _key_slices(kept: np.ndarray, count: int) -> list[int]:
-    area = kept.reshape(kept.shape[0], -1).sum(axis=1)
+    area = slice_counts(kept)
     order = [int(i) for i in np.argsort(-area, kind="stable") if area[i] > 0]
     return sorted(order[:count])
 

@@ -241,7 +241,7 @@ def write_key_images(
     prefix: str = "key",
 ) -> list[Path]:
     """Write one PNG per sorted-order slice index (window = (center, width) in HU); return the paths."""
-    mask = np.asarray(mask_zyx)
+    mask = mask_zyx if hasattr(mask_zyx, "box") else np.asarray(mask_zyx)  # a SliceMask stays one
     if tuple(mask.shape) != tuple(source.geometry.shape):
         raise ValueError(f"mask shape {mask.shape} does not match the source {tuple(source.geometry.shape)}")
     out_dir = Path(out_dir)

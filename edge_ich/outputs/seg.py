@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edge_ich.analysis.masks import SliceMask
 from edge_ich.errors import InputError, OutputError, require
 from edge_ich.outputs.atomic import atomic_path
 
@@ -58,7 +59,7 @@ def _package_version() -> str:
 def _check_mask(mask_zyx: np.ndarray, headers: Sequence[pydicom.Dataset]) -> np.ndarray:
     """The mask [Z, Y, X] (as given, no copy; non-zero = inside) checked against the headers;
     a mismatch is a caller bug (ValueError), an unusable header an InputError."""
-    mask = np.asarray(mask_zyx)
+    mask = mask_zyx if isinstance(mask_zyx, SliceMask) else np.asarray(mask_zyx)
     if mask.ndim != 3:
         raise ValueError(f"mask must be [Z, Y, X], got shape {mask.shape}")
     if mask.shape[0] != len(headers):
@@ -225,7 +226,7 @@ def build_seg(
     from pydicom.uid import generate_uid
 
     checked, headers = _checked(mask_zyx, source_headers, algorithm_name, algorithm_version, content_label)
-    mask = (checked != 0).astype(np.uint8)
+    mask = (np.asarray(checked) != 0).astype(np.uint8)
     with warnings.catch_warnings():
         # highdicom quotes the patient's name in this warning: keep patient data out of logs.
         warnings.filterwarnings("ignore", message=r".*person name.*")

@@ -292,7 +292,7 @@ def segmentation_dataset(
 
     src = headers[0]
     rows, cols = int(src.Rows), int(src.Columns)
-    has = [i for i in range(mask.shape[0]) if np.asarray(mask[i]).any()]
+    has = mask.slices() if hasattr(mask, "slices") else [i for i in range(mask.shape[0]) if np.asarray(mask[i]).any()]
     empty = not has
     planes = list(range(len(headers))) if empty else has
     normal = _normal(src.ImageOrientationPatient)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ich.analysis.masks import SliceMask
 from edge_ich.backends.base import Backend
 from edge_ich.pipeline import STAGES, Segmentation, StageTimes, native_mask, probability
 from edge_ich.preprocess import context_indices, prepare_slice
@@ -187,7 +188,7 @@ class StreamingInferer:
         n, rows, cols = source.geometry.shape
         k = self.card.context
         recs = dict(state.slices) if state is not None else {}
-        mask = np.zeros((n, rows, cols), dtype=np.uint8)
+        mask = SliceMask((n, rows, cols))
         slice_prob = np.zeros(n, dtype=np.float32)
         prepared: dict[int, np.ndarray] = {}
         timings = StageTimes()

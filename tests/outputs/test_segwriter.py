@@ -51,16 +51,20 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
 
 def _compare(headers: list[pydicom.Dataset], mask: np.ndarray) -> None:
     kw = {"algorithm_name": "edge-ich-test", "algorithm_version": "abc123"}
+    from edge_ich.analysis.masks import SliceMask
+
     ref = build_seg(mask, headers, **kw)
     ours = build_seg_dataset(mask, headers, **kw)
+    sparse = build_seg_dataset(SliceMask.from_dense(mask), headers, **kw)  # what the runner hands over
     # the processing-equipment item names the software that wrote the file: compared apart
     ref_eq, our_eq = ref.ContributingEquipmentSequence[-1], ours.ContributingEquipmentSequence[-1]
     assert our_eq.Manufacturer == "edge-ich" and our_eq.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
     assert differences(ref_eq.PurposeOfReferenceCodeSequence[0], our_eq.PurposeOfReferenceCodeSequence[0]) == []
-    ref.ContributingEquipmentSequence = ref.ContributingEquipmentSequence[:-1]
-    ours.ContributingEquipmentSequence = ours.ContributingEquipmentSequence[:-1]
+    for ds in (ref, ours, sparse):
+        ds.ContributingEquipmentSequence = ds.ContributingEquipmentSequence[:-1]
     assert differences(ref, ours) == []
     assert ours.PixelData == ref.PixelData  # the frames, bit for bit
+    assert differences(ours, sparse) == [] and sparse.PixelData == ours.PixelData
 
 
 def _lesion_on(shape: tuple[int, int, int], slices: list[int]) -> np.ndarray:
