@@ -81,7 +81,11 @@ def resolve_model_path(model: Path | None) -> Path:
 
 
 def load_model(model: Path | None, backend: str = "auto", threads: int | None = None) -> LoadedModel:
-    """Verify the card (hash included) and open the backend; time both."""
+    """Verify the card (hash included) and open the backend; time both. Sets the process's BLAS
+    pool to one thread (`edge_ich.threads.limit_blas`): the backend's threads are the budget."""
+    from edge_ich.threads import limit_blas
+
+    limit_blas()
     path = resolve_model_path(model)
     t0 = time.perf_counter()
     card_model = path

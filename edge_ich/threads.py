@@ -4,8 +4,9 @@ On a small edge CPU (2-6 cores) every pool that sizes itself to all cores oversu
 others: numpy's OpenBLAS threads inside a small matmul, ONNX Runtime's intra-op threads, the
 reader decoding ahead. The commands that run inference call `limit_blas()` before numpy is
 first imported (BLAS reads its thread count from the environment once, at load), so BLAS runs
-on the calling thread; ONNX Runtime gets `inference_threads()` and never spins while idle.
-Nothing here imports numpy.
+on the calling thread; where numpy was loaded first (edge_ich used as a library, `load_model`
+calls it too) the pool is resized through threadpoolctl. ONNX Runtime gets
+`inference_threads()` and never spins while idle. Nothing here imports numpy.
 """
 
 from __future__ import annotations
@@ -33,14 +34,26 @@ def usable_cpus() -> int:
 
 
 def limit_blas(threads: int = 1) -> bool:
-    """Ask BLAS for `threads` threads, unless the user set a count; True when it can still take effect.
+    """BLAS on `threads` threads (or the count the user set in OPENBLAS_NUM_THREADS and the like).
 
-    It takes effect only before numpy is first imported: afterwards the pools already exist, and
-    this returns False (the variables are still set, for child processes).
+    Before numpy is first imported the environment does it (and is inherited by child processes);
+    once numpy is loaded its pool already exists and threadpoolctl resizes it. False when neither
+    could (numpy loaded and threadpoolctl missing).
     """
     for name in BLAS_ENV:
         os.environ.setdefault(name, str(threads))
-    return "numpy" not in sys.modules
+    if "numpy" not in sys.modules:
+        return True
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    try:
+        wanted = max(1, int(os.environ["OPENBLAS_NUM_THREADS"]))
+    except ValueError:
+        wanted = threads
+    threadpool_limits(limits=wanted, user_api="blas")
+    return True
 
 
 def inference_threads(requested: int | None = None) -> int:
