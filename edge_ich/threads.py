@@ -25,6 +25,9 @@ BLAS_ENV = (
 )
 
 
+_ENV_BEFORE_NUMPY = False  # set once the environment sized BLAS before numpy loaded
+
+
 def usable_cpus() -> int:
     """CPUs this process may run on (its affinity mask), at least 1."""
     try:
@@ -40,9 +43,13 @@ def limit_blas(threads: int = 1) -> bool:
     once numpy is loaded its pool already exists and threadpoolctl resizes it. False when neither
     could (numpy loaded and threadpoolctl missing).
     """
+    global _ENV_BEFORE_NUMPY
     for name in BLAS_ENV:
         os.environ.setdefault(name, str(threads))
     if "numpy" not in sys.modules:
+        _ENV_BEFORE_NUMPY = True
+        return True
+    if _ENV_BEFORE_NUMPY:  # numpy loaded after the environment was set: nothing left to do
         return True
     try:
         from threadpoolctl import threadpool_limits

@@ -52,3 +52,23 @@ def test_bad_input_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert res.returncode == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("edge-ich: error:") and "Traceback" not in res.stderr
+
+
+def test_a_run_imports_only_what_its_series_needs(tmp_path: Path, tiny_model: Path) -> None:
+    """An uncompressed series: no highdicom (the SEG is written with pydicom), no scipy.ndimage or
+    sparse graphs (components in numpy), no matplotlib (key images through Pillow), no torch."""
+    make_series(tmp_path / "series", n=6, size=128)
+    out = tmp_path / "out"
+    code = (
+        "import sys, json\nfrom edge_ich.cli import main\n"
+        f"assert main(['run', '--series', {str(tmp_path / 'series')!r}, '--model', {str(tiny_model)!r}, "
+        f"'--out', {str(out)!r}]) == 0\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    mods = set(json.loads(res.stdout.strip().splitlines()[-1]))
+    heavy = ("highdicom", "scipy.ndimage", "scipy.sparse", "matplotlib", "torch", "pynetdicom", "threadpoolctl")
+    assert [m for m in mods if m.split(".")[0] in heavy or m.startswith(heavy)] == []
+    assert "onnxruntime" in mods and "pydicom" in mods and (out / "seg.dcm").is_file()
+    assert json.loads((out / "report.json").read_text())["outputs"]["key_images"]  # they were drawn
