@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 DEMO    ?= demo
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint check-trt venv clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,12 @@ lint: $(BIN)/python
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Our TensorRT code against the real TensorRT 10.3 and 11.4 Python bindings (downloaded once into
+# .cache/check-trt): every TensorRT name present and not deprecated, mypy with trt typed. No GPU needed.
+check-trt: $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -m tools.check_trt
 
 clean:
 	rm -rf $(DEMO) .pytest_cache

@@ -18,6 +18,15 @@ from edge_ich.preprocess import PREPROCESS_VERSION, Window
 
 CARD_SCHEMA_VERSION = 1
 
+#: The input range assumed for a card that states none (`validated_input`): the training domain of
+#: the bundled phantoms, whose slices are 1-5 mm thick and whose noise and sharpness imitate a soft
+#: tissue (brain) kernel. Outside it edge-ich still answers, with a warning.
+DEFAULT_VALIDATED_INPUT: dict[str, Any] = {
+    "slice_thickness_mm": [1.0, 5.0],
+    "kernels": ["soft"],
+    "source": "not stated by the card: the phantom training domain (1-5 mm slices, soft-tissue kernel)",
+}
+
 
 @dataclass
 class ModelCard:
@@ -40,7 +49,12 @@ class ModelCard:
     flops_per_slice: int | None = None
     training: dict[str, Any] = field(default_factory=dict)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    validated_input: dict[str, Any] = field(default_factory=dict)  # slice_thickness_mm [lo, hi], kernels
     schema_version: int = CARD_SCHEMA_VERSION
+
+    def input_range(self) -> dict[str, Any]:
+        """The input range the card covers (slice thickness, kernel classes), or the stated default."""
+        return dict(self.validated_input) if self.validated_input else dict(DEFAULT_VALIDATED_INPUT)
 
     @property
     def in_channels(self) -> int:
@@ -93,6 +107,7 @@ class ModelCard:
                 flops_per_slice=d.get("flops_per_slice"),
                 training=dict(d.get("training", {})),
                 evaluation=dict(d.get("evaluation", {})),
+                validated_input=dict(d.get("validated_input", {})),
             )
         except ModelError:
             raise
@@ -117,6 +132,17 @@ class ModelCard:
             raise ModelError("model card threshold must be strictly between 0 and 1")
         if len(self.model_sha256) != 64:
             raise ModelError("model card model_sha256 is not a sha256 hex digest")
+        rng = self.validated_input.get("slice_thickness_mm")
+        if rng is not None and not (
+            isinstance(rng, list)
+            and len(rng) == 2
+            and all(isinstance(v, (int, float)) for v in rng)
+            and rng[0] <= rng[1]
+        ):
+            raise ModelError("model card validated_input.slice_thickness_mm must be [low, high] in mm")
+        kernels = self.validated_input.get("kernels")
+        if kernels is not None and not (isinstance(kernels, list) and set(kernels) <= {"soft", "sharp"}):
+            raise ModelError("model card validated_input.kernels must list 'soft' and/or 'sharp'")
 
     def save(self, path: Path) -> None:
         from edge_ich.outputs.atomic import write_text_atomic

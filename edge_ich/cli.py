@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from edge_ich.errors import EdgeIchError
+from edge_ich.errors import EdgeIchError, NotAssessable
 
 app = typer.Typer(
     name="edge-ich",
@@ -50,7 +50,7 @@ class PrecisionOpt(str, Enum):
 
 def _inference_process() -> None:
     """Thread budget for a command that runs the model: BLAS on the calling thread (set before numpy loads)."""
-    from edge_ich.threads import limit_blas
+    from edge_ich.host.threads import limit_blas
 
     limit_blas()
 
@@ -246,6 +246,22 @@ def serve(
 
 
 @app.command()
+def doctor(
+    backend: BackendOpt | None = typer.Option(
+        None, "--backend", help="Exit 1 unless this backend can run here (auto: ONNX Runtime at least)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    engines: Path | None = typer.Option(
+        None, "--engines", help="Folder of models/engines to check (default: the bundled engines/)."
+    ),
+) -> None:
+    """What this machine has for each backend, which engines would load here, and how to install the rest."""
+    from edge_ich.doctor import doctor_and_print
+
+    doctor_and_print(backend.value if backend else None, json_out=json_out, engines_dir=engines)
+
+
+@app.command()
 def version() -> None:
     """Print the edge-ich version."""
     from edge_ich import __version__
@@ -257,6 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the Typer app, turning EdgeIchError into one line and exit 1."""
     try:
         app(args=argv, standalone_mode=False)
+    except NotAssessable as exc:  # a verdict, not a failure: one line, the report says more
+        msg = " ".join(str(exc).split())
+        where = f" (report: {exc.report_path})" if exc.report_path is not None else ""
+        print(f"edge-ich: {msg}{where}", file=sys.stderr)
+        return 1
     except EdgeIchError as exc:
         msg = " ".join(str(exc).split()) or type(exc).__name__
         print(f"edge-ich: error: {msg}", file=sys.stderr)

@@ -6,7 +6,9 @@ Anything that is not an EdgeIchError is a bug and keeps its traceback.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 
 class EdgeIchError(Exception):
@@ -15,6 +17,21 @@ class EdgeIchError(Exception):
 
 class InputError(EdgeIchError):
     """The input data (DICOM, NIfTI, CSV) cannot be used; the message says why."""
+
+
+class NotAssessable(InputError):
+    """A readable series outside what the model was validated on (not head CT, HU not sane, too coarse).
+
+    The CLI prints `not assessable: <reason>` and exits 1; `edge-ich run` also writes a report.json
+    that says `assessable: false` and why, and claims nothing about hemorrhage.
+    """
+
+    def __init__(self, reason: str, facts: dict[str, Any] | None = None, checks: list[dict[str, Any]] | None = None):
+        super().__init__(f"not assessable: {reason}")
+        self.reason = reason
+        self.facts: dict[str, Any] = dict(facts or {})
+        self.checks: list[dict[str, Any]] = list(checks or [])
+        self.report_path: Path | None = None  # where the runner wrote the not-assessable report
 
 
 class ModelError(EdgeIchError):
@@ -29,11 +46,15 @@ class OutputError(EdgeIchError):
     """An output location cannot be written."""
 
 
-def require(module: str, extra: str | None = None) -> ModuleType:
-    """Import an optional module, or raise MissingDependency naming how to install it."""
+def require(module: str, extra: str | None = None, install: str | None = None) -> ModuleType:
+    """Import an optional module, or raise MissingDependency naming how to install it.
+
+    `install` replaces the default hint (`pip install 'edge-ich[extra]'` / `pip install module`) where
+    pip is not the way (TensorRT).
+    """
     try:
         return importlib.import_module(module)
     except ImportError as exc:
         top = module.split(".")[0]
-        hint = f"pip install 'edge-ich[{extra}]'" if extra else f"pip install {top}"
+        hint = install or (f"pip install 'edge-ich[{extra}]'" if extra else f"pip install {top}")
         raise MissingDependency(f"{top} is not installed ({hint}): {exc}") from None

@@ -20,7 +20,7 @@ from edge_ich.analysis.labels import components, label8
 from edge_ich.analysis.masks import SliceMask, slices_with_content
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
-from edge_ich.preprocess import context_indices, prepare_slice, resize_back_above
+from edge_ich.preprocess import context_indices, prepare_slice, resize_back, resize_back_above
 from edge_ich.sources.volume import SliceSource
 
 STAGES = ("read", "preprocess", "h2d", "compute", "d2h", "postprocess", "write")
@@ -59,6 +59,14 @@ class Segmentation:
     mask: SliceMask  # [Z, Y, X] 0/1, thresholded probability (before component filtering), a box per slice
     slice_prob: np.ndarray  # float32 [Z], max probability per slice
     timings: StageTimes
+    prob: np.ndarray | None = None  # float16 [Z, h, w], probability on the model grid (None: not kept)
+    constant: list[int] = field(default_factory=list)  # slices that held one value only (no image)
+
+    def native_prob(self, z: int, shape: tuple[int, int]) -> np.ndarray | None:
+        """Probability of slice z on the native grid (the mask is this >= the threshold)."""
+        if self.prob is None:
+            return None
+        return resize_back(self.prob[z].astype(np.float32), shape)
 
 
 _DONE = object()
@@ -77,7 +85,12 @@ def native_mask(prob: np.ndarray, card: ModelCard, shape: tuple[int, int]) -> np
 
 
 def _reader(
-    source: SliceSource, card: ModelCard, q: queue.Queue[Any], timings: StageTimes, stop: threading.Event
+    source: SliceSource,
+    card: ModelCard,
+    q: queue.Queue[Any],
+    timings: StageTimes,
+    stop: threading.Event,
+    constant: list[int],
 ) -> None:
     """Decode and preprocess slices in order into the queue; pass an exception on if one happens."""
     try:
@@ -86,6 +99,8 @@ def _reader(
                 return
             t0 = time.perf_counter()
             hu = source.read_hu(i)
+            if hu.size and float(hu.max()) == float(hu.min()):
+                constant.append(i)
             t1 = time.perf_counter()
             prepared = prepare_slice(hu, card.windows, card.input_size)
             t2 = time.perf_counter()
@@ -112,12 +127,14 @@ def segment(
     k = card.context
     mask = SliceMask((n, rows, cols))
     slice_prob = np.zeros(n, dtype=np.float32)
+    prob = np.zeros((n, *card.input_size), dtype=np.float16)
+    constant: list[int] = []
     timings = StageTimes()
     q: queue.Queue[Any] = queue.Queue(maxsize=max(queue_depth, 2 * k + 2))
     stop = threading.Event()
     t_start = time.perf_counter()
     reader = threading.Thread(
-        target=_reader, args=(source, card, q, timings, stop), name="edge-ich-reader", daemon=True
+        target=_reader, args=(source, card, q, timings, stop, constant), name="edge-ich-reader", daemon=True
     )
     reader.start()
 
@@ -146,6 +163,8 @@ def segment(
         for j, idx in enumerate(pending):
             mask[idx] = native_mask(prob_small[j], card, (rows, cols))
             slice_prob[idx] = float(prob_small[j].max())
+            if prob_small[j].shape == prob.shape[1:]:
+                prob[idx] = prob_small[j]
         timings.add("postprocess", time.perf_counter() - t0, m)
         done_count += m
         pending.clear()
@@ -185,7 +204,7 @@ def segment(
             except queue.Empty:
                 reader.join(timeout=0.05)
     timings.wall_s = time.perf_counter() - t_start
-    return Segmentation(mask=mask, slice_prob=slice_prob, timings=timings)
+    return Segmentation(mask=mask, slice_prob=slice_prob, timings=timings, prob=prob, constant=sorted(constant))
 
 
 @dataclass
@@ -198,6 +217,7 @@ class Component:
     slices: tuple[int, int]
     centroid_voxel: tuple[float, float, float]  # (slice, row, col)
     centroid_lps_mm: tuple[float, float, float]
+    max_probability: float | None = None  # highest native-grid probability inside the region
 
 
 def _touching(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -228,19 +248,33 @@ def _touching(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> n
 def postprocess(
     mask: Any, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float
 ) -> tuple[Any, list[Component]]:
-    """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest.
+    """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest."""
+    kept, comps, _ = find_components(mask, spacing, affine_lps, min_component_mm3)
+    return kept, comps
 
-    The mask (a SliceMask or a dense uint8 [Z, Y, X] array) is filtered IN PLACE and returned.
-    Components are found slice by slice (2D labels, then links between touching labels of
-    adjacent slices), so memory stays at one slice of labels whatever the series length or
-    lesion size.
+
+def find_components(
+    mask: Any,
+    spacing: tuple[float, float, float],
+    affine_lps: np.ndarray,
+    min_component_mm3: float,
+    prob_of: Callable[[int], np.ndarray | None] | None = None,
+) -> tuple[Any, list[Component], list[Component]]:
+    """Label 3D components (26-connected); return (mask of the kept, reported, candidates below the size).
+
+    Nothing is dropped silently: components under `min_component_mm3` come back as candidates,
+    measured like the reported ones. prob_of(z) gives slice z's native-grid probability, so each
+    region carries its highest probability. The mask (a SliceMask or a dense uint8 [Z, Y, X]
+    array) is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
+    then links between touching labels of adjacent slices), so memory stays at one slice of
+    labels whatever the series length or lesion size.
     """
     voxel_mm3 = float(np.prod(spacing))
     zs = slices_with_content(mask)
     if zs.size == 0:
-        return mask, []
+        return mask, [], []
     offsets: dict[int, tuple[int, int]] = {}  # slice -> (first global 2D label, count)
-    size2, sy2, sx2, z2, links = [], [], [], [], []
+    size2, sy2, sx2, z2, links, pmax2 = [], [], [], [], [], []
     total, prev, prev_z, prev_off = 0, None, -2, 0
     for z in (int(v) for v in zs):
         plane = mask[z]
@@ -252,6 +286,12 @@ def postprocess(
         sy2.append(np.bincount(ll, weights=ys, minlength=n + 1)[1:])
         sx2.append(np.bincount(ll, weights=xs, minlength=n + 1)[1:])
         z2.append(np.full(n, z))
+        pz = prob_of(z) if prob_of is not None else None
+        pm = np.full(n + 1, np.nan)
+        if pz is not None:
+            pm[1:] = -np.inf
+            np.maximum.at(pm, ll, np.asarray(pz, dtype=np.float64).reshape(-1)[flat])
+        pmax2.append(pm[1:])
         if prev is not None and prev_z == z - 1:
             pairs = _touching(prev, lab, (int(ys[0]), int(ys[-1]), int(xs.min()), int(xs.max())))
             links.append(np.stack([pairs[:, 0] - 1 + prev_off, pairs[:, 1] - 1 + total], axis=1))
@@ -271,6 +311,8 @@ def postprocess(
     zmax = np.full(count, -1, dtype=np.int64)
     np.minimum.at(zmin, comp, z2a)
     np.maximum.at(zmax, comp, z2a)
+    pmax = np.full(count, -np.inf)
+    np.maximum.at(pmax, comp, np.nan_to_num(np.concatenate(pmax2), nan=-np.inf))
     keep = sizes * voxel_mm3 >= min_component_mm3
     keep2 = keep[comp]
     for z, (off, n) in offsets.items():  # second pass: clear the dropped components
@@ -278,21 +320,23 @@ def postprocess(
             lab, _ = label8(mask[z])
             lut = np.concatenate([[0], keep2[off : off + n]]).astype(np.uint8)
             mask[z] = lut[lab]
-    comps: list[Component] = []
-    for c in np.flatnonzero(keep):
+
+    def measure(c: int) -> Component:
         cz, cy, cx = (float(sums[a][c] / sizes[c]) for a in range(3))
         world = affine_lps @ np.array([cx, cy, cz, 1.0])
-        comps.append(
-            Component(
-                id=0,
-                voxels=int(sizes[c]),
-                volume_ml=float(sizes[c]) * voxel_mm3 / 1000.0,
-                slices=(int(zmin[c]), int(zmax[c])),
-                centroid_voxel=(cz, cy, cx),
-                centroid_lps_mm=(float(world[0]), float(world[1]), float(world[2])),
-            )
+        return Component(
+            id=0,
+            voxels=int(sizes[c]),
+            volume_ml=float(sizes[c]) * voxel_mm3 / 1000.0,
+            slices=(int(zmin[c]), int(zmax[c])),
+            centroid_voxel=(cz, cy, cx),
+            centroid_lps_mm=(float(world[0]), float(world[1]), float(world[2])),
+            max_probability=float(pmax[c]) if np.isfinite(pmax[c]) else None,
         )
-    comps.sort(key=lambda c: -c.volume_ml)
-    for j, found in enumerate(comps, 1):
-        found.id = j
-    return mask, comps
+
+    comps = sorted((measure(int(c)) for c in np.flatnonzero(keep)), key=lambda c: -c.volume_ml)
+    small = sorted((measure(int(c)) for c in np.flatnonzero(~keep)), key=lambda c: -c.volume_ml)
+    for group in (comps, small):
+        for j, found in enumerate(group, 1):
+            found.id = j
+    return mask, comps, small

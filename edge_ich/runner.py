@@ -7,7 +7,6 @@ all of them succeeded, so a failure leaves the previous results (or nothing), ne
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 import json
 import os
 import shutil
@@ -20,17 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from edge_ich import __version__
-from edge_ich.analysis.masks import slice_counts
+from edge_ich.analysis.masks import slice_counts, take_slices
+from edge_ich.assess import Assessment, Warn, require_assessable
 from edge_ich.backends import open_backend
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard, bundled_model_path, load_card
-from edge_ich.errors import InputError, ModelError, OutputError
-from edge_ich.pipeline import Component, Segmentation, StageTimes, postprocess, segment
+from edge_ich.errors import InputError, ModelError, NotAssessable, OutputError
+from edge_ich.outputs.report import REPORT_SCHEMA_VERSION, build_report, not_assessable_report, summary_line
+from edge_ich.pipeline import Segmentation, StageTimes, find_components, segment
 from edge_ich.sources.volume import SliceSource
 
-REPORT_SCHEMA_VERSION = "1.0"
+__all__ = ["REPORT_SCHEMA_VERSION", "RunOptions", "RunResult", "run", "run_and_print", "summary_line"]
+
 KEY_IMAGES = 3
+#: More blank (constant) slices than this fraction: the series is not assessable.
+MAX_BLANK_FRACTION = 0.25
 
 
 @dataclass
@@ -82,15 +85,15 @@ def resolve_model_path(model: Path | None) -> Path:
 
 def load_model(model: Path | None, backend: str = "auto", threads: int | None = None) -> LoadedModel:
     """Verify the card (hash included) and open the backend; time both. Sets the process's BLAS
-    pool to one thread (`edge_ich.threads.limit_blas`): the backend's threads are the budget."""
-    from edge_ich.threads import limit_blas
+    pool to one thread (`edge_ich.host.threads.limit_blas`): the backend's threads are the budget."""
+    from edge_ich.host.threads import limit_blas
 
     limit_blas()
     path = resolve_model_path(model)
     t0 = time.perf_counter()
     card_model = path
     if path.suffix == ".plan":  # an engine carries the card of the ONNX it was built from
-        from edge_ich.builder.manifest import card_for_plan
+        from edge_ich.backends.manifest import card_for_plan
 
         card = card_for_plan(path)
     else:
@@ -136,111 +139,6 @@ def check_out_dir(out: Path) -> None:
         raise OutputError(f"cannot write to --out: {exc.strerror or type(exc).__name__}") from None
 
 
-def _stats_ms(values: list[float]) -> dict[str, float]:
-    """Per-stage timing for report.json, with the same median and nearest-rank p95 as `edge-ich bench`."""
-    from edge_ich.analysis.stats import median, percentile
-
-    if not values:
-        return {"total_s": 0.0, "mean_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0}
-    ms = sorted(v * 1000.0 for v in values)
-    return {
-        "total_s": float(sum(values)),
-        "mean_ms": sum(ms) / len(ms),
-        "p50_ms": median(ms),
-        "p95_ms": percentile(ms, 95),
-    }
-
-
-def build_report(
-    source: SliceSource,
-    model: LoadedModel,
-    seg: Segmentation,
-    kept: np.ndarray,
-    comps: list[Component],
-    outputs: dict[str, Any],
-    load_s: dict[str, float],
-) -> dict[str, Any]:
-    """The report.json content (schema edge_ich/schemas/report.schema.json)."""
-    geo = source.geometry
-    n = geo.shape[0]
-    area_mm2 = slice_counts(kept) * geo.spacing[1] * geo.spacing[2]
-    sop = getattr(source, "sop_instance_uids", None)
-    step_mm = float(np.linalg.norm(geo.affine_lps[:3, 2]))
-    slices = []
-    for i in range(n):
-        row: dict[str, Any] = {
-            "index": i,
-            "offset_mm": round(step_mm * i, 3),
-            "max_probability": round(float(seg.slice_prob[i]), 4),
-            "lesion_area_mm2": round(float(area_mm2[i]), 2),
-            "positive": bool(area_mm2[i] > 0),
-        }
-        if sop:
-            row["sop_instance_uid"] = sop[i]
-        slices.append(row)
-    positive = [i for i in range(n) if area_mm2[i] > 0]
-    total_ml = float(sum(c.volume_ml for c in comps))
-    card = model.card
-    return {
-        "schema": "edge-ich/report",
-        "schema_version": REPORT_SCHEMA_VERSION,
-        "edge_ich_version": __version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "intended_use": "research use only; not a medical device",
-        "input": {
-            **source.summary(),
-            "kind": source.kind,
-            "shape": list(geo.shape),
-            "spacing_mm": [round(float(s), 4) for s in geo.spacing],
-            "geometry_warnings": list(geo.warnings),
-            "skipped": [{"path": s.path, "reason": s.reason} for s in source.skipped],
-        },
-        "model": {
-            "name": card.name,
-            "card_id": card.card_id,
-            "sha256": card.model_sha256,
-            "precision": card.precision,
-            "threshold": card.threshold,
-            "min_component_mm3": card.min_component_mm3,
-            "input_size": list(card.input_size),
-            "context": card.context,
-            "windows": [w.name for w in card.windows],
-        },
-        "backend": {
-            "name": model.backend.info.name,
-            "device": model.backend.info.device,
-            "precision": model.backend.info.precision,
-            "details": dict(model.backend.info.details),
-        },
-        "finding": {
-            "hemorrhage": bool(comps),
-            "total_volume_ml": round(total_ml, 3),
-            "n_components": len(comps),
-            "positive_slices": positive,
-            "max_slice_probability": round(float(seg.slice_prob.max()) if n else 0.0, 4),
-        },
-        "components": [
-            {
-                "id": c.id,
-                "volume_ml": round(c.volume_ml, 3),
-                "voxels": c.voxels,
-                "slices": list(c.slices),
-                "centroid_voxel": [round(v, 2) for v in c.centroid_voxel],
-                "centroid_lps_mm": [round(v, 2) for v in c.centroid_lps_mm],
-            }
-            for c in comps
-        ],
-        "slices": slices,
-        "timings": {
-            "load": {k: round(v, 4) for k, v in load_s.items()},
-            "first_infer_s": round(seg.timings.first_infer_s or 0.0, 4),
-            "segment_wall_s": round(seg.timings.wall_s, 4),
-            "stages": {s: _stats_ms(v) for s, v in seg.timings.per_slice.items()},
-        },
-        "outputs": outputs,
-    }
-
-
 def _key_slices(kept: np.ndarray, count: int) -> list[int]:
     area = slice_counts(kept)
     order = [int(i) for i in np.argsort(-area, kind="stable") if area[i] > 0]
@@ -279,11 +177,14 @@ def write_outputs(
         if opts.write_seg and source.kind == "dicom":
             from edge_ich.outputs.seg import write_seg
 
-            # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies
-            headers = [source.header(i, copy_=False) for i in range(source.geometry.shape[0])]  # type: ignore[attr-defined]
+            # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies.
+            # Only imaged slices are referenced: a gap's grid positions have no source instance.
+            gaps = set(source.geometry.missing)
+            present = [i for i in range(source.geometry.shape[0]) if i not in gaps]
+            headers = [source.header(i, copy_=False) for i in present]  # type: ignore[attr-defined]
             write_seg(
                 stage / "seg.dcm",
-                kept,
+                take_slices(kept, present) if len(present) != kept.shape[0] else kept,
                 headers,
                 algorithm_name=model.card.name,
                 algorithm_version=model.card.model_sha256[:12],
@@ -314,18 +215,61 @@ def publish_staged(stage: Path, out: Path) -> None:
             os.replace(src, dst)
 
 
+def unassessed_slices(source: SliceSource, seg: Segmentation) -> list[int]:
+    """Grid positions without an answer: not imaged (gaps) or blank (one constant value)."""
+    return sorted(set(source.geometry.missing) | set(seg.constant))
+
+
 def stage_outputs(
-    out: Path, source: SliceSource, model: LoadedModel, seg: Segmentation, opts: RunOptions
+    out: Path,
+    source: SliceSource,
+    model: LoadedModel,
+    seg: Segmentation,
+    opts: RunOptions,
+    assessment: Assessment | None = None,
+    notices: list[Warn] | None = None,
 ) -> tuple[Path, dict[str, Any], np.ndarray]:
     """Postprocess, then write every output but the report into a new staging folder inside `out`.
 
-    Returns (staging folder, report, kept mask); nothing is visible in `out` until
-    `finish_staged`. On failure the staging folder is removed and the error passes on.
+    `assessment`: the gate's verdict from before inference (assessed here when not given, as the
+    receiver does; NotAssessable when the series fails). Positions without an answer (gaps, blank
+    slices) are cleared from the mask. Returns (staging folder, report, kept mask); nothing is
+    visible in `out` until `finish_staged`. On failure the staging folder is removed.
     """
+    if assessment is None:
+        assessment = require_assessable(source, model.card)
     n = source.geometry.shape[0]
+    blank = [i for i in seg.constant if i not in set(source.geometry.missing)]
+    if len(blank) > MAX_BLANK_FRACTION * n:
+        from edge_ich.assess import source_facts
+
+        raise NotAssessable(
+            f"{len(blank)} of {n} slices hold one constant value (no image); at most {MAX_BLANK_FRACTION:.0%} may",
+            source_facts(source),
+            [c.to_dict() for c in assessment.checks],
+        )
+    warnings = list(assessment.warnings)
+    if blank:
+        warnings.append(
+            Warn(
+                "blank_slices",
+                f"{len(blank)} slice(s) hold one constant value (no image) and are not assessed: "
+                "volumes are a lower bound",
+                f"{len(blank)} blank slice(s)",
+            )
+        )
+    unassessed = unassessed_slices(source, seg)
+    for i in unassessed:
+        seg.mask[i] = 0
+        seg.slice_prob[i] = 0.0
     t0 = time.perf_counter()
-    kept, comps = postprocess(
-        seg.mask, source.geometry.spacing, source.geometry.affine_lps, model.card.min_component_mm3
+    rows_cols = (source.geometry.shape[1], source.geometry.shape[2])
+    kept, comps, small = find_components(
+        seg.mask,
+        source.geometry.spacing,
+        source.geometry.affine_lps,
+        model.card.min_component_mm3,
+        prob_of=lambda z: seg.native_prob(z, rows_cols),
     )
     seg.timings.spread("postprocess", time.perf_counter() - t0)
     seg.timings.phases["components"] = time.perf_counter() - t0
@@ -334,7 +278,8 @@ def stage_outputs(
     try:
         outputs = write_outputs(stage, source, model, kept, opts, seg.timings.phases)
         seg.timings.add("write", time.perf_counter() - t0, n)
-        report = build_report(source, model, seg, kept, comps, outputs, model.load_s)
+        verdict = Assessment(True, None, list(assessment.checks), warnings + list(notices or []))
+        report = build_report(source, model, seg, kept, comps, small, outputs, verdict, unassessed)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -356,39 +301,86 @@ def run(
     source: SliceSource | None = None,
     progress: bool | None = None,
 ) -> RunResult:
-    """Segment one series and write all outputs under `opts.out`; return the report."""
+    """Gate, segment one series and write all outputs under `opts.out`; return the report.
+
+    A series the gate refuses gets a report.json saying `assessable: false` and why (and the
+    answer files of an earlier run into the same folder are removed, so nothing positive stays
+    beside it); NotAssessable then passes on. Library and log warnings go into the report.
+    """
+    from edge_ich.assess.notices import collect
+
     t_run = time.perf_counter()
     out = Path(opts.out)
     check_out_dir(out)
-    if source is None:
-        source = open_source(opts)
-    t_open = time.perf_counter()
     own_model = model is None
-    if model is None:
-        model = load_model(opts.model, opts.backend, opts.threads)
-    t_load = time.perf_counter()
-    try:
-        if tuple(source.geometry.shape[1:]) and min(source.geometry.shape[1:]) < 16:
-            raise InputError(
-                f"slices of {source.geometry.shape[1]}x{source.geometry.shape[2]} pixels are too small to segment"
-            )
-        show = sys.stderr.isatty() if progress is None else progress
-        with _progress(show, source.geometry.shape[0]) as cb:
-            seg = segment(source, model.backend, batch=opts.batch, progress=cb)
-        stage, report, kept = stage_outputs(out, source, model, seg, opts)
+    with collect() as notices:
         try:
-            if seg.timings.last_read_at is not None:
-                report["timings"]["last_slice_to_result_s"] = round(time.perf_counter() - seg.timings.last_read_at, 4)
-            phases = {"discover": t_open - t_run, "model_load": t_load - t_open, "segment": seg.timings.wall_s}
-            phases.update(seg.timings.phases, total=time.perf_counter() - t_run)
-            report["timings"]["phases_s"] = {k: round(v, 4) for k, v in phases.items()}
-            finish_staged(stage, out, report)
+            if source is None:
+                source = open_source(opts)
+            t_open = time.perf_counter()
+            if model is None:
+                model = load_model(opts.model, opts.backend, opts.threads)
+            t_load = time.perf_counter()
+            assessment = require_assessable(source, model.card)
+        except NotAssessable as exc:
+            card = model.card if model is not None else _card_or_none(opts.model)
+            if own_model and model is not None:
+                model.close()
+            write_not_assessable(out, exc, card, notices.take())
+            raise
+        try:
+            show = sys.stderr.isatty() if progress is None else progress
+            with _progress(show, source.geometry.shape[0]) as cb:
+                seg = segment(source, model.backend, batch=opts.batch, progress=cb)
+            try:
+                stage, report, kept = stage_outputs(out, source, model, seg, opts, assessment, notices.take())
+            except NotAssessable as exc:
+                write_not_assessable(out, exc, model.card, notices.take())
+                raise
+            try:
+                if seg.timings.last_read_at is not None:
+                    report["timings"]["last_slice_to_result_s"] = round(
+                        time.perf_counter() - seg.timings.last_read_at, 4
+                    )
+                phases = {"discover": t_open - t_run, "model_load": t_load - t_open, "segment": seg.timings.wall_s}
+                phases.update(seg.timings.phases, total=time.perf_counter() - t_run)
+                report["timings"]["phases_s"] = {k: round(v, 4) for k, v in phases.items()}
+                finish_staged(stage, out, report)
+            finally:
+                shutil.rmtree(stage, ignore_errors=True)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
-    finally:
-        if own_model:
-            model.close()
+            if own_model and model is not None:
+                model.close()
     return RunResult(report=report, timings=seg.timings, mask=kept, out=out)
+
+
+def _card_or_none(model: Path | None) -> ModelCard | None:
+    """The card of the model that would have run (for a not-assessable report); None if there is none."""
+    try:
+        path = resolve_model_path(model)
+        return load_card(path, verify_hash=False) if path.suffix != ".plan" else None
+    except ModelError:
+        return None
+
+
+ANSWER_FILES = ("mask.nii.gz", "seg.dcm")
+
+
+def write_not_assessable(out: Path, exc: NotAssessable, card: ModelCard | None, notices: list[Warn]) -> Path:
+    """Write report.json (atomically) for a refused series; remove an earlier run's answer files beside it."""
+    from edge_ich.outputs.atomic import write_text_atomic
+
+    doc = not_assessable_report(exc.reason, exc.facts, exc.checks, card, [w.to_dict() for w in notices])
+    path = Path(out) / "report.json"
+    write_text_atomic(path, json.dumps(doc, indent=2) + "\n")
+    for name in ANSWER_FILES:
+        (Path(out) / name).unlink(missing_ok=True)
+    keys = Path(out) / "key_images"
+    if keys.is_dir():
+        for p in keys.glob("key_*.png"):
+            p.unlink(missing_ok=True)
+    exc.report_path = path
+    return path
 
 
 @contextlib.contextmanager
@@ -410,20 +402,6 @@ def _progress(show: bool, total: int):  # type: ignore[no-untyped-def]
         yield lambda done, n: bar.update(task, completed=done)
 
 
-def summary_line(report: dict[str, Any]) -> str:
-    """One line for the clinician: the call, volume, slices, and where the outputs are."""
-    f = report["finding"]
-    n = report["input"]["shape"][0]
-    tail = f"[{report['model']['card_id']}, {report['backend']['name']} {report['backend']['device']}, {report['timings']['segment_wall_s']:.2f} s]"
-    if f["hemorrhage"]:
-        pos = f["positive_slices"]
-        return (
-            f"HEMORRHAGE SUSPECTED: {f['total_volume_ml']:.1f} mL in {f['n_components']} region(s), "
-            f"slices {pos[0] + 1}-{pos[-1] + 1} of {n}; max slice probability {f['max_slice_probability']:.2f} {tail}"
-        )
-    return f"No hemorrhage found on {n} slices; max slice probability {f['max_slice_probability']:.2f} {tail}"
-
-
 def run_and_print(opts: RunOptions, json_out: bool = False) -> dict[str, Any]:
     """CLI wrapper: run, then print the summary line (or the report JSON)."""
     result = run(opts)
@@ -431,7 +409,4 @@ def run_and_print(opts: RunOptions, json_out: bool = False) -> dict[str, Any]:
         print(json.dumps(result.report, indent=2))
     else:
         print(f"{summary_line(result.report)} -> {result.out}")
-        warns = result.report["input"]["geometry_warnings"]
-        if warns:
-            print(f"edge-ich: {len(warns)} geometry warning(s), see report.json", file=sys.stderr)
     return result.report

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -8,20 +7,32 @@ import pytest
 from tests.tinymodel import build_tiny_model
 
 
-def _has_gpu() -> bool:
-    if shutil.which("nvidia-smi") is None:
-        return False
+def gpu_missing() -> str | None:
+    """Why the gpu tests cannot run here (None: they can), by the project's own probe.
+
+    The driver is asked through libcuda, as the runtime does, so a Jetson without nvidia-smi runs them.
+    """
+    from edge_ich.backends.cudainfo import probe_cuda
+
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return False
-    return True
+        return "needs TensorRT (see edge-ich doctor)"
+    cuda = probe_cuda()
+    if not cuda.has_gpu:
+        return f"needs an NVIDIA GPU ({cuda.driver_error or 'the driver reports none'})"
+    if cuda.bindings is None:
+        return f"needs CUDA Python bindings ({'; '.join(cuda.problems) or 'cuda-python or pycuda'})"
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if _has_gpu():
+    if not any("gpu" in item.keywords for item in items):
         return
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU with TensorRT")
+    why = gpu_missing()
+    if why is None:
+        return
+    skip = pytest.mark.skip(reason=why)
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)

@@ -33,7 +33,7 @@ def test_help_is_light() -> None:
 def test_help_lists_commands() -> None:
     out = subprocess.run([sys.executable, "-m", "edge_ich", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for cmd in ("run", "phantom", "build-engine", "bench", "serve"):
+    for cmd in ("run", "phantom", "build-engine", "bench", "serve", "doctor"):
         assert cmd in out.stdout
 
 

@@ -128,14 +128,33 @@ def test_json_flag_prints_the_report(tmp_path: Path, tiny_model: Path, capsys) -
     assert PATIENT_NAME not in stdout and PATIENT_ID not in stdout
 
 
+def _head_nifti(path: Path, slices: int = 7, blob: bool = True) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """A NIfTI head CT in HU from the real CQ500 slice (decimated to 128x128), an 80 HU blob in the brain
+    on slices 2-4. Returns (data x,y,z, affine, the blob's (x, y) box)."""
+    import nibabel as nib
+    import pydicom
+
+    from edge_ich.sources.dicom.pixels import hu_from_dataset
+    from tests.dicomkit import default_source
+
+    ds = pydicom.dcmread(default_source())
+    hu = hu_from_dataset(ds)[::4, ::4]  # [row, col], 1.91 mm pixels: a 245 mm field of view
+    px = float(ds.PixelSpacing[0]) * 4
+    data = np.repeat(hu.T[:, :, None], slices, axis=2).astype(np.float32)  # (x=col, y=row, z)
+    box = (slice(56, 72), slice(46, 62))  # inside the brain of this slice
+    if blob:
+        data[box[0], box[1], 2:5] = 80.0
+    affine = np.array([[-px, 0, 0, 20], [0, px, 0, -30], [0, 0, 5.0, 7], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return data, affine, box
+
+
 def test_volume_input_mask_matches_input_grid(tmp_path: Path, tiny_model: Path, capsys) -> None:
+    """The mask of a NIfTI input has exactly the input's shape and affine (fixture: a real head slice
+    stacked into a volume; before the assessability gate it was a noise cube, which is not a head)."""
     import nibabel as nib
 
-    rng = np.random.default_rng(0)
-    data = rng.normal(30, 5, (96, 96, 7)).astype(np.float32)
-    data[30:50, 40:60, 2:5] = 80
-    affine = np.array([[-0.5, 0, 0, 20], [0, 0.5, 0, -30], [0, 0, 5.0, 7], [0, 0, 0, 1]])
-    nib.save(nib.Nifti1Image(data, affine), str(tmp_path / "ct.nii.gz"))
+    data, affine, box = _head_nifti(tmp_path / "ct.nii.gz")
     code, _, err = _run(
         ["run", "--volume", str(tmp_path / "ct.nii.gz"), "--model", str(tiny_model), "--out", str(tmp_path / "o")],
         capsys,
@@ -145,7 +164,9 @@ def test_volume_input_mask_matches_input_grid(tmp_path: Path, tiny_model: Path, 
     assert out.shape == data.shape
     np.testing.assert_allclose(out.affine, affine)
     m = np.asarray(out.dataobj).astype(bool)
-    assert m[35:45, 45:55, 3].all() and not m[:, :, 0].any()
+    inner = (slice(box[0].start + 4, box[0].stop - 4), slice(box[1].start + 4, box[1].stop - 4))
+    assert m[inner[0], inner[1], 3].all() and not m[box[0], box[1], 0].any()
+    np.testing.assert_array_equal(m[:, :, 0], m[:, :, 6])  # same input and context, same answer
 
 
 # ---- bad input through the CLI: exit 1, one line, nothing written ----

@@ -28,8 +28,8 @@ def _blas_threads(code: str) -> list[int]:
 
 
 def test_blas_is_one_thread_before_and_after_numpy_loads() -> None:
-    before = _blas_threads("from edge_ich.threads import limit_blas\nassert limit_blas()\nimport numpy")
-    after = _blas_threads("import numpy\nfrom edge_ich.threads import limit_blas\nassert limit_blas()")
+    before = _blas_threads("from edge_ich.host.threads import limit_blas\nassert limit_blas()\nimport numpy")
+    after = _blas_threads("import numpy\nfrom edge_ich.host.threads import limit_blas\nassert limit_blas()")
     assert before and set(before) == {1}
     assert after and set(after) == {1}
 
@@ -37,7 +37,7 @@ def test_blas_is_one_thread_before_and_after_numpy_loads() -> None:
 def test_a_users_own_blas_count_is_kept() -> None:
     import os
 
-    code = "import os\nos.environ['OPENBLAS_NUM_THREADS'] = '2'\nfrom edge_ich.threads import limit_blas\nlimit_blas()\nimport numpy"
+    code = "import os\nos.environ['OPENBLAS_NUM_THREADS'] = '2'\nfrom edge_ich.host.threads import limit_blas\nlimit_blas()\nimport numpy"
     assert set(_blas_threads(code)) == {min(2, os.cpu_count() or 1)}
 
 

@@ -171,3 +171,37 @@ def choose_threshold(
             if m > best[2] + 1e-9:
                 best = (float(th), float(mm), m)
     return best
+
+
+THRESHOLD_HU_GRID = (45.0, 50.0, 55.0, 60.0)
+
+
+def threshold_baseline_on(
+    vols: Sequence[Any], val: Sequence[Any] | None = None, min_mm3: float = 100.0, keep_scores: bool = False
+) -> dict[str, Any]:
+    """The threshold baseline (edge_ich.analysis.baseline) on the test volumes, model grid, at its own operating
+    point: the HU floor and smallest component with the best mean Dice on `val` against *voxel truth* (a baseline
+    given every advantage), else the model's `min_mm3`."""
+    from edge_ich.analysis.baseline import threshold_segment
+
+    def masks(vs: Sequence[Any], lo: float, mm: float) -> list[np.ndarray]:
+        return [remove_small(np.asarray(threshold_segment(v.hu, v.spacing, lo=lo), bool), v.spacing, mm) for v in vs]
+
+    lo, mm, chosen_on = 50.0, float(min_mm3), "the model's smallest component, HU floor 50"
+    tuned = [v for v in (val or []) if v.truth is not None]
+    if tuned:
+        best = -1.0
+        for cand_lo in THRESHOLD_HU_GRID:
+            for cand_mm in MIN_COMPONENT_GRID:
+                ds = [dice(m, v.truth > 0) for m, v in zip(masks(tuned, cand_lo, cand_mm), tuned)]
+                if float(np.mean(ds)) > best + 1e-9:
+                    best, lo, mm = float(np.mean(ds)), cand_lo, cand_mm
+        chosen_on = f"{len(tuned)} validation volumes against voxel truth"
+    have = [v for v in vols if v.truth is not None]
+    scores = [score_case(v.case_id, m, v.truth, v.spacing) for v, m in zip(have, masks(have, lo, mm))]  # type: ignore[arg-type]
+    s = summarize(scores)
+    s.pop("per_case_dice", None)
+    s["operating_point"] = {"hu_low": lo, "min_component_mm3": mm, "chosen_on": chosen_on}
+    if keep_scores:
+        s["_scores"] = scores  # per case, for paired comparisons (not JSON)
+    return s

@@ -32,8 +32,8 @@ BONE_HU = 250.0
 class RefineParams:
     """Knobs of the refinement (HU values are for acute blood on non-contrast CT)."""
 
-    cam_threshold: float = 0.25  # CAM value (of the volume's maximum) that opens the search region
-    cam_dilate_px: int = 0  # grow the CAM region (coarse CAMs)
+    cam_threshold: float = 0.15  # CAM value (of the volume's maximum) that opens the search region
+    cam_dilate_px: int = 2  # grow the CAM region (stride-4 CAMs are coarse)
     hu_low: float = 44.0  # absolute floor for blood
     rel_hu: float = 14.0  # blood is this much denser than the slice's median parenchyma
     hu_high: float = 100.0  # above: calcification, bone

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from edge_ich.errors import InputError
-from training.evaluate import score_case, summarize
+from training.evaluate import score_case, summarize, threshold_baseline_on
 from training.export import export_onnx, write_card
 from training.loops import init_distributed, log, resolve_device
 from training.pipeline import (
@@ -92,26 +92,6 @@ def evaluate_on(result: TrainResult, vols: list[Volume], cfg: PipelineConfig) ->
     return s
 
 
-def threshold_baseline_on(vols: list[Volume], min_mm3: float) -> dict[str, Any]:
-    """The threshold baseline (edge_ich.analysis.baseline) on the same test volumes, model grid."""
-    from edge_ich.analysis.baseline import threshold_segment
-    from training.evaluate import remove_small
-
-    have = [v for v in vols if v.truth is not None]
-    scores = [
-        score_case(
-            v.case_id,
-            remove_small(np.asarray(threshold_segment(v.hu, v.spacing), bool), v.spacing, min_mm3),
-            v.truth,
-            v.spacing,
-        )
-        for v in have
-    ]  # type: ignore[arg-type]
-    s = summarize(scores)
-    s.pop("per_case_dice", None)
-    return s
-
-
 def _round(d: Any) -> Any:
     if isinstance(d, float):
         return round(d, 4)
@@ -168,7 +148,7 @@ def train_main(o: TrainOptions) -> dict[str, Any]:
             "segmenter": evaluation,
         }
         try:
-            evaluation["threshold_baseline"] = threshold_baseline_on(test, result.min_component_mm3)
+            evaluation["threshold_baseline"] = threshold_baseline_on(test, val, result.min_component_mm3)
         except ImportError:
             pass
     summary["evaluation"] = evaluation

@@ -51,9 +51,11 @@ class SliceMask:
             raise IndexError(f"slice {z} outside 0..{self.shape[0] - 1}")
         return i
 
-    def __setitem__(self, z: Any, plane: np.ndarray) -> None:
+    def __setitem__(self, z: Any, plane: np.ndarray | int) -> None:
         i = self._index(z)
         p = np.asarray(plane)
+        if p.ndim == 0:  # mask[z] = 0 clears a slice, as on an ndarray
+            p = np.broadcast_to(p, self.shape[1:])
         if p.shape != self.shape[1:]:
             raise ValueError(f"slice of shape {p.shape} does not fit a mask of {self.shape}")
         rows = np.flatnonzero(p.any(axis=1))
@@ -77,6 +79,15 @@ class SliceMask:
         """(first row, first column, uint8 box) of slice z, or None when it is empty (no copy)."""
         return self._boxes.get(self._index(z))
 
+    def take(self, indices: list[int]) -> SliceMask:
+        """A SliceMask of the given slices, in that order (the boxes are shared, not copied)."""
+        out = SliceMask((len(indices), self.shape[1], self.shape[2]))
+        for j, z in enumerate(indices):
+            box = self._boxes.get(self._index(z))
+            if box is not None:
+                out._boxes[j] = box
+        return out
+
     def slices(self) -> list[int]:
         """The slices with content, ascending."""
         return sorted(self._boxes)
@@ -97,6 +108,10 @@ class SliceMask:
     @property
     def nbytes(self) -> int:
         return sum(b.nbytes for _, _, b in self._boxes.values())
+
+    def astype(self, dtype: Any) -> np.ndarray:
+        """The dense volume in `dtype`, as `ndarray.astype` gives it."""
+        return np.asarray(self).astype(dtype)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = np.zeros(self.shape, dtype=np.uint8)
@@ -119,3 +134,10 @@ def slices_with_content(mask: Any) -> np.ndarray:
         return np.asarray(mask.slices(), dtype=np.int64)
     m = np.asarray(mask)
     return np.flatnonzero(m.reshape(m.shape[0], -1).any(axis=1))
+
+
+def take_slices(mask: Any, indices: list[int]) -> Any:
+    """The given slices of a SliceMask (a SliceMask) or of a dense [Z, Y, X] array, in that order."""
+    if isinstance(mask, SliceMask):
+        return mask.take(indices)
+    return np.asarray(mask)[indices]

@@ -10,7 +10,7 @@ import numpy as np
 from edge_ich.backends.base import Backend, BackendInfo, InferTimes, IOMeta
 from edge_ich.card import ModelCard
 from edge_ich.errors import ModelError, require
-from edge_ich.threads import inference_threads
+from edge_ich.host.threads import inference_threads
 
 
 class OnnxRuntimeBackend(Backend):

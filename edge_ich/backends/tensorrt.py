@@ -12,13 +12,19 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_ich.backends.base import Backend, BackendInfo, InferTimes, IOMeta
 from edge_ich.card import ModelCard
 from edge_ich.errors import InputError, ModelError
+
+if TYPE_CHECKING:  # typed by the stubs `make check-trt` generates from the real bindings
+    import tensorrt as trt
+
+    from edge_ich.backends.manifest import EngineManifest
+    from edge_ich.backends.tensorrt_cuda import CudaRuntime, PyCuda
 
 
 class IOMode(str, enum.Enum):
@@ -43,6 +49,11 @@ class _Tensor:
 class TensorRTBackend(Backend):
     """A deserialized engine, its execution context, buffers and stream."""
 
+    cuda: CudaRuntime | PyCuda | None
+    runtime: trt.Runtime
+    engine: trt.ICudaEngine
+    context: trt.IExecutionContext
+
     def __init__(
         self,
         plan_path: Path,
@@ -52,8 +63,7 @@ class TensorRTBackend(Backend):
         warmup: int = 2,
     ) -> None:
         super().__init__(card)
-        from edge_ich.builder.manifest import MachineInfo, check_manifest, load_manifest
-        from edge_ich.builder.trt import load_trt
+        from edge_ich.backends.manifest import MachineInfo, check_manifest, load_manifest, load_trt
 
         plan_path = Path(plan_path)
         try:
@@ -68,37 +78,46 @@ class TensorRTBackend(Backend):
         if not plan_path.is_file():
             raise ModelError(f"engine file not found: {plan_path}")
         manifest = load_manifest(plan_path)
-        trt = load_trt()
+        load_trt()
         check_manifest(manifest, card, MachineInfo.probe(), plan_path)
         from edge_ich.backends.tensorrt_cuda import open_cuda
 
-        self.trt, self.cuda = trt, open_cuda()
+        self.cuda = open_cuda()
         try:
             self._load(plan_path, card, manifest, cuda_graph, warmup)
         except BaseException:
             self.close()
             raise
 
-    def _load(self, plan_path: Path, card: ModelCard, manifest: Any, cuda_graph: bool, warmup: int) -> None:
-        trt = self.trt
+    @property
+    def _cu(self) -> CudaRuntime | PyCuda:
+        if self.cuda is None:
+            raise ModelError("the TensorRT backend is closed")
+        return self.cuda
+
+    def _load(self, plan_path: Path, card: ModelCard, manifest: EngineManifest, cuda_graph: bool, warmup: int) -> None:
+        import tensorrt as trt
+
+        cu = self._cu
         self.manifest = manifest
         self.cuda_graph = bool(cuda_graph)
-        if self.cuda_graph and not self.cuda.graphs:
+        if self.cuda_graph and not cu.graphs:
             raise ModelError(
                 "CUDA graphs need cuda-python (pip install 'edge-ich[trt]'); run without the CUDA graph option"
             )
         self._graphs: dict[int, Any] = {}
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        self.engine = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
-        if self.engine is None:
+        engine: trt.ICudaEngine | None = self.runtime.deserialize_cuda_engine(plan_path.read_bytes())
+        if engine is None:  # the bindings return None for a plan this TensorRT cannot read
             raise ModelError(
                 f"TensorRT could not deserialize {plan_path.name}; rebuild it on this machine: {manifest.rebuild_command}"
             )
-        self.context = self.engine.create_execution_context()
-        self.stream = self.cuda.stream()
-        self._stream_handle = self.cuda.stream_handle(self.stream)
-        self._events = [self.cuda.event() for _ in range(4)]
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        self.stream = cu.stream()
+        self._stream_handle = cu.stream_handle(self.stream)
+        self._events = [cu.event() for _ in range(4)]
         self._tensors = self._allocate()
         self._in = next((t for t in self._tensors if t.is_input and t.name == card.input_name), None)
         self._out = next((t for t in self._tensors if not t.is_input and t.name == card.output_name), None)
@@ -116,7 +135,7 @@ class TensorRTBackend(Backend):
             manifest.precision,
             {
                 "tensorrt": str(trt.__version__),
-                "cuda": self.cuda.name,
+                "cuda": cu.name,
                 "io_mode": self.io_mode.value,
                 "cuda_graph": str(self.cuda_graph),
                 "max_batch": str(self.max_batch),
@@ -126,7 +145,11 @@ class TensorRTBackend(Backend):
 
     def _allocate(self) -> list[_Tensor]:
         """Buffers for every I/O tensor at the profile's max batch; tensor addresses are set once."""
-        trt, eng = self.trt, self.engine
+        import tensorrt as trt
+
+        from edge_ich.backends.tensorrt_cuda import host_view
+
+        cu, eng = self._cu, self.engine
         tensors = []
         self.max_batch, self.opt_batch = 1, 1
         for i in range(eng.num_io_tensors):
@@ -144,14 +167,12 @@ class TensorRTBackend(Backend):
                 raise ModelError(f"engine tensor {name} has a dynamic dimension other than the batch: {shape}")
             t = _Tensor(name, is_in, np.dtype(trt.nptype(eng.get_tensor_dtype(name))), shape)
             mapped = self.io_mode is IOMode.MAPPED
-            t.host_ptr, mapped_dev = self.cuda.host_alloc(t.nbytes, mapped)
-            from edge_ich.backends.tensorrt_cuda import host_view
-
+            t.host_ptr, mapped_dev = cu.host_alloc(t.nbytes, mapped)
             t.host = host_view(t.host_ptr, t.nbytes, t.dtype, shape)
             if mapped_dev is not None:
                 t.dev_ptr = mapped_dev
             else:
-                t.dev_ptr, t.own_dev = self.cuda.malloc(t.nbytes), True
+                t.dev_ptr, t.own_dev = cu.malloc(t.nbytes), True
             if not self.context.set_tensor_address(name, t.dev_ptr):
                 raise ModelError(f"TensorRT refused the buffer address of tensor {name}")
             tensors.append(t)
@@ -173,7 +194,7 @@ class TensorRTBackend(Backend):
         """One chunk of at most max_batch slices through the engine; returns (output copy, times)."""
         assert self._in is not None and self._out is not None
         n = len(batch)
-        cu, s, (e0, e1, e2, e3) = self.cuda, self.stream, self._events
+        cu, s, (e0, e1, e2, e3) = self._cu, self.stream, self._events
         if not self.context.set_input_shape(self._in.name, tuple(batch.shape)):
             raise InputError(
                 f"batch shape {tuple(batch.shape)} is outside the engine profile (max batch {self.max_batch})"
@@ -228,6 +249,7 @@ class TensorRTBackend(Backend):
         if getattr(self, "stream", None) is not None:
             cu.destroy("stream", self.stream)
             self.stream = None
-        self.context = self.engine = self.runtime = None
+        for name in ("context", "engine", "runtime"):  # TensorRT objects go before the CUDA context
+            self.__dict__.pop(name, None)
         cu.close()
-        self.cuda = None  # type: ignore[assignment]
+        self.cuda = None

@@ -14,6 +14,11 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import MissingDependency, ModelError
+from edge_ich.host.install import CUDA_PYTHON_INSTALL
+
+
+class CudaBindingsMismatch(MissingDependency):
+    """cuda-python is installed but built for a newer CUDA than the driver (the message says what to install)."""
 
 
 def host_view(ptr: int, nbytes: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
@@ -29,17 +34,23 @@ class CudaRuntime:
     graphs = True
 
     def __init__(self) -> None:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            try:
-                from cuda import cudart  # cuda-python < 13
-            except ImportError:
-                raise MissingDependency("cuda-python is not installed (pip install 'edge-ich[trt]')") from None
+        from edge_ich.backends.cudainfo import CudaInfo, bindings_problem, cuda_version, import_cudart, probe_driver
+
+        cudart = import_cudart()
+        if cudart is None:
+            raise MissingDependency(f"cuda-python is not installed ({CUDA_PYTHON_INSTALL})")
         self.rt = cudart
         err, n = cudart.cudaGetDeviceCount()
         if err != cudart.cudaError_t.cudaSuccess or not n:
-            raise ModelError(f"no CUDA GPU is usable here ({err.name if hasattr(err, 'name') else err})")
+            name = err.name if hasattr(err, "name") else str(err)
+            drv = CudaInfo()
+            probe_driver(drv)
+            rerr, rv = cudart.cudaRuntimeGetVersion()
+            runtime = cuda_version(int(rv)) if rerr == cudart.cudaError_t.cudaSuccess else None
+            why = bindings_problem(runtime, drv.driver)
+            if why:  # the wrong cuda-python for this driver (13.x on JetPack 6): pycuda may still do
+                raise CudaBindingsMismatch(why)
+            raise ModelError(f"no CUDA GPU is usable here ({drv.driver_error or name})")
 
     def _ok(self, res: Any) -> Any:
         err, *rest = res if isinstance(res, tuple) else (res,)
@@ -123,9 +134,7 @@ class PyCuda:
         try:
             import pycuda.driver as drv
         except ImportError:
-            raise MissingDependency(
-                "neither cuda-python nor pycuda is installed (pip install 'edge-ich[trt]')"
-            ) from None
+            raise MissingDependency(f"neither cuda-python nor pycuda is installed ({CUDA_PYTHON_INSTALL})") from None
         self.drv = drv
         drv.init()
         if not drv.Device.count():
@@ -190,8 +199,16 @@ class PyCuda:
 
 
 def open_cuda() -> CudaRuntime | PyCuda:
-    """cuda-python when importable, else pycuda; MissingDependency when neither is installed."""
+    """cuda-python when it fits this driver, else pycuda; else MissingDependency saying what to install.
+
+    cuda-python built for a newer CUDA than the driver (13.x on JetPack 6's CUDA 12.6) answers
+    cudaErrorInsufficientDriver: pycuda is tried next, and without it the error names the
+    cuda-python that fits.
+    """
     try:
         return CudaRuntime()
-    except MissingDependency:
-        return PyCuda()
+    except MissingDependency as first:
+        try:
+            return PyCuda()
+        except MissingDependency:
+            raise first from None

@@ -15,6 +15,6 @@ def matching_engine(model_path: Path, card: ModelCard) -> Path | None:
     """
     if importlib.util.find_spec("tensorrt") is None:
         return None
-    from edge_ich.builder.manifest import find_matching_plan
+    from edge_ich.backends.manifest import find_matching_plan
 
     return find_matching_plan(Path(model_path), card)

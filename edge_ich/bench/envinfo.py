@@ -97,8 +97,9 @@ def cpu_info() -> dict[str, Any]:
         logical = psutil.cpu_count(logical=True)
     except ImportError:  # pragma: no cover - psutil is a runtime dependency
         physical, logical = None, os.cpu_count()
+    usable: int | None
     try:
-        usable: int | None = len(os.sched_getaffinity(0))
+        usable = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
         usable = os.cpu_count()
     return {

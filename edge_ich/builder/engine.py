@@ -15,82 +15,16 @@ import shlex
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from edge_ich.builder.manifest import EngineManifest, MachineInfo, load_manifest, manifest_path_for
+from edge_ich.backends.manifest import EngineManifest, MachineInfo, load_manifest, manifest_path_for
+from edge_ich.builder.options import BuildOptions, BuildResult
 from edge_ich.builder.precision import CalibMethod, Precision, Quantizer
 from edge_ich.card import ModelCard, card_path_for, load_card, sha256_file
-from edge_ich.errors import InputError
-
-if TYPE_CHECKING:
-    import numpy as np
+from edge_ich.errors import InputError, MissingDependency
 
 FP16_CPU_NOTE = "FP16 is not gated on the CPU: float16 convolutions there are ~200x slower and not a fair check; it is gated on the GPU engine"
-
-
-@dataclass
-class BuildOptions:
-    """Everything `edge-ich build-engine` was asked to do."""
-
-    model: Path
-    precision: str = "fp16"
-    calib: Path | None = None
-    calib_slices: int = 500
-    max_dice_drop: float = 0.01
-    out: Path = Path("engines/build")
-    workspace_mb: int = 1024
-    dla_core: int | None = None
-    timing_cache: Path | None = None
-    quantizer: str = "ort"
-    batch: int = 4
-    calib_method: str = "minmax"
-    max_sens_drop: float = 0.02
-    heldout_slices: int | None = None
-    optimization_level: int = 3
-    seed: int = 0
-    threads: int | None = None
-
-    def validate(self) -> tuple[Precision, Quantizer, CalibMethod]:
-        """Refuse impossible combinations before any work is done."""
-        try:
-            precision = Precision(self.precision)
-        except ValueError:
-            raise InputError(f"--precision must be fp32, fp16 or int8, not {self.precision!r}") from None
-        try:
-            quantizer = Quantizer(self.quantizer)
-        except ValueError:
-            raise InputError(f"--quantizer must be ort or modelopt, not {self.quantizer!r}") from None
-        try:
-            method = CalibMethod(self.calib_method)
-        except ValueError:
-            raise InputError(
-                f"calibration method must be minmax, entropy or percentile, not {self.calib_method!r}"
-            ) from None
-        if not 0.0 <= self.max_dice_drop <= 1.0 or not 0.0 <= self.max_sens_drop <= 1.0:
-            raise InputError("--max-dice-drop and the sensitivity drop must lie between 0 and 1")
-        if self.calib_slices < 8:
-            raise InputError("--calib-slices must be at least 8")
-        if self.batch < 1:
-            raise InputError("--batch must be at least 1")
-        if self.calib is not None and not Path(self.calib).is_dir():
-            raise InputError(f"--calib folder not found: {self.calib}")
-        if self.dla_core is not None and self.dla_core not in (0, 1):
-            raise InputError("--dla-core must be 0 or 1")
-        return precision, quantizer, method
-
-
-@dataclass
-class BuildResult:
-    """What was written and what the gate said."""
-
-    onnx: Path
-    card: Path
-    manifest: Path
-    plan: Path | None
-    lines: list[str] = field(default_factory=list)
-    gate: dict[str, Any] | None = None
 
 
 def _stem(path: Path) -> str:
@@ -123,22 +57,34 @@ def finish_command(onnx: Path, opts: BuildOptions, precision: Precision) -> str:
     return " ".join(parts)
 
 
-def _trt_ready() -> MachineInfo | None:
-    """MachineInfo when TensorRT and a CUDA GPU are both present, else None."""
+def _trt_ready() -> tuple[MachineInfo | None, str]:
+    """(MachineInfo, "") when TensorRT and a usable CUDA GPU are both present, else (None, why not).
+
+    TensorRT and a GPU with CUDA bindings that do not fit the driver (cuda-python 13.x on JetPack 6)
+    is refused with what to install, rather than quietly ending as "onnx-only".
+    """
     if importlib.util.find_spec("tensorrt") is None:
-        return None
+        return None, "TensorRT is not installed here"
     info = MachineInfo.probe()
-    return info if info.tensorrt and info.has_gpu else None
+    if info.tensorrt is None:
+        return None, "the tensorrt module does not import here"
+    if not info.has_gpu:
+        return None, "no CUDA GPU here"
+    if info.cuda_problem:
+        raise MissingDependency(
+            f"TensorRT {info.tensorrt} and a GPU are here, but the CUDA Python bindings cannot be used: {info.cuda_problem}"
+        )
+    return info, ""
 
 
-def _fp32_caller(model: Path, card: ModelCard, threads: int | None) -> Callable[[np.ndarray], np.ndarray]:
+def _fp32_caller(model: Path, card: ModelCard, threads: int | None) -> Callable[[Any], Any]:
     """Bleed/no-bleed call per slice from the FP32 model (strata where no truth exists)."""
     from edge_ich.backends.onnxrt import OnnxRuntimeBackend
     from edge_ich.builder.gate import _probabilities
 
     be = OnnxRuntimeBackend(model, card, threads=threads)
 
-    def call(batch):  # type: ignore[no-untyped-def]
+    def call(batch: Any) -> Any:
         prob = _probabilities(be.infer(batch), card)
         return (prob >= card.threshold).reshape(len(batch), -1).any(axis=1)
 
@@ -331,7 +277,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
             timing_cache=Path(opts.timing_cache) if opts.timing_cache else None,
         )
         manifest.profile = spec.profile_dict()
-        machine = _trt_ready()
+        machine, not_ready = _trt_ready() if opts.tensorrt else (None, "not asked to (no TensorRT call)")
         plan_final = out / f"{name}.plan"
         tmp_plan = None
         if machine is not None:
@@ -357,9 +303,7 @@ def build_engine(opts: BuildOptions, echo: Callable[[str], None] | None = None) 
     )
     lines.append(f"wrote {final_onnx} (+ {result.card.name}, {result.manifest.name})")
     if tmp_plan is None:
-        lines.append(
-            "TensorRT engine not built: no TensorRT with a CUDA GPU on this machine; wrote the precision ONNX and its manifest"
-        )
+        lines.append(f"TensorRT engine not built: {not_ready}; wrote the precision ONNX and its manifest")
         lines.append(f"finish on the target: {manifest.rebuild_command}")
         lines.append(f"or with trtexec:      {spec.trtexec_line(final_onnx, plan_final)}")
     else:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_ich.builder.manifest import TRTEXEC_PINNED_FLAGS, TrtVersion
-from edge_ich.errors import InputError, ModelError, require
+from edge_ich.backends.manifest import TRTEXEC_PINNED_FLAGS, TrtVersion, load_trt
+from edge_ich.errors import InputError, ModelError
 
 
 @dataclass
@@ -81,31 +81,24 @@ class BuildSpec:
         return " ".join(shlex.quote(p) for p in parts)
 
 
-def load_trt() -> Any:
-    """The tensorrt module (10.x or 11.x), or MissingDependency naming the extra."""
-    trt = require("tensorrt", "trt")
-    version = TrtVersion.parse(trt.__version__)
-    if not version.supported:
-        raise ModelError(f"TensorRT {version} is not supported (edge-ich builds with TensorRT 10.x or 11.x)")
-    return trt
+def network_flags(version: TrtVersion) -> int:
+    """Creation flags: STRONGLY_TYPED on 10.x (opt-in there); none on 11.x, always strongly typed (the flag is
+    deprecated and ignored there)."""
+    if version.is_trt11:
+        return 0
+    import tensorrt as trt
 
-
-def network_flags(trt: Any) -> int:
-    """Creation flags: STRONGLY_TYPED where the name exists (opt-in on 10.x, the only mode on 11.x)."""
-    flags = 0
-    ncf = trt.NetworkDefinitionCreationFlag
-    if hasattr(ncf, "STRONGLY_TYPED"):
-        flags |= 1 << int(ncf.STRONGLY_TYPED)
-    return flags
+    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
 def build_plan(onnx_path: Path, spec: BuildSpec) -> tuple[bytes, dict[str, Any]]:
     """Parse, configure and build; return the serialized engine and what was built (for the manifest)."""
-    trt = load_trt()
-    version = TrtVersion.parse(trt.__version__)
+    version = load_trt()
+    import tensorrt as trt
+
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = network_flags(trt)
+    flags = network_flags(version)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
@@ -113,11 +106,10 @@ def build_plan(onnx_path: Path, spec: BuildSpec) -> tuple[bytes, dict[str, Any]]
         raise ModelError(f"TensorRT cannot parse {Path(onnx_path).name}: {errs[:300]}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(spec.workspace_mb) << 20)
-    if hasattr(config, "builder_optimization_level"):
-        config.builder_optimization_level = int(spec.optimization_level)
+    config.builder_optimization_level = int(spec.optimization_level)
     profile = builder.create_optimization_profile()
     mn, opt, mx = spec.shapes()
-    profile.set_shape(spec.input_name, mn, opt, mx)
+    profile.set_shape(spec.input_name, trt.Dims(list(mn)), trt.Dims(list(opt)), trt.Dims(list(mx)))
     config.add_optimization_profile(profile)
     cache_bytes = spec.timing_cache.read_bytes() if spec.timing_cache and spec.timing_cache.is_file() else b""
     cache = config.create_timing_cache(cache_bytes)
@@ -131,9 +123,9 @@ def build_plan(onnx_path: Path, spec: BuildSpec) -> tuple[bytes, dict[str, Any]]
         config.DLA_core = int(spec.dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
     t0 = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    plan: trt.IHostMemory | None = builder.build_serialized_network(network, config)
     seconds = time.perf_counter() - t0
-    if plan is None:
+    if plan is None:  # the bindings return None when the build fails
         raise ModelError(
             f"TensorRT could not build an engine from {Path(onnx_path).name} (see the TensorRT log above; "
             f"try a larger --workspace than {spec.workspace_mb} MB)"
@@ -147,31 +139,29 @@ def build_plan(onnx_path: Path, spec: BuildSpec) -> tuple[bytes, dict[str, Any]]
         "tensorrt_version": str(version),
         "strongly_typed": bool(flags) or version.strongly_typed_by_default,
         "build_seconds": round(seconds, 2),
-        "io": engine_io(trt, data),
+        "io": engine_io(data),
     }
 
 
-def engine_io(trt: Any, plan: bytes) -> dict[str, Any]:
+def engine_io(plan: bytes) -> dict[str, Any]:
     """I/O signature of a serialized engine through the name-based tensor API (10.x and 11.x)."""
+    load_trt()
+    import tensorrt as trt
+
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-    engine = runtime.deserialize_cuda_engine(plan)
+    engine: trt.ICudaEngine | None = runtime.deserialize_cuda_engine(plan)
     if engine is None:
         raise ModelError("TensorRT could not deserialize the engine it just built")
-    io: dict[str, Any] = {"inputs": [], "outputs": []}
+    inputs: list[dict[str, Any]] = []
+    outputs: list[dict[str, Any]] = []
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         is_in = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-        io["inputs" if is_in else "outputs"].append(
+        (inputs if is_in else outputs).append(
             {
                 "name": name,
                 "shape": [int(v) for v in engine.get_tensor_shape(name)],
                 "dtype": engine.get_tensor_dtype(name).name,
             }
         )
-    mem = (
-        engine.device_memory_size_v2
-        if hasattr(engine, "device_memory_size_v2")
-        else getattr(engine, "device_memory_size", None)
-    )
-    io["device_memory_bytes"] = int(mem) if mem is not None else None
-    return io
+    return {"inputs": inputs, "outputs": outputs, "device_memory_bytes": int(engine.device_memory_size_v2)}

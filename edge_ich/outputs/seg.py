@@ -104,6 +104,50 @@ def derived_frame_of_reference_uid(header: pydicom.Dataset) -> str:
     return str(generate_uid(entropy_srcs=sources))
 
 
+#: Type 2 patient and study attributes highdicom copies from the source into the SEG.
+_TYPE2 = {
+    "PatientName": (0x00100010, "PN"),
+    "PatientID": (0x00100020, "LO"),
+    "PatientBirthDate": (0x00100030, "DA"),
+    "PatientSex": (0x00100040, "CS"),
+    "AccessionNumber": (0x00080050, "SH"),
+    "StudyID": (0x00200010, "SH"),
+    "StudyDate": (0x00080020, "DA"),
+    "StudyTime": (0x00080030, "TM"),
+}
+_DA = re.compile(r"^\d{8}$")
+_TM = re.compile(r"^\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?$")
+
+
+def _type2_fixes(h: pydicom.Dataset) -> dict[str, str]:
+    """Type 2 attributes the SEG must carry that the source lacks, repeats or garbles, and what the SEG
+    carries instead: the first of several values, or empty (unknown), which Type 2 allows."""
+    from pydicom.multival import MultiValue
+
+    fixes: dict[str, str] = {}
+    for kw, (_, vr) in _TYPE2.items():
+        if kw not in h:
+            fixes[kw] = ""
+            continue
+        try:
+            v = h.get(kw)
+        except (ValueError, TypeError):  # a value pydicom cannot convert
+            fixes[kw] = ""
+            continue
+        if isinstance(v, (MultiValue, list)):
+            fixes[kw] = str(v[0]) if len(v) else ""
+            continue
+        text = "" if v is None else str(v).strip()
+        if (
+            (vr == "DA" and text and not _DA.match(text))
+            or (vr == "TM" and text and not _TM.match(text))
+            or (kw == "PatientSex" and text not in ("M", "F", "O", ""))
+            or any(ord(ch) < 32 for ch in text)
+        ):
+            fixes[kw] = ""
+    return fixes
+
+
 def _thickness_ok(h: pydicom.Dataset) -> bool:
     try:
         return float(h.get("SliceThickness") or 0.0) > 0.0
@@ -136,7 +180,8 @@ def _complete_headers(headers: Sequence[pydicom.Dataset]) -> list[pydicom.Datase
         raise InputError("the source slices disagree on FrameOfReferenceUID; cannot build a DICOM Segmentation")
     need_for = fors == {""}
     need_thickness = not all(_thickness_ok(h) for h in headers)
-    if not (need_for or need_thickness):
+    fixes = [_type2_fixes(h) for h in headers]
+    if not (need_for or need_thickness or any(fixes)):
         return list(headers)
     uid = derived_frame_of_reference_uid(headers[0]) if need_for else None
     if need_for:
@@ -145,7 +190,7 @@ def _complete_headers(headers: Sequence[pydicom.Dataset]) -> list[pydicom.Datase
     if need_thickness:
         log.warning("source slices lack SliceThickness; the SEG uses the slice spacing from positions")
     out = []
-    for h in headers:
+    for h, fix in zip(headers, fixes):
         # Own element dict sharing the element objects (cheap); add_new puts NEW elements in it,
         # so the caller's datasets stay untouched (plain attribute assignment would edit shared ones).
         dup = pydicom.Dataset(dict(h.items()))
@@ -155,6 +200,9 @@ def _complete_headers(headers: Sequence[pydicom.Dataset]) -> list[pydicom.Datase
                 dup.add_new(0x00201040, "LO", "")  # PositionReferenceIndicator (Type 2)
         if thickness is not None and not _thickness_ok(dup):
             dup.add_new(0x00180050, "DS", f"{thickness:.6g}")  # SliceThickness
+        for kw, value in fix.items():
+            tag, vr = _TYPE2[kw]
+            dup.add_new(tag, vr, value)
         out.append(dup)
     return out
 
@@ -261,9 +309,11 @@ def build_seg(
                 content_label=content_label,
                 omit_empty_frames=bool(mask.any()),
             )
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
+            from edge_ich.assess.notices import safe_text
+
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"cannot build a DICOM Segmentation from this series: {first}") from None
+            raise InputError(f"cannot build a DICOM Segmentation from this series: {safe_text(first)}") from None
     seg.SeriesDescription = SERIES_DESCRIPTION
     _complete_deidentification(seg, headers[0])
     return seg
@@ -309,28 +359,6 @@ def build_seg_dataset(
     return seg
 
 
-def _synthetic_headers(n: int = 2, size: int = 4) -> list[pydicom.Dataset]:
-    """A tiny in-memory CT series (no patient data) for `warm_up`."""
-    import pydicom
-    from pydicom.uid import CTImageStorage, generate_uid
-
-    study, series, frame = generate_uid(), generate_uid(), generate_uid()
-    out = []
-    for k in range(n):
-        ds = pydicom.Dataset()
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
-        ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "CT", "", "", "", ""
-        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "", "", "", ""
-        ds.Rows = ds.Columns = size
-        ds.PixelSpacing = [1.0, 1.0]
-        ds.SliceThickness = 1.0
-        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
-        ds.ImagePositionPatient = [0.0, 0.0, float(k)]
-        out.append(ds)
-    return out
-
-
 def warm_up() -> float:
     """Build a throwaway SEG now (imports, pydicom's dictionaries); return the seconds it took.
 
@@ -339,8 +367,10 @@ def warm_up() -> float:
     """
     import time
 
+    from edge_ich.outputs.segwriter import synthetic_headers
+
     t0 = time.perf_counter()
-    headers = _synthetic_headers()
+    headers = synthetic_headers()
     mask = np.zeros((len(headers), int(headers[0].Rows), int(headers[0].Columns)), dtype=np.uint8)
     mask[0, 1, 1] = 1
     build_seg_dataset(mask, headers, algorithm_name="warm-up", algorithm_version="0")

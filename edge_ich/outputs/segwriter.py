@@ -409,3 +409,25 @@ def segmentation_dataset(
     ds.SegmentsOverlap = "NO"
     ds.PixelData = _pixel_data(mask, order, rows, cols, empty)
     return ds
+
+
+def synthetic_headers(n: int = 2, size: int = 4) -> list[pydicom.Dataset]:
+    """A tiny in-memory CT series (no patient data) for `seg.warm_up`."""
+    import pydicom
+    from pydicom.uid import CTImageStorage, generate_uid
+
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    out = []
+    for k in range(n):
+        ds = pydicom.Dataset()
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "CT", "", "", "", ""
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "", "", "", "", ""
+        ds.Rows = ds.Columns = size
+        ds.PixelSpacing = [1.0, 1.0]
+        ds.SliceThickness = 1.0
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.ImagePositionPatient = [0.0, 0.0, float(k)]
+        out.append(ds)
+    return out

@@ -147,12 +147,17 @@ def check_instance(ds: Any, req_class: str, req_instance: str) -> str | None:
         return "SOP Instance UID in the dataset differs from the request"
     if str(ds.get("Modality", "")).upper() != "CT":
         return "Modality is not CT"
-    if "PixelData" not in ds or not ds.get("Rows") or not ds.get("Columns"):
+    from edge_ich.sources.dicom import elements
+
+    bad = elements.first_critical_problem(ds)  # presence, multiplicity, range: one place for every reader
+    if bad is not None:
+        return str(bad)
+    if "PixelData" not in ds or not elements.first(ds, "Rows") or not elements.first(ds, "Columns"):
         return "no pixel data"
-    if sop_class == CT_IMAGE_STORAGE:
-        ipp, iop = ds.get("ImagePositionPatient"), ds.get("ImageOrientationPatient")
-        if ipp is None or len(ipp) != 3 or iop is None or len(iop) != 6 or len(ds.get("PixelSpacing") or []) != 2:
-            return "no image plane (position, orientation, spacing)"
+    if sop_class == CT_IMAGE_STORAGE and any(
+        elements.values(ds, k) is None for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+    ):
+        return "no image plane (position, orientation, spacing)"
     return None
 
 

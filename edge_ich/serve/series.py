@@ -40,6 +40,7 @@ class SliceRec:
     prepared: np.ndarray | None = None  # [n_windows, H, W] at the model size
     mask: np.ndarray | None = None  # uint8 [rows, cols], thresholded probability on the native grid
     max_prob: float = 0.0
+    prob: np.ndarray | None = None  # float16 [h, w], probability on the model grid
     ctx_used: tuple[str, ...] | None = None  # SOP UIDs of the neighbours it was inferred with
     seq: int = 0  # arrival order across all series (oldest ready slice is inferred first)
 
@@ -150,10 +151,12 @@ class StreamingInferer:
 
     def infer(
         self, stacks: list[np.ndarray], shapes: list[tuple[int, int]]
-    ) -> tuple[list[np.ndarray], list[float], float]:
-        """Infer stacked inputs; return native-grid masks, max probabilities and compute seconds."""
+    ) -> tuple[list[np.ndarray], list[float], list[np.ndarray], float]:
+        """Infer stacked inputs; return native-grid masks, max probabilities, model-grid probabilities
+        (float16) and compute seconds."""
         masks: list[np.ndarray] = []
         maxes: list[float] = []
+        probs: list[np.ndarray] = []
         compute = 0.0
         for s in range(0, len(stacks), self.batch):
             x = np.stack(stacks[s : s + self.batch])
@@ -164,7 +167,8 @@ class StreamingInferer:
             for j in range(prob.shape[0]):
                 masks.append(native_mask(prob[j], self.card, shapes[s + j]))
                 maxes.append(float(prob[j].max()))
-        return masks, maxes, compute
+                probs.append(prob[j].astype(np.float16))
+        return masks, maxes, probs, compute
 
     def run_ready(self, work: list[tuple[SeriesState, SliceRec, tuple[SliceRec, ...]]]) -> int:
         """Infer a batch of ready slices (from any series) and store their results."""
@@ -172,10 +176,10 @@ class StreamingInferer:
             return 0
         stacks = [np.concatenate([r.prepared for r in ctx], axis=0) for _, _, ctx in work]
         t0 = time.perf_counter()
-        masks, maxes, compute = self.infer(stacks, [rec.shape for _, rec, _ in work])
+        masks, maxes, probs, compute = self.infer(stacks, [rec.shape for _, rec, _ in work])
         post = time.perf_counter() - t0 - compute
-        for (state, rec, ctx), m, p in zip(work, masks, maxes):
-            rec.mask, rec.max_prob, rec.ctx_used = m, p, tuple(r.sop_uid for r in ctx)
+        for (state, rec, ctx), m, p, pr in zip(work, masks, maxes, probs):
+            rec.mask, rec.max_prob, rec.prob, rec.ctx_used = m, p, pr, tuple(r.sop_uid for r in ctx)
             state.streamed += 1
             state.times["compute"].append(compute / len(work))
             state.times["postprocess"].append(post / len(work))
@@ -190,6 +194,7 @@ class StreamingInferer:
         recs = dict(state.slices) if state is not None else {}
         mask = SliceMask((n, rows, cols))
         slice_prob = np.zeros(n, dtype=np.float32)
+        prob = np.zeros((n, *self.card.input_size), dtype=np.float16)
         prepared: dict[int, np.ndarray] = {}
         timings = StageTimes()
 
@@ -212,22 +217,28 @@ class StreamingInferer:
             idx = context_indices(i, n, k)
             key = tuple(sops[j] for j in idx)
             rec = recs.get(sops[i])
-            if rec is not None and rec.mask is not None and rec.ctx_used == key and rec.mask.shape == (rows, cols):
-                mask[i], slice_prob[i] = rec.mask, rec.max_prob
+            if (
+                rec is not None
+                and rec.mask is not None
+                and rec.prob is not None
+                and rec.ctx_used == key
+                and rec.mask.shape == (rows, cols)
+            ):
+                mask[i], slice_prob[i], prob[i] = rec.mask, rec.max_prob, rec.prob
             else:
                 todo.append(i)
         if todo:
             stacks = [np.concatenate([get(j) for j in context_indices(i, n, k)], axis=0) for i in todo]
             t0 = time.perf_counter()
-            masks, maxes, compute = self.infer(stacks, [(rows, cols)] * len(todo))
+            masks, maxes, probs, compute = self.infer(stacks, [(rows, cols)] * len(todo))
             timings.add("compute", compute, len(todo))
             timings.add("postprocess", time.perf_counter() - t0 - compute, len(todo))
-            for i, m, p in zip(todo, masks, maxes):
-                mask[i], slice_prob[i] = m, p
+            for i, m, p, pr in zip(todo, masks, maxes, probs):
+                mask[i], slice_prob[i], prob[i] = m, p, pr
         if state is not None:
             for stage in ("read", "preprocess", "compute", "postprocess"):
                 timings.per_slice[stage].extend(state.times[stage])
             timings.first_infer_s = state.first_infer_s
             timings.last_read_at = state.last_arrival
             timings.wall_s = time.perf_counter() - state.first_arrival
-        return Segmentation(mask=mask, slice_prob=slice_prob, timings=timings), len(todo)
+        return Segmentation(mask=mask, slice_prob=slice_prob, timings=timings, prob=prob), len(todo)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_ich.errors import EdgeIchError
+from edge_ich.errors import EdgeIchError, NotAssessable
 from edge_ich.serve.series import SeriesState, StreamingInferer
 from edge_ich.serve.spool import Spool
 
@@ -66,6 +66,9 @@ def stage_series(st: SeriesState, spool: Spool, inferer: StreamingInferer, model
             "write_outputs": round(time.perf_counter() - t2, 4),
             **{k: round(v, 4) for k, v in seg.timings.phases.items()},  # components and each writer
         }
+    except NotAssessable as exc:  # the same report.json as `edge-ich run` writes, and no answer
+        runner.write_not_assessable(out / uid, exc, model.card, [])
+        staged.error = str(exc)
     except EdgeIchError as exc:
         staged.error = str(exc)
     except Exception:  # a bug: keep its traceback for the log line at publish time

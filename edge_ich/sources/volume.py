@@ -23,6 +23,7 @@ class Skipped:
 
     path: str
     reason: str
+    series_uid: str | None = None  # the series the file claims to belong to, when its header said so
 
 
 @dataclass
@@ -33,6 +34,9 @@ class Geometry:
     spacing: tuple[float, float, float]  # (slice, row, col) mm
     affine_lps: np.ndarray  # 4x4, (col, row, slice) -> LPS mm
     warnings: list[str] = field(default_factory=list)
+    missing: tuple[int, ...] = ()  # slice indices of the grid where no slice was imaged (gaps)
+    gaps: list[dict[str, Any]] = field(default_factory=list)  # each gap: after_slice, missing, size_mm, offset_mm
+    tilt_deg: float = 0.0  # gantry tilt the affine follows (0 when the positions lie along the normal)
 
     @property
     def voxel_ml(self) -> float:
@@ -95,10 +99,9 @@ class ArraySource:
         self.hu = hu
         if affine_lps is None:
             affine_lps = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+        z, y, x = (int(v) for v in hu.shape)
         self.geometry = Geometry(
-            shape=(int(hu.shape[0]), int(hu.shape[1]), int(hu.shape[2])),
-            spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
-            affine_lps=affine_lps,
+            shape=(z, y, x), spacing=(float(spacing[0]), float(spacing[1]), float(spacing[2])), affine_lps=affine_lps
         )
         self.skipped: list[Skipped] = []
 

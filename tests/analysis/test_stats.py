@@ -144,7 +144,7 @@ def test_cpu_account_sees_our_own_work() -> None:
 
 
 def test_report_json_stage_timings_use_the_same_percentiles_as_bench() -> None:
-    from edge_ich.runner import _stats_ms
+    from edge_ich.outputs.report import _stats_ms
 
     seconds = [i / 1000.0 for i in range(20, 0, -1)]  # 1..20 ms, unsorted
     s = _stats_ms(seconds)

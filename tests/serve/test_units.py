@@ -90,7 +90,9 @@ def test_check_instance_reasons(tmp_path: Path) -> None:
     ds.Modality = "MR"
     assert "Modality" in check_instance(ds, ds.SOPClassUID, ds.SOPInstanceUID)
     ds.Modality = "CT"
-    del ds.ImagePositionPatient
+    ds.ImageOrientationPatient = "1"  # single-valued: named, no traceback in the receiving thread
+    assert "invalid ImageOrientationPatient" in check_instance(ds, ds.SOPClassUID, ds.SOPInstanceUID)
+    del ds.ImageOrientationPatient
     assert "image plane" in check_instance(ds, ds.SOPClassUID, ds.SOPInstanceUID)
 
 

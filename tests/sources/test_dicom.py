@@ -386,9 +386,11 @@ def test_other_image_objects_in_a_ct_series_are_skipped(tmp_path: Path) -> None:
 
 
 def test_refused_first_choice_gives_way_to_next_series(tmp_path: Path) -> None:
-    """A thin series with missing slices is refused; the complete thick series is used and the refusal listed."""
+    """A thin series missing more slices than the documented limit (geometry.MAX_MISSING_FRACTION) is
+    refused; the complete thick series is used and the refusal listed."""
     thin = make_series(tmp_path / "thin", n=10, size=64, spacing=1.0, series_uid="1.2.3.10")
-    thin[5].unlink()
+    for k in (4, 5, 6):
+        thin[k].unlink()
     make_series(tmp_path / "thick", n=4, size=64, spacing=5.0, series_uid="1.2.3.4")
     s = open_series(tmp_path)
     assert s.series_uid == "1.2.3.4" and _markers(s) == [0, 1, 2, 3]

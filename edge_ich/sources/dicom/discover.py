@@ -15,7 +15,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from edge_ich.errors import InputError
+from edge_ich.errors import InputError, NotAssessable
+from edge_ich.sources.dicom import elements
 from edge_ich.sources.volume import Skipped
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -25,31 +26,6 @@ MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
 #: |slice normal . patient z| at or above this counts as axial (allows ~45 degrees of gantry/oblique tilt).
 AXIAL_MIN_COS = 0.7
-
-#: Header tags the reader relies on (converted during discovery so corrupt values surface there).
-USED_TAGS = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "SeriesInstanceUID",
-    "StudyInstanceUID",
-    "FrameOfReferenceUID",
-    "Modality",
-    "ImageType",
-    "Rows",
-    "Columns",
-    "NumberOfFrames",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "PixelSpacing",
-    "SliceThickness",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-)
 
 _PIXEL_TAG = (0x7FE0, 0x0010)
 _ITEM = (0xFFFE, 0xE000)
@@ -72,6 +48,7 @@ class SkipReason(str, Enum):
     NOT_AXIAL = "not axial"
     NO_PIXELS = "no pixel data"
     TRUNCATED = "truncated pixel data"
+    INVALID_ELEMENT = "invalid header element"
 
 
 @dataclass
@@ -87,6 +64,7 @@ class SeriesCandidate:
     slice_thickness: float | None = None
     derived: bool = False
     headers: dict[Path, Any] = field(default_factory=dict, repr=False, compare=False)
+    problem: str | None = None  # why the series is not assessable from its headers alone (gate.header)
 
 
 @dataclass
@@ -95,6 +73,7 @@ class DiscoveryResult:
 
     candidates: list[SeriesCandidate]
     skipped: list[Skipped]
+    other_modalities: dict[str, int] = field(default_factory=dict)  # image files of another modality, by code
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -183,8 +162,6 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
             if not has_magic and "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
                 return None, SkipReason.NOT_DICOM, ""
             cut = fp.tell() >= size and _cut_short(ds)  # before conversion: raw values show a short read
-            for keyword in USED_TAGS:  # convert now, so a corrupt value is this file's problem, not a crash later
-                ds.get(keyword)
             meta = getattr(ds, "file_meta", None)
             ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
             if (
@@ -237,13 +214,13 @@ def _encoding(ds: Any, ts: str) -> tuple[bool, bool]:
 
 def axial_normal(ds: Any) -> np.ndarray | None:
     """Unit slice normal (row cosine x column cosine) or None when ImageOrientationPatient is absent/invalid."""
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
-        return None
     try:
-        v = np.asarray([float(x) for x in iop], dtype=float)
-    except (TypeError, ValueError):
+        iop = elements.values(ds, "ImageOrientationPatient")
+    except elements.ElementError:
         return None
+    if iop is None:
+        return None
+    v = np.asarray(iop, dtype=float)
     n = np.cross(v[:3], v[3:])
     norm = float(np.linalg.norm(n))
     if not np.isfinite(norm) or norm < 1e-3:
@@ -251,27 +228,32 @@ def axial_normal(ds: Any) -> np.ndarray | None:
     return n / norm
 
 
+def modality_of(ds: Any) -> str:
+    """The Modality code ('' when absent or not a valid code string)."""
+    return str(elements.optional(ds, "Modality") or "")
+
+
 def classify(ds: Any) -> tuple[SkipReason | None, str]:
     """Is this header a single-frame CT axial image? (reason, safe detail) when not."""
-    sop = str(ds.get("SOPClassUID", ""))
-    modality = str(ds.get("Modality", "") or "")
-    if not ds.get("SeriesInstanceUID"):
+    sop = str(elements.optional(ds, "SOPClassUID") or "")
+    if not elements.optional(ds, "SeriesInstanceUID"):
         return SkipReason.NO_SERIES_UID, ""
     if sop in (ENHANCED_CT_STORAGE, LEGACY_ENHANCED_CT_STORAGE):
         return SkipReason.ENHANCED, ""
-    if modality.upper() != "CT":
-        return SkipReason.NOT_CT, f"modality {_safe_code(modality) or 'missing'}"
+    modality = modality_of(ds)
+    if modality != "CT":
+        return SkipReason.NOT_CT, f"modality {_safe_code(modality) or 'missing or invalid'}"
     if sop and sop != CT_IMAGE_STORAGE:
         return SkipReason.NOT_IMAGE, f"SOP class {sop}"
-    if "Rows" not in ds or "Columns" not in ds:
+    bad = elements.first_critical_problem(ds)
+    if bad is not None:
+        return SkipReason.INVALID_ELEMENT, str(bad)
+    if elements.first(ds, "Rows") is None or elements.first(ds, "Columns") is None:
         return SkipReason.NOT_IMAGE, "no Rows/Columns"
-    image_type = [str(x).upper() for x in (ds.get("ImageType") or [])]
+    image_type = [str(x).upper() for x in (elements.optional_all(ds, "ImageType") or [])]
     if "LOCALIZER" in image_type or "SCOUT" in image_type or "TOPOGRAM" in image_type:
         return SkipReason.LOCALIZER, ""
-    try:
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (TypeError, ValueError):
-        frames = 1
+    frames = int(elements.first(ds, "NumberOfFrames") or 1)
     if frames > 1:
         return SkipReason.MULTI_FRAME, f"{frames} frames"
     n = axial_normal(ds)
@@ -287,19 +269,26 @@ def _safe_code(text: str) -> str:
 
 
 def _thickness(ds: Any) -> float | None:
-    try:
-        v = float(ds.get("SliceThickness"))
-        return v if np.isfinite(v) and v > 0 else None
-    except (TypeError, ValueError):
-        return None
+    v = elements.optional(ds, "SliceThickness")
+    return float(v) if v else None
 
 
 def _rank_key(c: SeriesCandidate) -> tuple:
-    """The stated choice rule: original before derived, then most files, then thinnest slices, then UID."""
-    return (c.derived, -c.n_files, c.slice_thickness if c.slice_thickness is not None else 1e9, c.series_uid)
+    """The stated choice rule: assessable headers first, original before derived, then most files,
+    then thinnest slices, then UID."""
+    return (
+        c.problem is not None,
+        c.derived,
+        -c.n_files,
+        c.slice_thickness if c.slice_thickness is not None else 1e9,
+        c.series_uid,
+    )
 
 
-CHOICE_RULE = "original before derived images, then most slices, then thinnest slices, then SeriesInstanceUID"
+CHOICE_RULE = (
+    "head CT by its headers before other series, original before derived images, then most slices, "
+    "then thinnest slices, then SeriesInstanceUID"
+)
 
 
 def discover(root: Path) -> DiscoveryResult:
@@ -309,6 +298,7 @@ def discover(root: Path) -> DiscoveryResult:
         raise InputError("the input folder does not exist")
     skipped: list[Skipped] = []
     groups: dict[str, SeriesCandidate] = {}
+    others: dict[str, int] = {}
     for path in iter_files(root):
         rel = _rel(path, root)
         if path.name.upper() == "DICOMDIR":
@@ -321,34 +311,58 @@ def discover(root: Path) -> DiscoveryResult:
                 why, det = classify(ds)
                 if why is not None:
                     bad, detail = why, det
-            skipped.append(Skipped(rel, _reason(bad, detail)))
+            skipped.append(Skipped(rel, _reason(bad, detail), _uid_of(ds)))
             continue
         why, det = classify(ds)
         if why is not None:
-            skipped.append(Skipped(rel, _reason(why, det)))
+            if why is SkipReason.NOT_CT:  # an image of another modality: the series is not assessable
+                code = _safe_code(modality_of(ds)) or "missing"
+                others[code] = others.get(code, 0) + 1
+            skipped.append(Skipped(rel, _reason(why, det), _uid_of(ds)))
             continue
-        uid = str(ds.SeriesInstanceUID)
-        cand = groups.get(uid)
-        if cand is None:
-            image_type = [str(x).upper() for x in (ds.get("ImageType") or [])]
-            cand = groups[uid] = SeriesCandidate(
-                series_uid=uid,
-                study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
-                frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
-                files=[],
-                modality="CT",
-                n_files=0,
-                slice_thickness=_thickness(ds),
-                derived=bool(image_type) and image_type[0] == "DERIVED",
-            )
-        cand.files.append(path)
-        cand.headers[path] = ds
-        cand.n_files += 1
-    candidates = sorted(groups.values(), key=_rank_key)
-    return DiscoveryResult(candidates=candidates, skipped=skipped)
+        add_to_group(groups, path, ds)
+    return DiscoveryResult(candidates=rank(groups.values()), skipped=skipped, other_modalities=others)
+
+
+def _uid_of(ds: Any) -> str | None:
+    return None if ds is None else elements.optional(ds, "SeriesInstanceUID")
+
+
+def add_to_group(groups: dict[str, SeriesCandidate], path: Path, ds: Any) -> SeriesCandidate:
+    """Add one classified CT image header to its series candidate (created on first sight)."""
+    uid = str(elements.required(ds, "SeriesInstanceUID")[0])
+    cand = groups.get(uid)
+    if cand is None:
+        image_type = [str(x).upper() for x in (elements.optional_all(ds, "ImageType") or [])]
+        cand = groups[uid] = SeriesCandidate(
+            series_uid=uid,
+            study_uid=elements.optional(ds, "StudyInstanceUID"),
+            frame_of_reference_uid=elements.optional(ds, "FrameOfReferenceUID"),
+            files=[],
+            modality="CT",
+            n_files=0,
+            slice_thickness=_thickness(ds),
+            derived=bool(image_type) and image_type[0] == "DERIVED",
+        )
+    cand.files.append(path)
+    cand.headers[path] = ds
+    cand.n_files += 1
+    return cand
+
+
+def rank(candidates: Any) -> list[SeriesCandidate]:
+    """Candidates in the order of `CHOICE_RULE`, each with its header-level assessability problem set."""
+    from edge_ich.sources.dicom.checks import candidate_problem
+
+    out = list(candidates)
+    for c in out:
+        c.problem = candidate_problem(list(c.headers.values()))
+    return sorted(out, key=_rank_key)
 
 
 def _reason(reason: SkipReason | None, detail: str) -> str:
+    if reason is SkipReason.INVALID_ELEMENT and detail:
+        return detail  # "invalid <Element> (<what is wrong>)": names the element, never its value
     text = reason.value if reason is not None else "unusable"
     return f"{text} ({detail})" if detail else text
 
@@ -364,6 +378,12 @@ def choose_series(result: DiscoveryResult, series_uid: str | None) -> tuple[Seri
             key = s.reason.split(" (")[0]
             counts[key] = counts.get(key, 0) + 1
         top = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])[:4])
+        if result.other_modalities:
+            mods = ", ".join(sorted(result.other_modalities))
+            raise NotAssessable(
+                f"modality {mods}, not CT: the model is validated on non-contrast head CT only",
+                {"kind": "dicom", "skipped": [{"path": s.path, "reason": s.reason} for s in result.skipped]},
+            )
         raise InputError(f"no usable CT axial image series in the input folder ({n} file(s) skipped; {top})")
     if series_uid is not None:
         chosen = next((c for c in result.candidates if c.series_uid == series_uid), None)

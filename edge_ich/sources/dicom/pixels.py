@@ -11,38 +11,33 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import InputError
+from edge_ich.sources.dicom import elements
 
 
-def _first_float(value: Any, default: float) -> float:
-    """First value of a possibly multi-valued numeric tag, or default when absent/empty."""
-    if value is None or value == "":
-        return default
-    if isinstance(value, (list, tuple)) or hasattr(value, "__getitem__") and not isinstance(value, (str, bytes)):
-        try:
-            value = value[0]
-        except (IndexError, TypeError):
-            return default
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return default
-    return v if np.isfinite(v) else default
+def rescale_present(ds: Any) -> bool:
+    """Whether both RescaleSlope and RescaleIntercept are stated (validated in `elements`)."""
+    return elements.first(ds, "RescaleSlope") is not None and elements.first(ds, "RescaleIntercept") is not None
 
 
 def rescale_of(ds: Any) -> tuple[float, float]:
-    """(slope, intercept) of a CT image: first value when multi-valued, (1, 0) when absent."""
-    slope = _first_float(ds.get("RescaleSlope"), 1.0)
+    """(slope, intercept) of a CT image: first value when multi-valued, (1, 0) when absent.
+
+    The (1, 0) assumption is stated in the report and checked against the pixels by the
+    assessability gate (`edge_ich.assess`); a slope of 0 (every pixel one value) is refused here.
+    """
+    slope = elements.first(ds, "RescaleSlope")
+    intercept = elements.first(ds, "RescaleIntercept")
     if slope == 0.0:
-        slope = 1.0
-    return slope, _first_float(ds.get("RescaleIntercept"), 0.0)
+        raise InputError("RescaleSlope is 0: every pixel would have the same HU")
+    return (1.0 if slope is None else float(slope)), (0.0 if intercept is None else float(intercept))
 
 
 def has_rsna_quirk(ds: Any, intercept: float) -> bool:
     """The RSNA 2019 12-bit shift: BitsStored 12, unsigned, intercept > -100 (values stored 1000 too low, wrapped)."""
     try:
-        bits = int(ds.get("BitsStored", 0) or 0)
-        rep = int(ds.get("PixelRepresentation", 0) or 0)
-    except (TypeError, ValueError):
+        bits = elements.first(ds, "BitsStored") or 0
+        rep = elements.first(ds, "PixelRepresentation") or 0
+    except elements.ElementError:
         return False
     return bits == 12 and rep == 0 and intercept > -100
 
@@ -72,7 +67,7 @@ def _decode(ds: Any) -> np.ndarray:
 def hu_from_dataset(ds: Any) -> np.ndarray:
     """Hounsfield units of one single-frame CT image, float32 [rows, cols]."""
     arr = _decode(ds)
-    rows, cols = int(ds.Rows), int(ds.Columns)
+    rows, cols = int(elements.required(ds, "Rows")[0]), int(elements.required(ds, "Columns")[0])
     if arr.shape != (rows, cols):
         raise InputError(f"pixel data shape {tuple(arr.shape)} is not a single {rows}x{cols} grey image")
     slope, intercept = rescale_of(ds)

@@ -12,8 +12,20 @@ from typing import Any
 
 import numpy as np
 
-from edge_ich.errors import InputError
-from edge_ich.sources.dicom.discover import CHOICE_RULE, SeriesCandidate, choose_series, classify, discover, read_header
+from edge_ich.errors import InputError, NotAssessable
+from edge_ich.sources.dicom import elements
+from edge_ich.sources.dicom.discover import (
+    CHOICE_RULE,
+    SeriesCandidate,
+    _reason,
+    _uid_of,
+    add_to_group,
+    choose_series,
+    classify,
+    discover,
+    rank,
+    read_header,
+)
 from edge_ich.sources.dicom.geometry import sort_and_measure
 from edge_ich.sources.dicom.pixels import hu_from_dataset
 from edge_ich.sources.volume import Geometry, Skipped
@@ -53,7 +65,13 @@ def _hu_of_path(path: Path) -> np.ndarray:
 
 
 class DicomSeries:
-    """One CT axial series sorted along the slice normal (ascending), read slice by slice."""
+    """One CT axial series sorted along the slice normal (ascending), read slice by slice.
+
+    With `allow_gaps` the slices lie on a regular grid whose missing positions
+    (`geometry.missing`) are not imaged: `read_hu` gives the nearest imaged slice there (context
+    for its neighbours only; the runner clears any answer on such a position) and `present`
+    says which grid positions hold a file.
+    """
 
     kind = "dicom"
 
@@ -63,17 +81,30 @@ class DicomSeries:
         root: Path | None = None,
         skipped: list[Skipped] | None = None,
         other_series: list[dict] | None = None,
+        allow_gaps: bool = False,
     ) -> None:
         items = [(p, candidate.headers.get(p)) for p in candidate.files]
         missing = [p for p, h in items if h is None]
         if missing:
             raise ValueError("SeriesCandidate without headers; build it with discover() or series_from_files()")
-        sorted_ = sort_and_measure(items, root=root, read_hu=_hu_of_path)
+        sorted_ = sort_and_measure(items, root=root, read_hu=_hu_of_path, allow_gaps=allow_gaps)
         self.geometry: Geometry = sorted_.geometry
-        self.files: list[Path] = sorted_.files
+        self.files: list[Path] = sorted_.files  # imaged slices only, in order
         self._headers: list[Any] = sorted_.headers
+        n = self.geometry.shape[0]
+        imaged = np.asarray(sorted_.grid_index, dtype=np.int64)
+        self.present: list[bool] = [False] * n
+        for g in imaged:
+            self.present[int(g)] = True
+        # grid index -> index into files: itself where imaged, else the nearest imaged slice (lower on a tie)
+        after = np.clip(np.searchsorted(imaged, np.arange(n)), 0, len(imaged) - 1)
+        before = np.clip(after - 1, 0, len(imaged) - 1)
+        grid = np.arange(n)
+        nearer = np.abs(imaged[before] - grid) <= np.abs(imaged[after] - grid)
+        self._slot: list[int] = [int(v) for v in np.where(nearer, before, after)]
         self.skipped: list[Skipped] = list(skipped or []) + sorted_.skipped
-        self.sop_instance_uids: list[str] = [str(h.get("SOPInstanceUID", "")) for h in self._headers]
+        uids = [str(elements.optional(h, "SOPInstanceUID") or "") for h in self._headers]
+        self.sop_instance_uids: list[str] = [uids[self._slot[g]] if self.present[g] else "" for g in range(n)]
         self.series_uid: str = candidate.series_uid
         self.study_uid: str | None = candidate.study_uid
         self.frame_of_reference_uid: str | None = candidate.frame_of_reference_uid
@@ -81,11 +112,16 @@ class DicomSeries:
         self.choice_rule: str = CHOICE_RULE
 
     def __len__(self) -> int:
-        return len(self.files)
+        return self.geometry.shape[0]
+
+    @property
+    def present_headers(self) -> list[Any]:
+        """Headers of the imaged slices (cached objects: do not edit)."""
+        return list(self._headers)
 
     def read_hu(self, i: int) -> np.ndarray:
-        """Slice i (sorted order) in HU, float32 [rows, cols]; decodes the file now."""
-        hu = _hu_of_path(self.files[i])
+        """Slice i (sorted grid order) in HU, float32 [rows, cols]; decodes the file now."""
+        hu = _hu_of_path(self.files[self._slot[i]])
         if hu.shape != tuple(self.geometry.shape[1:]):
             raise InputError(f"slice {i} decodes to {hu.shape}, not the series' {self.geometry.shape[1:]}")
         return hu
@@ -93,18 +129,18 @@ class DicomSeries:
     def header(self, i: int, copy_: bool = True) -> Any:
         """Header of slice i without pixel data: a copy callers may edit, or with `copy_=False`
         the cached one itself, for readers that promise not to change it (the SEG writer)."""
-        return copy.deepcopy(self._headers[i]) if copy_ else self._headers[i]
+        if not self.present[i]:
+            raise IndexError(f"slice {i} of the grid was not imaged (a gap)")
+        h = self._headers[self._slot[i]]
+        return copy.deepcopy(h) if copy_ else h
 
     def summary(self) -> dict[str, Any]:
         """Non-identifying description for the report: UIDs, counts, grid, warnings, skipped files."""
         g = self.geometry
         h0 = self._headers[0]
         ts = sorted({str(getattr(getattr(h, "file_meta", None), "TransferSyntaxUID", "") or "") for h in self._headers})
-        thickness = h0.get("SliceThickness")
-        try:
-            thickness_mm = float(thickness) if thickness not in (None, "") else None
-        except (TypeError, ValueError):
-            thickness_mm = None
+        thickness = elements.optional(h0, "SliceThickness")
+        thickness_mm = float(thickness) if thickness else None
         return {
             "kind": self.kind,
             "series_uid": self.series_uid,
@@ -112,6 +148,8 @@ class DicomSeries:
             "frame_of_reference_uid": self.frame_of_reference_uid,
             "modality": "CT",
             "n_slices": len(self.files),
+            "missing_slices": list(g.missing),
+            "gaps": [dict(x) for x in g.gaps],
             "shape": list(g.shape),
             "spacing_mm": [float(x) for x in g.spacing],
             "slice_thickness_mm": thickness_mm,
@@ -124,7 +162,7 @@ class DicomSeries:
         }
 
 
-def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
+def open_series(root: Path, series_uid: str | None = None, allow_gaps: bool = True) -> DicomSeries:
     """Discover the CT axial series under root, pick one (rule or UID), sort and measure it.
 
     Without a UID, a candidate whose geometry is refused gives way to the next one by the rule; the
@@ -137,13 +175,17 @@ def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
         raise InputError("--series expects a folder of DICOM files, got a single file")
     result = discover(root)
     chosen, others = choose_series(result, series_uid)
+    if chosen.problem is not None:  # the best candidate fails on its headers: so do all the others
+        raise NotAssessable(chosen.problem, _candidate_facts(chosen, result.skipped, others))
     if series_uid is not None:
-        return DicomSeries(chosen, root=root, skipped=result.skipped, other_series=others)
+        return DicomSeries(chosen, root=root, skipped=result.skipped, other_series=others, allow_gaps=allow_gaps)
     refused: list[dict] = []
     first_error: InputError | None = None
     for cand in result.candidates:
+        if cand.problem is not None:
+            continue
         try:
-            series = DicomSeries(cand, root=root)
+            series = DicomSeries(cand, root=root, allow_gaps=allow_gaps)
         except InputError as exc:
             first_error = first_error or exc
             refused.append(
@@ -159,9 +201,22 @@ def open_series(root: Path, series_uid: str | None = None) -> DicomSeries:
         series.other_series = refused + rest
         return series
     assert first_error is not None
-    if len(result.candidates) == 1:
+    if len(refused) == 1:
         raise first_error
-    raise InputError(f"{first_error} (and the {len(result.candidates) - 1} other CT series found were refused too)")
+    raise InputError(f"{first_error} (and the {len(refused) - 1} other CT series found were refused too)")
+
+
+def _candidate_facts(cand: SeriesCandidate, skipped: list[Skipped], others: list[dict]) -> dict[str, Any]:
+    """What a not-assessable report says of a series refused on its headers (no patient data)."""
+    return {
+        "kind": "dicom",
+        "series_uid": cand.series_uid,
+        "study_uid": cand.study_uid,
+        "modality": cand.modality,
+        "n_files": cand.n_files,
+        "skipped": [{"path": s.path, "reason": s.reason} for s in skipped],
+        "other_series": list(others),
+    }
 
 
 def series_from_files(files: list[Path]) -> DicomSeries:
@@ -177,27 +232,15 @@ def series_from_files(files: list[Path]) -> DicomSeries:
         if why is None and bad is not None:
             why, det = bad, detail
         if why is not None:
-            reason = why.value if why is not None else "unusable"
-            skipped.append(Skipped(p.name, f"{reason} ({det})" if det else reason))
+            skipped.append(Skipped(p.name, _reason(why, det), None if ds is None else _uid_of(ds)))
             continue
         assert ds is not None  # classify() returned no reason, so the header was read
-        uid = str(ds.SeriesInstanceUID)
-        cand = kept.setdefault(
-            uid,
-            SeriesCandidate(
-                series_uid=uid,
-                study_uid=str(ds.StudyInstanceUID) if ds.get("StudyInstanceUID") else None,
-                frame_of_reference_uid=str(ds.FrameOfReferenceUID) if ds.get("FrameOfReferenceUID") else None,
-                files=[],
-                modality="CT",
-                n_files=0,
-            ),
-        )
-        cand.files.append(p)
-        cand.headers[p] = ds
-        cand.n_files += 1
+        add_to_group(kept, p, ds)
     if not kept:
         raise InputError(f"none of the {len(files)} files is a usable CT axial image")
     if len(kept) > 1:
         raise InputError(f"the files belong to {len(kept)} different series; pass one series at a time")
-    return DicomSeries(next(iter(kept.values())), root=None, skipped=skipped)
+    (cand,) = rank(kept.values())
+    if cand.problem is not None:
+        raise NotAssessable(cand.problem, _candidate_facts(cand, skipped, []))
+    return DicomSeries(cand, root=None, skipped=skipped, allow_gaps=True)
