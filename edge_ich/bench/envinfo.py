@@ -145,15 +145,10 @@ def versions() -> dict[str, str | None]:
 
 
 def _cudart() -> Any | None:
-    """cuda-python's runtime module under either of its import paths, or None."""
-    for name in ("cuda.bindings.runtime", "cuda.cudart"):
-        try:
-            if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:
-                continue
-            return importlib.import_module(name)
-        except Exception:
-            continue
-    return None
+    """cuda-python's runtime module under either of its import paths, or None (the backends' own lookup)."""
+    from edge_ich.backends.cudainfo import import_cudart
+
+    return import_cudart()
 
 
 def _fmt_cuda(v: int) -> str:
