@@ -1,5 +1,3 @@
-import sys
+from edge_ich.cli import entry
 
-from edge_ich.cli import main
-
-sys.exit(main())
+entry()

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from edge_ich.analysis.labels import components, label8
+from edge_ich.analysis.masks import SliceMask, slices_with_content
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
 from edge_ich.preprocess import context_indices, prepare_slice, resize_back, resize_back_above
@@ -32,6 +34,7 @@ class StageTimes:
     wall_s: float = 0.0
     first_infer_s: float | None = None
     last_read_at: float | None = None  # perf_counter() when the last slice had been read
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per phase of a run (report timings.phases_s)
 
     def add(self, stage: str, seconds: float, n: int = 1) -> None:
         share = seconds / max(n, 1)
@@ -53,7 +56,7 @@ class StageTimes:
 class Segmentation:
     """What the network said about one series, on the native grid."""
 
-    mask: np.ndarray  # uint8 [Z, Y, X], thresholded probability (before component filtering)
+    mask: SliceMask  # [Z, Y, X] 0/1, thresholded probability (before component filtering), a box per slice
     slice_prob: np.ndarray  # float32 [Z], max probability per slice
     timings: StageTimes
     prob: np.ndarray | None = None  # float16 [Z, h, w], probability on the model grid (None: not kept)
@@ -122,7 +125,7 @@ def segment(
     card = backend.card
     n, rows, cols = source.geometry.shape
     k = card.context
-    mask = np.zeros((n, rows, cols), dtype=np.uint8)
+    mask = SliceMask((n, rows, cols))
     slice_prob = np.zeros(n, dtype=np.float32)
     prob = np.zeros((n, *card.input_size), dtype=np.float16)
     constant: list[int] = []
@@ -217,20 +220,15 @@ class Component:
     max_probability: float | None = None  # highest native-grid probability inside the region
 
 
-_S2 = np.ones((3, 3), dtype=bool)
-
-
-def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _touching(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Pairs (label in a, label in b) of 2D components on adjacent slices that touch in 3D.
 
     26-connectivity across slices = voxel (y, x) of b touches a at (y+dy, x+dx), |dy|, |dx| <= 1.
-    Only the box around b's voxels (plus one pixel) can hold such pairs.
+    Only the box around b's voxels (`box`: first/last row and column holding any) plus one pixel
+    can hold such pairs.
     """
-    ys, xs = np.nonzero(b)
-    if ys.size == 0:
-        return np.zeros((0, 2), dtype=np.int64)
-    y0, y1 = max(int(ys.min()) - 1, 0), min(int(ys.max()) + 2, a.shape[0])
-    x0, x1 = max(int(xs.min()) - 1, 0), min(int(xs.max()) + 2, a.shape[1])
+    y0, y1 = max(box[0] - 1, 0), min(box[1] + 2, a.shape[0])
+    x0, x1 = max(box[2] - 1, 0), min(box[3] + 2, a.shape[1])
     a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
     h, w = a.shape
     keys = []
@@ -248,62 +246,60 @@ def _touching(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def postprocess(
-    mask: np.ndarray, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float
-) -> tuple[np.ndarray, list[Component]]:
+    mask: Any, spacing: tuple[float, float, float], affine_lps: np.ndarray, min_component_mm3: float
+) -> tuple[Any, list[Component]]:
     """Label 3D components (26-connected), drop those under `min_component_mm3`, measure the rest."""
     kept, comps, _ = find_components(mask, spacing, affine_lps, min_component_mm3)
     return kept, comps
 
 
 def find_components(
-    mask: np.ndarray,
+    mask: Any,
     spacing: tuple[float, float, float],
     affine_lps: np.ndarray,
     min_component_mm3: float,
     prob_of: Callable[[int], np.ndarray | None] | None = None,
-) -> tuple[np.ndarray, list[Component], list[Component]]:
+) -> tuple[Any, list[Component], list[Component]]:
     """Label 3D components (26-connected); return (mask of the kept, reported, candidates below the size).
 
     Nothing is dropped silently: components under `min_component_mm3` come back as candidates,
     measured like the reported ones. prob_of(z) gives slice z's native-grid probability, so each
-    region carries its highest probability. The mask is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
+    region carries its highest probability. The mask (a SliceMask or a dense uint8 [Z, Y, X]
+    array) is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
     then links between touching labels of adjacent slices), so memory stays at one slice of
     labels whatever the series length or lesion size.
     """
-    from scipy import ndimage
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     voxel_mm3 = float(np.prod(spacing))
-    zs = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    zs = slices_with_content(mask)
     if zs.size == 0:
         return mask, [], []
     offsets: dict[int, tuple[int, int]] = {}  # slice -> (first global 2D label, count)
     size2, sy2, sx2, z2, links, pmax2 = [], [], [], [], [], []
     total, prev, prev_z, prev_off = 0, None, -2, 0
     for z in (int(v) for v in zs):
-        lab, n = ndimage.label(mask[z], structure=_S2)
-        ys, xs = np.nonzero(lab)
-        ll = lab[ys, xs]
+        plane = mask[z]
+        flat = np.flatnonzero(plane)
+        lab, n = label8(plane, flat)
+        ys, xs = np.divmod(flat, mask.shape[2])
+        ll = lab.reshape(-1)[flat]
         size2.append(np.bincount(ll, minlength=n + 1)[1:])
         sy2.append(np.bincount(ll, weights=ys, minlength=n + 1)[1:])
         sx2.append(np.bincount(ll, weights=xs, minlength=n + 1)[1:])
         z2.append(np.full(n, z))
         pz = prob_of(z) if prob_of is not None else None
-        pmax2.append(
-            np.asarray(ndimage.maximum(pz, lab, index=np.arange(1, n + 1)), dtype=np.float64).reshape(n)
-            if pz is not None
-            else np.full(n, np.nan)
-        )
+        pm = np.full(n + 1, np.nan)
+        if pz is not None:
+            pm[1:] = -np.inf
+            np.maximum.at(pm, ll, np.asarray(pz, dtype=np.float64).reshape(-1)[flat])
+        pmax2.append(pm[1:])
         if prev is not None and prev_z == z - 1:
-            pairs = _touching(prev, lab)
+            pairs = _touching(prev, lab, (int(ys[0]), int(ys[-1]), int(xs.min()), int(xs.max())))
             links.append(np.stack([pairs[:, 0] - 1 + prev_off, pairs[:, 1] - 1 + total], axis=1))
         offsets[z] = (total, n)
         prev, prev_z, prev_off = lab, z, total
         total += n
     edges = np.concatenate(links) if links else np.zeros((0, 2), dtype=np.int64)
-    graph = coo_matrix((np.ones(len(edges), dtype=np.int8), (edges[:, 0], edges[:, 1])), shape=(total, total))
-    count, comp = connected_components(graph, directed=False)
+    count, comp = components(total, edges[:, 0], edges[:, 1])
     size2a, z2a = np.concatenate(size2), np.concatenate(z2)
     sizes = np.bincount(comp, weights=size2a, minlength=count)
     sums = [
@@ -321,8 +317,8 @@ def find_components(
     keep2 = keep[comp]
     for z, (off, n) in offsets.items():  # second pass: clear the dropped components
         if not keep2[off : off + n].all():
-            lab, _ = ndimage.label(mask[z], structure=_S2)
-            lut = np.concatenate([[False], keep2[off : off + n]])
+            lab, _ = label8(mask[z])
+            lut = np.concatenate([[0], keep2[off : off + n]]).astype(np.uint8)
             mask[z] = lut[lab]
 
     def measure(c: int) -> Component:
@@ -341,6 +337,6 @@ def find_components(
     comps = sorted((measure(int(c)) for c in np.flatnonzero(keep)), key=lambda c: -c.volume_ml)
     small = sorted((measure(int(c)) for c in np.flatnonzero(~keep)), key=lambda c: -c.volume_ml)
     for group in (comps, small):
-        for j, comp in enumerate(group, 1):
-            comp.id = j
+        for j, found in enumerate(group, 1):
+            found.id = j
     return mask, comps, small

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ich.analysis.masks import slice_counts, take_slices
 from edge_ich.assess import Assessment, Warn, require_assessable
 from edge_ich.backends import open_backend
 from edge_ich.backends.base import Backend
@@ -83,7 +84,11 @@ def resolve_model_path(model: Path | None) -> Path:
 
 
 def load_model(model: Path | None, backend: str = "auto", threads: int | None = None) -> LoadedModel:
-    """Verify the card (hash included) and open the backend; time both."""
+    """Verify the card (hash included) and open the backend; time both. Sets the process's BLAS
+    pool to one thread (`edge_ich.host.threads.limit_blas`): the backend's threads are the budget."""
+    from edge_ich.host.threads import limit_blas
+
+    limit_blas()
     path = resolve_model_path(model)
     t0 = time.perf_counter()
     card_model = path
@@ -135,43 +140,59 @@ def check_out_dir(out: Path) -> None:
 
 
 def _key_slices(kept: np.ndarray, count: int) -> list[int]:
-    area = kept.reshape(kept.shape[0], -1).sum(axis=1)
+    area = slice_counts(kept)
     order = [int(i) for i in np.argsort(-area, kind="stable") if area[i] > 0]
     return sorted(order[:count])
 
 
 def write_outputs(
-    stage: Path, source: SliceSource, model: LoadedModel, kept: np.ndarray, opts: RunOptions
+    stage: Path,
+    source: SliceSource,
+    model: LoadedModel,
+    kept: np.ndarray,
+    opts: RunOptions,
+    phases: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Write mask, SEG and key images into the staging folder; return their names."""
+    """Write mask, SEG and key images into the staging folder; return their names (seconds per writer into `phases`).
+
+    The key images are drawn on a second thread while the NIfTI and the SEG are written (PNG and
+    gzip compression run outside the GIL); `phases["key_images"]` is the wait for them afterwards.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from edge_ich.outputs.nifti import write_mask_nifti
 
+    phases = {} if phases is None else phases
+    t0 = time.perf_counter()
     outputs: dict[str, Any] = {"report": "report.json"}
-    write_mask_nifti(stage / "mask.nii.gz", kept, source)
-    outputs["mask"] = "mask.nii.gz"
-    if opts.write_seg and source.kind == "dicom":
-        from edge_ich.outputs.seg import write_seg
-
-        # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies.
-        # Only imaged slices are referenced: a gap's grid positions have no source instance.
-        present = [i for i in range(source.geometry.shape[0]) if i not in set(source.geometry.missing)]
-        headers = [source.header(i, copy_=False) for i in present]  # type: ignore[attr-defined]
-        write_seg(
-            stage / "seg.dcm",
-            kept[present] if len(present) != kept.shape[0] else kept,
-            headers,
-            algorithm_name=model.card.name,
-            algorithm_version=model.card.model_sha256[:12],
-        )
-        outputs["seg"] = "seg.dcm"
     keys = _key_slices(kept, opts.key_images)
-    if keys:
-        from edge_ich.outputs.keyimages import write_key_images
+    with ThreadPoolExecutor(1, thread_name_prefix="edge-ich-key-images") as pool:
+        if keys:
+            from edge_ich.outputs.keyimages import write_key_images
 
-        paths = write_key_images(stage / "key_images", source, kept, keys)
-        outputs["key_images"] = [f"key_images/{p.name}" for p in paths]
-    else:
-        outputs["key_images"] = []
+            drawn = pool.submit(write_key_images, stage / "key_images", source, kept, keys)
+        write_mask_nifti(stage / "mask.nii.gz", kept, source)
+        outputs["mask"] = "mask.nii.gz"
+        phases["mask_nifti"] = (t1 := time.perf_counter()) - t0
+        if opts.write_seg and source.kind == "dicom":
+            from edge_ich.outputs.seg import write_seg
+
+            # the SEG writer never edits its source headers (tests/outputs/test_seg.py checks it): no copies.
+            # Only imaged slices are referenced: a gap's grid positions have no source instance.
+            gaps = set(source.geometry.missing)
+            present = [i for i in range(source.geometry.shape[0]) if i not in gaps]
+            headers = [source.header(i, copy_=False) for i in present]  # type: ignore[attr-defined]
+            write_seg(
+                stage / "seg.dcm",
+                take_slices(kept, present) if len(present) != kept.shape[0] else kept,
+                headers,
+                algorithm_name=model.card.name,
+                algorithm_version=model.card.model_sha256[:12],
+            )
+            outputs["seg"] = "seg.dcm"
+        phases["seg"] = (t2 := time.perf_counter()) - t1
+        outputs["key_images"] = [f"key_images/{p.name}" for p in drawn.result()] if keys else []
+    phases["key_images"] = time.perf_counter() - t2
     return outputs
 
 
@@ -251,10 +272,11 @@ def stage_outputs(
         prob_of=lambda z: seg.native_prob(z, rows_cols),
     )
     seg.timings.spread("postprocess", time.perf_counter() - t0)
+    seg.timings.phases["components"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stage = Path(tempfile.mkdtemp(prefix=".edge-ich-staging-", dir=out))
     try:
-        outputs = write_outputs(stage, source, model, kept, opts)
+        outputs = write_outputs(stage, source, model, kept, opts, seg.timings.phases)
         seg.timings.add("write", time.perf_counter() - t0, n)
         verdict = Assessment(True, None, list(assessment.checks), warnings + list(notices or []))
         report = build_report(source, model, seg, kept, comps, small, outputs, verdict, unassessed)
@@ -272,16 +294,6 @@ def finish_staged(stage: Path, out: Path, report: dict[str, Any]) -> None:
     publish_staged(stage, out)
 
 
-def _warm_outputs(seg: bool) -> None:
-    """Import what the output stage needs and warm highdicom, on a background thread."""
-    import scipy.ndimage  # noqa: F401
-
-    if seg:
-        from edge_ich.outputs.seg import warm_up
-
-        warm_up()
-
-
 def run(
     opts: RunOptions,
     *,
@@ -297,6 +309,7 @@ def run(
     """
     from edge_ich.assess.notices import collect
 
+    t_run = time.perf_counter()
     out = Path(opts.out)
     check_out_dir(out)
     own_model = model is None
@@ -304,8 +317,10 @@ def run(
         try:
             if source is None:
                 source = open_source(opts)
+            t_open = time.perf_counter()
             if model is None:
                 model = load_model(opts.model, opts.backend, opts.threads)
+            t_load = time.perf_counter()
             assessment = require_assessable(source, model.card)
         except NotAssessable as exc:
             card = model.card if model is not None else _card_or_none(opts.model)
@@ -314,21 +329,9 @@ def run(
             write_not_assessable(out, exc, card, notices.take())
             raise
         try:
-            # one-time costs of the output stage (scipy.ndimage import, highdicom's tables: 1-2 s)
-            # overlap inference instead of following the last slice
-            import threading
-
-            warm = threading.Thread(
-                target=_warm_outputs,
-                args=(opts.write_seg and source.kind == "dicom",),
-                name="edge-ich-warm-up",
-                daemon=True,
-            )
-            warm.start()
             show = sys.stderr.isatty() if progress is None else progress
             with _progress(show, source.geometry.shape[0]) as cb:
                 seg = segment(source, model.backend, batch=opts.batch, progress=cb)
-            warm.join()
             try:
                 stage, report, kept = stage_outputs(out, source, model, seg, opts, assessment, notices.take())
             except NotAssessable as exc:
@@ -339,6 +342,9 @@ def run(
                     report["timings"]["last_slice_to_result_s"] = round(
                         time.perf_counter() - seg.timings.last_read_at, 4
                     )
+                phases = {"discover": t_open - t_run, "model_load": t_load - t_open, "segment": seg.timings.wall_s}
+                phases.update(seg.timings.phases, total=time.perf_counter() - t_run)
+                report["timings"]["phases_s"] = {k: round(v, 4) for k, v in phases.items()}
                 finish_staged(stage, out, report)
             finally:
                 shutil.rmtree(stage, ignore_errors=True)

@@ -16,7 +16,7 @@ PACKAGES = ("edge_ich", "training")
 
 #: Rooms of the runtime from the bottom up; a module may import its own room and rooms below it.
 LAYERS: dict[str, int] = {
-    "install": 0,  # how to install what the GPU backends need: plain text, imports nothing
+    "host": 0,  # the process: thread budget (before numpy loads), install commands; imports nothing of ours
     "errors": 1,
     "edge_ich": 2,  # the package itself: its version, and the error root re-exported
     "preprocess": 3,

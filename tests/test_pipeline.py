@@ -36,7 +36,7 @@ def test_streaming_equals_whole_volume(tmp_path_factory: pytest.TempPathFactory,
         ref_logits = be.infer(prepare_volume(hu, card.windows, card.input_size, context))[:, 0]
     ref_prob = 1 / (1 + np.exp(-ref_logits))
     ref_mask = np.stack([resize_back(p, hu.shape[1:]) >= card.threshold for p in ref_prob])
-    np.testing.assert_array_equal(seg.mask.astype(bool), ref_mask)
+    np.testing.assert_array_equal(np.asarray(seg.mask).astype(bool), ref_mask)
     np.testing.assert_allclose(seg.slice_prob, ref_prob.max(axis=(1, 2)), atol=1e-6)
     for stage in ("read", "preprocess", "compute", "postprocess"):
         assert len(seg.timings.per_slice[stage]) == hu.shape[0]

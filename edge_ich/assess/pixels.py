@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge_ich.analysis.labels import label4
+from edge_ich.analysis.morph import binary_closing, binary_dilation, binary_erosion, binary_fill_holes, uniform3
 from edge_ich.sources.findings import Check, Warn
 
 #: Where the sampled slices lie, as fractions of the series from its first to its last slice.
@@ -74,8 +76,6 @@ def cavity(hu: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, f
     CLOSE_MM) borders almost all round; the image edge does not count, so a head cropped by a
     tight field of view still shows its cavity. The scalp borders air, abdominal organs border fat.
     """
-    from scipy import ndimage
-
     h, w = hu.shape
     f = max(1, int(round(min(h, w) / WORK_PX)))
     hh, ww = h - h % f, w - w % f
@@ -86,9 +86,9 @@ def cavity(hu: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, f
         bone, soft = hu > SKULL_HU, hu
     px = (pixel_mm[0] * f, pixel_mm[1] * f)
     r = int(np.clip(np.ceil(CLOSE_MM / min(px)), 1, 10))
-    closed = ndimage.binary_closing(np.pad(bone, r + 1), iterations=r)[r + 1 : -r - 1, r + 1 : -r - 1]
+    closed = binary_closing(np.pad(bone, r + 1), iterations=r)[r + 1 : -r - 1, r + 1 : -r - 1]
     tissue = (soft >= -10) & (soft <= 100) & ~closed
-    lab, n = ndimage.label(tissue)
+    lab, n = label4(tissue)
     empty = np.zeros_like(tissue)
     if n == 0:
         return empty, 0.0, 0.0, 0.0, f
@@ -100,7 +100,7 @@ def cavity(hu: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, f
     for k in large if large.size else [1 + int(np.argmax(sizes))]:
         region = lab == k
         # the outer border only: holes inside (ventricles, calcification, artefacts) are no wall
-        rim = ndimage.binary_dilation(region) & ~ndimage.binary_fill_holes(region)
+        rim = binary_dilation(region) & ~binary_fill_holes(region)
         walled = float(wall[rim].mean()) if rim.any() else 0.0
         area = float(sizes[k - 1]) * px_cm2
         if best[3] == 0 or (walled, area) > best[:2]:
@@ -110,8 +110,6 @@ def cavity(hu: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, f
 
 def noise_hu(hu: np.ndarray, cav: np.ndarray, f: int) -> float | None:
     """Robust spread (HU) of a 3x3 high-pass over brain-range pixels inside the cavity; None if too few."""
-    from scipy import ndimage
-
     full = np.repeat(np.repeat(cav, f, 0), f, 1)
     full = np.pad(full, ((0, hu.shape[0] - full.shape[0]), (0, hu.shape[1] - full.shape[1])))
     ys, xs = np.nonzero(full)
@@ -119,10 +117,10 @@ def noise_hu(hu: np.ndarray, cav: np.ndarray, f: int) -> float | None:
         return None
     y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
     crop = hu[y0:y1, x0:x1].astype(np.float64)
-    keep = ndimage.binary_erosion(full[y0:y1, x0:x1] & (crop > 0) & (crop < 80), iterations=2)
+    keep = binary_erosion(full[y0:y1, x0:x1] & (crop > 0) & (crop < 80), iterations=2)
     if keep.sum() < 200:
         return None
-    resid = (crop - ndimage.uniform_filter(crop, 3))[keep]
+    resid = (crop - uniform3(crop))[keep]
     mad = float(np.median(np.abs(resid - np.median(resid))))
     return 1.4826 * mad * float(np.sqrt(9.0 / 8.0))
 

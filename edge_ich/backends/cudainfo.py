@@ -16,7 +16,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-from edge_ich.install import CUDA_PYTHON_INSTALL
+from edge_ich.host.install import CUDA_PYTHON_INSTALL
 
 #: CUdevice_attribute values of the CUDA driver API (stable ABI): compute capability major / minor.
 _CC_MAJOR, _CC_MINOR = 75, 76

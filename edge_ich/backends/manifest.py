@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_ich.card import ModelCard, card_path_for, read_card_file, sha256_file
 from edge_ich.errors import ModelError, require
-from edge_ich.install import TENSORRT_INSTALL
+from edge_ich.host.install import TENSORRT_INSTALL
 
 MANIFEST_SCHEMA_VERSION = 1
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -11,14 +10,7 @@ import numpy as np
 from edge_ich.backends.base import Backend, BackendInfo, InferTimes, IOMeta
 from edge_ich.card import ModelCard
 from edge_ich.errors import ModelError, require
-
-
-def default_threads() -> int:
-    """Intra-op threads: all cores the process may use (at least 1)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+from edge_ich.host.threads import inference_threads
 
 
 class OnnxRuntimeBackend(Backend):
@@ -28,9 +20,13 @@ class OnnxRuntimeBackend(Backend):
         super().__init__(card)
         ort = require("onnxruntime")
         opts = ort.SessionOptions()
-        self.threads = threads or default_threads()
+        self.threads = inference_threads(threads)
         opts.intra_op_num_threads = self.threads
         opts.inter_op_num_threads = 1
+        # idle pool threads sleep instead of spinning: between batches the reader and the output
+        # writers need those cores (spinning doubled the segment stage on 2 cores)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3

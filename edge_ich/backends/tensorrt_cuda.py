@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge_ich.errors import MissingDependency, ModelError
-from edge_ich.install import CUDA_PYTHON_INSTALL
+from edge_ich.host.install import CUDA_PYTHON_INSTALL
 
 
 class CudaBindingsMismatch(MissingDependency):

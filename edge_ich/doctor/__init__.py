@@ -20,7 +20,7 @@ def diagnose(engines_dir: Path | None = None) -> DoctorReport:
     from edge_ich.card import bundled_model_path
     from edge_ich.doctor.engines import scan_engines
     from edge_ich.doctor.probes import probe_machine
-    from edge_ich.install import JETPACK6_COMMANDS, WORKSTATION_COMMANDS
+    from edge_ich.host.install import JETPACK6_COMMANDS, WORKSTATION_COMMANDS
 
     m = probe_machine()
     status = backend_status(m)

@@ -11,6 +11,7 @@ affine) mark the image edges, so a mirrored acquisition cannot be misread left f
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ TINT_RGB = (255, 0, 0)
 TINT_ALPHA = 0.3
 OUTLINE_PX = 2
 CAPTION_BG = (0, 0, 0)
+STROKE_PX = 2.5 * 100.0 / 72.0 / 2.0  # the letters' black edge: a 2.5 pt outline at 100 dpi, half of it outside
 
 
 def display_size(shape_yx: tuple[int, int], spacing_yx: tuple[float, float]) -> tuple[int, int]:
@@ -49,10 +51,22 @@ def _nearest(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return img[np.ix_(ri, ci)]
 
 
+def _dilate4(m: np.ndarray, iterations: int) -> np.ndarray:
+    """Binary dilation by the 4-neighbour cross, `iterations` times, outside the image empty
+    (what scipy.ndimage.binary_dilation does by default, without importing it)."""
+    out = m.copy()
+    for _ in range(iterations):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
+
+
 def render_slice(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int], window: tuple[float, float]) -> np.ndarray:
     """RGB uint8 [H, W, 3]: the windowed slice with the mask tinted and outlined."""
-    from scipy import ndimage
-
     gray = np.rint(apply_window(np.asarray(hu, dtype=np.float32), window[0], window[1]) * 255.0).astype(np.uint8)
     gray = _nearest(gray, size)
     m = _nearest(np.asarray(mask) != 0, size)
@@ -61,7 +75,7 @@ def render_slice(hu: np.ndarray, mask: np.ndarray, size: tuple[int, int], window
         tint = np.asarray(TINT_RGB, dtype=np.float32)
         inside = rgb[m].astype(np.float32)
         rgb[m] = np.rint(inside * (1.0 - TINT_ALPHA) + tint * TINT_ALPHA).astype(np.uint8)
-        ring = ndimage.binary_dilation(m, iterations=OUTLINE_PX) & ~m
+        ring = _dilate4(m, OUTLINE_PX) & ~m
         rgb[ring] = OUTLINE_RGB
     return rgb
 
@@ -87,28 +101,52 @@ def edge_letters(affine_lps: np.ndarray) -> dict[str, str]:
     }
 
 
-def _text_layer(width: int, height: int, draw: Any, bg: tuple[int, int, int] | None) -> np.ndarray:
-    """RGBA uint8 [height, width, 4] drawn by `draw(fig)` on an Agg canvas of that pixel size."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+_FONT_FILES = {False: "DejaVuSans.ttf", True: "DejaVuSans-Bold.ttf"}
 
-    dpi = 100.0
-    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
-    if bg is None:
-        fig.patch.set_alpha(0.0)
-    else:
-        fig.patch.set_facecolor((bg[0] / 255.0, bg[1] / 255.0, bg[2] / 255.0))
-    canvas = FigureCanvasAgg(fig)
-    draw(fig)
-    canvas.draw()
-    drawn = np.asarray(canvas.buffer_rgba())
-    out = np.zeros((height, width, 4), dtype=np.uint8)
-    if bg is not None:
-        out[..., :3] = bg
-        out[..., 3] = 255
-    h, w = min(height, drawn.shape[0]), min(width, drawn.shape[1])
-    out[:h, :w] = drawn[:h, :w]
-    return out
+
+@functools.lru_cache(maxsize=8)
+def _font(bold: bool, px: float) -> Any:
+    """DejaVu Sans at `px` pixels per em, from matplotlib's font folder (found, not imported)."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / _FONT_FILES[bold]
+        if path.is_file():
+            return ImageFont.truetype(str(path), size=px)
+    require("matplotlib")  # names the extra to install
+    raise OutputError(f"font {_FONT_FILES[bold]} not found in matplotlib's data folder")
+
+
+def _text_origin(font: Any, text: str, x: float, y: float, ha: str, va: str) -> tuple[float, float]:
+    """Pillow baseline origin of `text` placed as matplotlib places it (x, y from the top left;
+    the box of the text is its ink, at least as tall as "lp", anchored by ha/va)."""
+    left, top, right, bottom = font.getbbox(text, anchor="ls")
+    _, lp_top, _, lp_bottom = font.getbbox("lp", anchor="ls")
+    descent = max(bottom, lp_bottom)
+    height = max(bottom - top, lp_bottom - lp_top)
+    ox = {"left": x, "center": x - (left + right) / 2.0, "right": x - right}[ha]
+    oy = {"top": y + height - descent, "center": y + height / 2.0 - descent, "bottom": y - descent}[va]
+    return ox, oy
+
+
+def _coverage(size: tuple[int, int], items: Sequence[tuple[Any, str, float, float]], stroke: float = 0.0) -> np.ndarray:
+    """Antialiased ink coverage in [0, 1] of texts drawn at baseline origins, [h, w] float32."""
+    from PIL import Image, ImageDraw
+
+    canvas = Image.new("L", (size[1], size[0]), 0)
+    draw = ImageDraw.Draw(canvas)
+    for font, text, ox, oy in items:
+        draw.text((ox, oy), text, fill=255, font=font, anchor="ls", stroke_width=stroke, stroke_fill=255)
+    return np.asarray(canvas, dtype=np.float32) / 255.0
+
+
+def _blend(rgb: np.ndarray, cover: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    a = cover[..., None]
+    return rgb.astype(np.float32) * (1.0 - a) + np.asarray(color, dtype=np.float32) * a
 
 
 def _font_px(width: int) -> float:
@@ -116,41 +154,22 @@ def _font_px(width: int) -> float:
 
 
 def _draw_letters(rgb: np.ndarray, letters: dict[str, str]) -> np.ndarray:
-    """Blend white, black-edged direction letters onto the edges of the image region."""
-    from matplotlib import patheffects
-
+    """White, black-edged direction letters at the edges of the image region."""
     h, w = rgb.shape[:2]
-    size_pt = _font_px(w) * 1.1 * 72.0 / 100.0
-    pad_x, pad_y = 6.0 / w, 6.0 / h
+    font = _font(True, _font_px(w) * 1.1)
     spots = {
-        "left": (pad_x, 0.5, "left", "center"),
-        "right": (1 - pad_x, 0.5, "right", "center"),
-        "top": (0.5, 1 - pad_y, "center", "top"),
-        "bottom": (0.5, pad_y, "center", "bottom"),
+        "left": (6.0, h / 2.0, "left", "center"),
+        "right": (w - 6.0, h / 2.0, "right", "center"),
+        "top": (w / 2.0, 6.0, "center", "top"),
+        "bottom": (w / 2.0, h - 6.0, "center", "bottom"),
     }
-
-    def draw(fig: Any) -> None:
-        for edge, (x, y, ha, va) in spots.items():
-            fig.text(
-                x,
-                y,
-                letters[edge],
-                color="white",
-                ha=ha,
-                va=va,
-                fontsize=size_pt,
-                family="DejaVu Sans",
-                weight="bold",
-                path_effects=[patheffects.withStroke(linewidth=2.5, foreground="black")],
-            )
-
-    layer = _text_layer(w, h, draw, None)
-    hit = layer[..., 3] > 0  # blend only where text was drawn
-    alpha = layer[hit, 3:4].astype(np.float32) / 255.0
+    items = [(font, letters[e], *_text_origin(font, letters[e], x, y, ha, va)) for e, (x, y, ha, va) in spots.items()]
+    stroked = _coverage((h, w), items, stroke=STROKE_PX)
+    filled = _coverage((h, w), items)
+    hit = stroked > 0  # blend only where text was drawn
     out = rgb.copy()
-    out[hit] = np.rint(rgb[hit].astype(np.float32) * (1.0 - alpha) + layer[hit, :3].astype(np.float32) * alpha).astype(
-        np.uint8
-    )
+    edged = _blend(rgb[hit], stroked[hit], (0, 0, 0))
+    out[hit] = np.rint(_blend(edged, filled[hit], (255, 255, 255))).astype(np.uint8)
     return out
 
 
@@ -159,22 +178,14 @@ def _caption_strip(lines: Sequence[str], width: int) -> np.ndarray:
     font_px = _font_px(width)
     line_px = font_px * 1.35
     height = int(np.ceil(line_px * len(lines) + font_px * 0.8))
-
-    def draw(fig: Any) -> None:
-        for k, line in enumerate(lines):
-            y = 1.0 - (font_px * 0.4 + line_px * (k + 0.5)) / height
-            fig.text(
-                font_px * 0.5 / width,
-                y,
-                line,
-                color="white",
-                va="center",
-                ha="left",
-                fontsize=font_px * 72.0 / 100.0,
-                family="DejaVu Sans",
-            )
-
-    return _text_layer(width, height, draw, CAPTION_BG)[..., :3]
+    font = _font(False, font_px)
+    items = [
+        (font, line, *_text_origin(font, line, font_px * 0.5, font_px * 0.4 + line_px * (k + 0.5), "left", "center"))
+        for k, line in enumerate(lines)
+    ]
+    strip = np.empty((height, width, 3), dtype=np.uint8)
+    strip[:] = CAPTION_BG
+    return np.rint(_blend(strip, _coverage((height, width), items), (255, 255, 255))).astype(np.uint8)
 
 
 def _caption(source: Any, i: int, n: int, mask: np.ndarray, window: tuple[float, float]) -> list[str]:
@@ -200,6 +211,21 @@ def key_image(source: Any, mask_zyx: np.ndarray, i: int, window: tuple[float, fl
     return np.concatenate([strip, img], axis=0)
 
 
+def save_png(path: Path, rgb: np.ndarray) -> None:
+    """RGB uint8 [H, W, 3] as an RGBA PNG with a Software text chunk and 100 dpi: the bytes
+    matplotlib's `imsave(..., metadata={"Software": "edge-ich"})` wrote, through Pillow alone."""
+    from PIL import Image, PngImagePlugin
+
+    rgba = np.empty((*rgb.shape[:2], 4), dtype=np.uint8)
+    rgba[..., :3] = rgb
+    rgba[..., 3] = 255
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Software", "edge-ich")
+    Image.frombuffer("RGBA", (rgba.shape[1], rgba.shape[0]), rgba, "raw", "RGBA", 0, 1).save(
+        path, format="png", pnginfo=info, dpi=(100, 100)
+    )
+
+
 def key_image_name(prefix: str, i: int, n: int) -> str:
     """File name with the 1-based slice number shown in the caption, zero-padded to sort."""
     return f"{prefix}_{i + 1:0{max(3, len(str(n)))}d}.png"
@@ -215,10 +241,7 @@ def write_key_images(
     prefix: str = "key",
 ) -> list[Path]:
     """Write one PNG per sorted-order slice index (window = (center, width) in HU); return the paths."""
-    require("matplotlib")
-    from matplotlib.image import imsave  # no pyplot: the Agg canvas is used directly, no GUI backend
-
-    mask = np.asarray(mask_zyx)
+    mask = mask_zyx if hasattr(mask_zyx, "box") else np.asarray(mask_zyx)  # a SliceMask stays one
     if tuple(mask.shape) != tuple(source.geometry.shape):
         raise ValueError(f"mask shape {mask.shape} does not match the source {tuple(source.geometry.shape)}")
     out_dir = Path(out_dir)
@@ -229,7 +252,7 @@ def write_key_images(
         path = out_dir / key_image_name(prefix, int(i), n)
         try:
             with atomic_path(path) as tmp:
-                imsave(tmp, rgb, format="png", metadata={"Software": "edge-ich"})
+                save_png(tmp, rgb)
         except OSError as exc:
             raise OutputError(f"cannot write {path.name} in {out_dir}: {exc.strerror or exc}") from None
         paths.append(path)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from edge_ich import __version__
+from edge_ich.analysis.masks import slice_counts
 
 REPORT_SCHEMA_VERSION = "2.0"
 INTENDED_USE = "research use only; not a medical device"
@@ -85,7 +86,7 @@ def build_report(
     """The report of an assessable series. `unassessed`: slice positions without an answer (gaps, blank)."""
     geo = source.geometry
     n = geo.shape[0]
-    area_mm2 = kept.reshape(n, -1).sum(axis=1) * geo.spacing[1] * geo.spacing[2]
+    area_mm2 = slice_counts(kept) * geo.spacing[1] * geo.spacing[2]
     sop = getattr(source, "sop_instance_uids", None)
     step_mm = float(np.linalg.norm(geo.affine_lps[:3, 2]))
     skip = {int(i) for i in unassessed}

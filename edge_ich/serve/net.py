@@ -169,7 +169,7 @@ class StoreSCP:
         config: ScpConfig,
         spool: Spool,
         on_instance: Callable[[ReceivedInstance], None],
-        on_assoc_end: Callable[[int], None] | None = None,
+        on_assoc_end: Callable[[int, bool], None] | None = None,
         decode: Callable[[Any], Any] | None = None,
     ) -> None:
         self.config = config
@@ -181,6 +181,7 @@ class StoreSCP:
         self._ae: Any = None
         self.counts: dict[str, int] = {"stored": 0, "duplicate": 0, "refused": 0}
         self._lock = threading.Lock()
+        self._released: set[int] = set()  # associations the peer released (A-RELEASE), until closed
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -215,6 +216,7 @@ class StoreSCP:
         handlers = [
             (evt.EVT_C_STORE, self._handle_store),
             (evt.EVT_C_ECHO, lambda event: 0x0000),
+            (evt.EVT_RELEASED, self._handle_released),
             (evt.EVT_CONN_CLOSE, self._handle_close),
             (evt.EVT_REJECTED, self._handle_rejected),
         ]
@@ -248,9 +250,19 @@ class StoreSCP:
     def _handle_rejected(self, event: Any) -> None:
         log.warning("association from %s refused (calling AE not allowed)", event.assoc.requestor.address)
 
+    def _handle_released(self, event: Any) -> None:
+        with self._lock:
+            self._released.add(id(event.assoc))
+
     def _handle_close(self, event: Any) -> None:
+        """The connection closed: tell the server, and whether the peer released the association
+        first (its completion signal) rather than aborting it or dropping the connection."""
+        key = id(event.assoc)
+        with self._lock:
+            released = key in self._released or bool(getattr(event.assoc, "is_released", False))
+            self._released.discard(key)
         if self.on_assoc_end is not None:
-            self.on_assoc_end(id(event.assoc))
+            self.on_assoc_end(key, released)
 
     def _refuse(self, status: StoreStatus, why: str) -> int:
         self._count("refused")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_ich.analysis.masks import SliceMask
 from edge_ich.backends.base import Backend
 from edge_ich.pipeline import STAGES, Segmentation, StageTimes, native_mask, probability
 from edge_ich.preprocess import context_indices, prepare_slice
@@ -56,6 +57,9 @@ class SeriesState:
     normal: np.ndarray | None = None
     expected_spacing: float | None = None
     open_assocs: set[int] = field(default_factory=set)
+    assocs_seen: set[int] = field(default_factory=set)  # every association (or pseudo one) that sent to it
+    released: set[int] = field(default_factory=set)  # network associations that ended by A-RELEASE
+    ended_at: float | None = None  # perf_counter when its last open association ended
     duplicates: int = 0
     streamed: int = 0  # inferences done while receiving
     times: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
@@ -66,6 +70,15 @@ class SeriesState:
     def signature(self) -> tuple[int, float]:
         """Changes whenever an instance arrives: a staged answer is valid only for the same signature."""
         return len(self.slices), self.last_arrival
+
+    def complete_on_release(self) -> bool:
+        """Complete without waiting for the quiet period: every instance came over one network
+        association, and that association was released (not aborted, not a watch-folder poll or a
+        restart's reload, whose keys are negative). A later arrival answers the series again."""
+        if self.open_assocs or len(self.assocs_seen) != 1:
+            return False
+        (key,) = self.assocs_seen
+        return key >= 0 and key in self.released
 
     def add(self, rec: SliceRec) -> None:
         if rec.sop_uid in self.slices:
@@ -179,7 +192,7 @@ class StreamingInferer:
         n, rows, cols = source.geometry.shape
         k = self.card.context
         recs = dict(state.slices) if state is not None else {}
-        mask = np.zeros((n, rows, cols), dtype=np.uint8)
+        mask = SliceMask((n, rows, cols))
         slice_prob = np.zeros(n, dtype=np.float32)
         prob = np.zeros((n, *self.card.input_size), dtype=np.float16)
         prepared: dict[int, np.ndarray] = {}

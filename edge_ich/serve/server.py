@@ -31,7 +31,7 @@ from edge_ich.serve.net import (
 from edge_ich.serve.options import ServeOptions, write_serve_record
 from edge_ich.serve.series import SeriesState, SliceRec, StreamingInferer, expected_spacing, slice_position
 from edge_ich.serve.spool import Spool, uid_hash
-from edge_ich.serve.staging import Staged, stage_series
+from edge_ich.serve.staging import Staged, serve_record, stage_series
 from edge_ich.serve.watch import watch_folder
 
 log = logging.getLogger("edge_ich.serve")
@@ -175,6 +175,7 @@ class Server:
             st.last_arrival = max(st.last_arrival, inst.received)
             if inst.assoc_key is not None:
                 st.open_assocs.add(inst.assoc_key)
+                st.assocs_seen.add(inst.assoc_key)
                 self.assoc_series.setdefault(inst.assoc_key, set()).add(inst.series_uid)
             if inst.sop_uid in st.slices:
                 st.duplicates += 1
@@ -194,12 +195,18 @@ class Server:
                 )
             self.cond.notify_all()
 
-    def on_assoc_end(self, key: int) -> None:
+    def on_assoc_end(self, key: int, released: bool = False) -> None:
+        """An association (or a pseudo one: reload, watch poll) ended; `released`: by A-RELEASE."""
+        now = time.perf_counter()
         with self.cond:
             for uid in self.assoc_series.pop(key, set()):
                 st = self.series.get(uid)
                 if st is not None:
                     st.open_assocs.discard(key)
+                    if released:
+                        st.released.add(key)
+                    if not st.open_assocs:
+                        st.ended_at = now
             self.cond.notify_all()
 
     def _load_file(self, path: Path, assoc_key: int | None, received: float, data: bytes | None = None) -> str | None:
@@ -252,11 +259,8 @@ class Server:
                 "edge_ich.outputs.nifti",
                 "edge_ich.outputs.keyimages",
                 "nibabel",
-                "scipy.ndimage",
-                "matplotlib.figure",
-                "matplotlib.backends.backend_agg",
-                "matplotlib.image",
-                "matplotlib.patheffects",
+                "PIL.ImageDraw",
+                "PIL.ImageFont",
                 "PIL.PngImagePlugin",
             ):
                 importlib.import_module(mod)
@@ -277,7 +281,7 @@ class Server:
                 why = self._load_file(p, key, time.perf_counter())
                 if why is not None:
                     log.warning("spooled file in series %s left out: %s", uid_hash(uid), why)
-            self.on_assoc_end(key)
+            self.on_assoc_end(key, False)
         if pending:
             log.info("picked up %d unfinished series from the spool", len(pending))
 
@@ -315,7 +319,11 @@ class Server:
                 for st in idle:
                     if st.staged is not None and st.staged.signature != st.signature():
                         self._discard(st)  # something arrived after staging: stage again
-                due = [st for st in idle if st.staged is not None and now - st.last_arrival >= quiet]
+                due = [
+                    st
+                    for st in idle
+                    if st.staged is not None and (st.complete_on_release() or now - st.last_arrival >= quiet)
+                ]
                 fresh = [st for st in idle if st.staged is None]
                 nxt = (due or fresh)[:1]
                 if not nxt:
@@ -351,7 +359,9 @@ class Server:
 
         staged: Staged = st.staged
         uid, h = st.uid, uid_hash(st.uid)
-        due = st.last_arrival + self.opts.quiet_seconds
+        on_release = st.complete_on_release()
+        # the completion signal: the release of the association that carried the series, else the quiet period
+        due = (st.ended_at or st.last_arrival) if on_release else st.last_arrival + self.opts.quiet_seconds
         try:
             if staged.error is not None:
                 self.spool.mark_failed(uid, staged.fresh)
@@ -377,22 +387,9 @@ class Server:
                 shutil.rmtree(staged.stage, ignore_errors=True)
                 t_done = time.perf_counter()
                 f = report["finding"]
-                record = {
-                    "series_uid_sha256_12": h,
-                    "slices": staged.slices,
-                    "received": len(st.slices),
-                    "duplicates": st.duplicates,
-                    "skipped": staged.skipped,
-                    "inferred_while_receiving": st.streamed,
-                    "inferred_at_completion": staged.rerun,
-                    "quiet_seconds": self.opts.quiet_seconds,
-                    "last_slice_to_result_s": round(t_done - st.last_arrival, 4),
-                    "completion_to_result_s": round(max(0.0, t_done - max(due, staged.started)), 4),
-                    "staged_before_quiet_ended": staged.ready <= due,
-                    "completion_breakdown_s": staged.breakdown,
-                    "hemorrhage": f["hemorrhage"],
-                    "total_volume_ml": f["total_volume_ml"],
-                }
+                record = serve_record(
+                    st, staged, self.opts.quiet_seconds, on_release, t_done - max(due, staged.started)
+                )
                 write_serve_record(staged.out_dir / "serve.json", record)
                 if self.sender is not None and (staged.out_dir / "seg.dcm").is_file():
                     self.spool.enqueue_outgoing(uid, staged.out_dir / "seg.dcm")
@@ -401,7 +398,7 @@ class Server:
                 self.spool.prune_done(self.opts.keep_done_s)
                 self.finished += 1
                 log.info(
-                    "series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after the quiet period; "
+                    "series %s: %d slices, %s, %.1f mL, last slice to result %.2f s (%.2f s after the %s; "
                     "%d inferred on arrival, %d at completion)",
                     h,
                     record["slices"],
@@ -409,6 +406,7 @@ class Server:
                     f["total_volume_ml"],
                     record["last_slice_to_result_s"],
                     record["completion_to_result_s"],
+                    record["completed_by"],
                     st.streamed,
                     staged.rerun,
                 )
@@ -429,6 +427,7 @@ class Server:
                     normal=st.normal,
                     expected_spacing=st.expected_spacing,
                     open_assocs=set(st.open_assocs),
+                    assocs_seen=set(st.assocs_seen),  # spread over several associations now: the quiet period decides
                 )
                 for r in left.values():
                     nxt.add(r)

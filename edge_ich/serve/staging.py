@@ -64,6 +64,7 @@ def stage_series(st: SeriesState, spool: Spool, inferer: StreamingInferer, model
             "read_series": round(t1 - t0, 4),
             "infer_remaining": round(t2 - t1, 4),
             "write_outputs": round(time.perf_counter() - t2, 4),
+            **{k: round(v, 4) for k, v in seg.timings.phases.items()},  # components and each writer
         }
     except NotAssessable as exc:  # the same report.json as `edge-ich run` writes, and no answer
         runner.write_not_assessable(out / uid, exc, model.card, [])
@@ -80,3 +81,31 @@ def stage_series(st: SeriesState, spool: Spool, inferer: StreamingInferer, model
         staged.stage = None
     staged.ready = time.perf_counter()
     return staged
+
+
+def serve_record(
+    st: SeriesState, staged: Staged, quiet_s: float, on_release: bool, completion_to_result_s: float
+) -> dict[str, Any]:
+    """serve.json: how the series arrived, what completed it, and how long the answer took."""
+    from edge_ich.serve.spool import uid_hash
+
+    assert staged.report is not None
+    f = staged.report["finding"]
+    return {
+        "series_uid_sha256_12": uid_hash(st.uid),
+        "slices": staged.slices,
+        "received": len(st.slices),
+        "duplicates": st.duplicates,
+        "skipped": staged.skipped,
+        "inferred_while_receiving": st.streamed,
+        "inferred_at_completion": staged.rerun,
+        "quiet_seconds": quiet_s,
+        "completed_by": "association release" if on_release else "quiet period",
+        "associations": len(st.assocs_seen),
+        "last_slice_to_result_s": round(time.perf_counter() - st.last_arrival, 4),
+        "completion_to_result_s": round(max(0.0, completion_to_result_s), 4),
+        "staged_before_completion": staged.ready <= (st.ended_at or st.last_arrival) + (0.0 if on_release else quiet_s),
+        "completion_breakdown_s": staged.breakdown,
+        "hemorrhage": f["hemorrhage"],
+        "total_volume_ml": f["total_volume_ml"],
+    }

@@ -18,7 +18,7 @@ def watch_folder(
     stop: threading.Event,
     seq: itertools.count[int],
     load_file: Callable[..., str | None],
-    on_assoc_end: Callable[[int], None],
+    on_assoc_end: Callable[[int, bool], None],
 ) -> None:
     """Poll the watch folder until `stop`; files unchanged for the quiet period are spooled, then removed."""
     root.mkdir(parents=True, exist_ok=True)
@@ -55,4 +55,4 @@ def watch_folder(
                 p.replace(rejected / p.name)
                 log.warning("watch folder: a file moved to .rejected/ (%s)", why)  # file names may identify a patient
             seen.pop(p, None)
-        on_assoc_end(key)
+        on_assoc_end(key, False)

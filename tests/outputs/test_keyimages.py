@@ -133,3 +133,100 @@ def test_png_carries_no_patient_data(tmp_path: Path) -> None:
     (path,) = write_key_images(tmp_path, series, _lesion(series.geometry.shape, 0), [0])
     raw = path.read_bytes()
     assert name.encode() not in raw and pid.encode() not in raw
+
+
+def test_outline_dilation_equals_ndimage_binary_dilation() -> None:
+    from scipy import ndimage
+
+    from edge_ich.outputs.keyimages import _dilate4
+
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        m = rng.random((int(rng.integers(1, 60)), int(rng.integers(1, 60)))) < rng.uniform(0.01, 0.3)
+        for it in (1, 2, 3):
+            np.testing.assert_array_equal(_dilate4(m, it), ndimage.binary_dilation(m, iterations=it))
+
+
+def _old_key_image(source, mask: np.ndarray, i: int) -> np.ndarray:
+    """The key image as edge-ich drew it before (matplotlib's Agg canvas for the text)."""
+    from edge_ich.outputs import keyimages as K
+    from tests.outputs import keyimage_reference as R
+
+    shape = tuple(source.geometry.shape)
+    size = K.display_size(shape[1:], tuple(source.geometry.spacing[1:]))
+    img = R.draw_letters(
+        K.render_slice(source.read_hu(i), mask[i], size, (40.0, 80.0)), K.edge_letters(source.geometry.affine_lps)
+    )
+    strip = R.caption_strip(K._caption(source, i, shape[0], mask[i], (40.0, 80.0)), size[1])
+    return np.concatenate([strip, img], axis=0)
+
+
+def _ink_boxes(img: np.ndarray, background: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(top, bottom, left, right) of each run of rows holding ink (text differs from the background)."""
+    ink = np.abs(img.astype(np.int32) - background).max(axis=-1) > 60
+    rows = np.flatnonzero(ink.any(axis=1))
+    if rows.size == 0:
+        return []
+    runs = np.split(rows, np.flatnonzero(np.diff(rows) > 1) + 1)
+    boxes = []
+    for run in runs:
+        cols = np.flatnonzero(ink[run].any(axis=0))
+        boxes.append((int(run[0]), int(run[-1]), int(cols[0]), int(cols[-1])))
+    return boxes
+
+
+@pytest.mark.parametrize("base", ["693_UNCR.dcm", "CT_small.dcm"])
+def test_key_image_looks_as_it_did_with_matplotlib(tmp_path: Path, base: str) -> None:
+    """Same slice, overlay and layout as the matplotlib rendering: identical pixels away from the
+    text; the caption lines and direction letters in the same places, at the same size."""
+    series = make_series(tmp_path / "src", 3, base=base, flip_row=base == "CT_small.dcm")
+    mask = _lesion(series.geometry.shape, 1)
+    new, old = key_image(series, mask, 1), _old_key_image(series, mask, 1)
+    assert new.shape == old.shape
+    width = new.shape[1]
+    strip = new.shape[0] - display_size(series.geometry.shape[1:], tuple(series.geometry.spacing[1:]))[0]
+    # the image region away from the four letters is the same, pixel for pixel
+    away = np.ones(new.shape[:2], dtype=bool)
+    away[:strip] = False
+    away[:, :40] = away[:, -40:] = False
+    away[strip : strip + 40] = away[-40:] = False
+    np.testing.assert_array_equal(new[away], old[away])
+    # caption: the same lines, starting in the same place, on the same rows, the same length (5%)
+    black = np.zeros(3, dtype=np.int32)
+    new_lines, old_lines = _ink_boxes(new[:strip], black), _ink_boxes(old[:strip], black)
+    assert len(new_lines) == len(old_lines) == 2
+    for (t1, b1, l1, r1), (t0, b0, l0, r0) in zip(new_lines, old_lines):
+        assert abs(t1 - t0) <= 1 and abs(b1 - b0) <= 1 and abs(l1 - l0) <= 1
+        assert abs((r1 - l1) - (r0 - l0)) <= 0.05 * (r0 - l0)
+    # letters (what differs from the slice without them): in the same place, centre within
+    # 1.5 px, with a similar amount of ink
+    from edge_ich.outputs.keyimages import render_slice
+
+    size = (new.shape[0] - strip, width)
+    plain = np.concatenate([new[:strip], render_slice(series.read_hu(1), mask[1], size, (40.0, 80.0))], axis=0)
+    h = new.shape[0]
+    for rows, cols in (
+        (slice(strip, strip + 40), slice(width // 2 - 30, width // 2 + 30)),
+        (slice(h - 40, h), slice(width // 2 - 30, width // 2 + 30)),
+        (slice((strip + h) // 2 - 30, (strip + h) // 2 + 30), slice(0, 40)),
+        (slice((strip + h) // 2 - 30, (strip + h) // 2 + 30), slice(width - 40, width)),
+    ):
+        base = plain[rows, cols].astype(np.int32)
+        ink_a = np.abs(new[rows, cols].astype(np.int32) - base).max(axis=-1) > 60
+        ink_b = np.abs(old[rows, cols].astype(np.int32) - base).max(axis=-1) > 60
+        assert ink_b.sum() > 10
+        assert abs(int(ink_a.sum()) - int(ink_b.sum())) <= 0.3 * ink_b.sum()
+        ca, cb = np.argwhere(ink_a).mean(axis=0), np.argwhere(ink_b).mean(axis=0)
+        assert np.abs(ca - cb).max() <= 1.5, (ca, cb)
+
+
+def test_png_bytes_are_those_matplotlib_wrote(tmp_path: Path) -> None:
+    """Pillow writes the file matplotlib's imsave wrote for the same pixels, byte for byte."""
+    from matplotlib.image import imsave
+
+    from edge_ich.outputs.keyimages import save_png
+
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    imsave(tmp_path / "old.png", rgb, format="png", metadata={"Software": "edge-ich"})
+    save_png(tmp_path / "new.png", rgb)
+    assert (tmp_path / "new.png").read_bytes() == (tmp_path / "old.png").read_bytes()

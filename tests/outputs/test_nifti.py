@@ -190,3 +190,26 @@ def test_runtime_nifti_volume_round_trip(tmp_path: Path, axcodes: tuple[str, str
         tuple(np.round((src.geometry.affine_lps @ np.array([c, r, k, 1.0]))[:3] * LPS_TO_RAS, 4)) for k, r, c in marks
     )
     np.testing.assert_allclose(got, want, atol=1e-3)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nii"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_streamed_file_is_the_bytes_of_the_whole_volume_writer(tmp_path: Path, suffix: str, sparse: bool) -> None:
+    """The stream (dense or SliceMask) writes what nibabel's to_bytes + gzip.compress wrote for the whole volume."""
+    import gzip
+    import sys
+
+    from edge_ich.analysis.masks import SliceMask
+    from edge_ich.outputs.nifti import GZIP_LEVEL, mask_image
+
+    series = make_series(tmp_path / "src", 5, base="CT_small.dcm")
+    mask = blob_mask(series.geometry.shape).astype(np.uint8)
+    out = tmp_path / f"m{suffix}"
+    write_mask_nifti(out, SliceMask.from_dense(mask) if sparse else mask, series)
+    whole = mask_image(mask, series).to_bytes()
+    if suffix == ".nii":
+        assert out.read_bytes() == whole
+    else:
+        assert gzip.decompress(out.read_bytes()) == whole
+        if sys.version_info >= (3, 11):  # gzip.compress(mtime=0) is zlib's gzip stream from 3.11 on
+            assert out.read_bytes() == gzip.compress(whole, compresslevel=GZIP_LEVEL, mtime=0)

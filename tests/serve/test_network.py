@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -311,8 +312,9 @@ def test_sigterm_keeps_unfinished_series_for_the_next_start(tmp_path: Path, tiny
     files = make_series(tmp_path / "s", n=12, size=64, seed=40)
     uid = series_uid_of(files[0])
     first = ServerProc(tmp_path, tiny_model, quiet=60.0, name="first").start()  # too quiet to complete before SIGTERM
-    r = storescu(first.port, files)
-    assert r.returncode == 0, r.stdout + r.stderr
+    for part in (files[:6], files[6:]):  # over two associations: the quiet period, not a release, completes it
+        r = storescu(first.port, part)
+        assert r.returncode == 0, r.stdout + r.stderr
     assert first.stop() == 0, first.log()
     assert len(list((first.spool / "series" / uid).glob("*.dcm"))) == 12
     assert not (first.out / uid / "serve.json").exists()
@@ -323,3 +325,25 @@ def test_sigterm_keeps_unfinished_series_for_the_next_start(tmp_path: Path, tiny
         second.stop()
     assert rec is not None and rec["received"] == 12, second.log()
     assert "picked up 1 unfinished series" in second.log()
+
+
+def test_release_of_the_association_completes_the_series(tmp_path: Path, tiny_model: Path) -> None:
+    """One association carried the whole series and was released: the answer comes without the quiet
+    period (60 s here); a series spread over two associations, or sent by an aborted one, waits for it."""
+    whole = make_series(tmp_path / "whole", n=12, size=64, seed=50)
+    split = make_series(tmp_path / "split", n=12, size=64, seed=51)
+    aborted = make_series(tmp_path / "aborted", n=8, size=64, seed=52)
+    with ServerProc(tmp_path, tiny_model, quiet=60.0, name="release").start() as server:
+        t0 = time.monotonic()
+        assert storescu(server.port, whole).returncode == 0
+        rec = wait_result(server.out, series_uid_of(whole[0]), slices=12, timeout_s=45.0)
+        assert rec is not None, server.log()
+        assert time.monotonic() - t0 < 45.0 and rec["completed_by"] == "association release"
+        assert rec["associations"] == 1 and rec["received"] == 12
+        assert "after the association release" in server.log()
+        for part in (split[:6], split[6:]):
+            assert storescu(server.port, part).returncode == 0
+        assert storescu(server.port, aborted, "--abort").returncode == 0
+        time.sleep(3.0)  # ample for a release-completed answer: these two must still be waiting
+        for files in (split, aborted):
+            assert not (server.out / series_uid_of(files[0]) / "serve.json").exists(), server.log()
