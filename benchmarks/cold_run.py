@@ -40,6 +40,18 @@ from edge_ich.bench import envinfo
 
 GOAL_COLD = 2.0
 GOAL_COLD_NEXT = 1.3
+GOAL_HELP_S = 0.3
+
+
+def help_times(n: int) -> list[float]:
+    """Wall seconds of `python -m edge_ich --help`, spawn to exit, `n` times."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "edge_ich", "--help"], cwd=ROOT, capture_output=True, check=True)
+        out.append(round(time.perf_counter() - t0, 3))
+    return out
+
 
 YARDSTICK = r"""
 import json, os, sys, time
@@ -252,6 +264,7 @@ def main() -> None:
             t = max(args.threads)
             thin = cli(series, Path(tmp) / "thin", t)
             thin["slices"] = args.thin
+        help_s = help_times(5)
     load = acct.stop(max(args.threads))
     doc = {
         "command": command_line(),
@@ -261,6 +274,8 @@ def main() -> None:
         "baseline_tree": str(args.baseline) if args.baseline else None,
         "results": results,
         "thin": {k: v for k, v in thin.items() if k != "summary"} if thin else None,
+        "help_s": help_s,
+        "goal_help_s": GOAL_HELP_S,
         "parent_peak_rss_mb": envinfo.peak_rss_mb(),
         "machine_load_before": before,
         "machine_load": load,
@@ -298,12 +313,21 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         lines += ["", f"Baseline: the CLI of the source tree `{doc['baseline_tree']}`, run in the same rounds."]
     forty = [r for r in res if r["slices"] == 40]
     if forty:
-        best = min(r["ratio"] for r in forty)
+        default = max(forty, key=lambda r: r["threads"])  # `edge-ich run` uses every usable CPU by default
+        best = min(forty, key=lambda r: r["ratio"])
         lines += [
             "",
-            f"Goal (40 slices): CLI / yardstick <= {GOAL_COLD}: **{'met' if best <= GOAL_COLD else 'NOT met'}** "
-            f"(best thread count {best:.2f}; next goal {GOAL_COLD_NEXT}).",
+            f"Goal (40 slices): CLI / yardstick <= {GOAL_COLD}: at the default thread count ({default['threads']}) "
+            f"{default['ratio']:.2f}, **{'met' if default['ratio'] <= GOAL_COLD else 'NOT met'}**; at "
+            f"{best['threads']} thread(s) {best['ratio']:.2f}, {'met' if best['ratio'] <= GOAL_COLD else 'NOT met'} "
+            f"(next goal {GOAL_COLD_NEXT}).",
         ]
+    if doc.get("help_s"):
+        h = median(doc["help_s"])
+        lines.append(
+            f"`python -m edge_ich --help`: median {h:.3f} s of {len(doc['help_s'])} (goal <= {doc['goal_help_s']}: "
+            f"{'met' if h <= doc['goal_help_s'] else 'NOT met'})."
+        )
     by_t: dict[int, dict[int, float]] = {}
     for r in res:
         by_t.setdefault(r["threads"], {})[r["slices"]] = r["cli_peak_rss_mb"]

@@ -59,14 +59,15 @@ class Segmentation:
     mask: SliceMask  # [Z, Y, X] 0/1, thresholded probability (before component filtering), a box per slice
     slice_prob: np.ndarray  # float32 [Z], max probability per slice
     timings: StageTimes
-    prob: np.ndarray | None = None  # float16 [Z, h, w], probability on the model grid (None: not kept)
+    # probability on the model grid, float16 [h, w] per slice: a [Z, h, w] array, or a dict holding only
+    # the slices with something above the threshold (the others' native mask is empty); None: not kept
+    prob: np.ndarray | dict[int, np.ndarray] | None = None
     constant: list[int] = field(default_factory=list)  # slices that held one value only (no image)
 
     def native_prob(self, z: int, shape: tuple[int, int]) -> np.ndarray | None:
         """Probability of slice z on the native grid (the mask is this >= the threshold)."""
-        if self.prob is None:
-            return None
-        return resize_back(self.prob[z].astype(np.float32), shape)
+        p = self.prob.get(z) if isinstance(self.prob, dict) else None if self.prob is None else self.prob[z]
+        return None if p is None else resize_back(p.astype(np.float32), shape)
 
 
 _DONE = object()
@@ -127,7 +128,7 @@ def segment(
     k = card.context
     mask = SliceMask((n, rows, cols))
     slice_prob = np.zeros(n, dtype=np.float32)
-    prob = np.zeros((n, *card.input_size), dtype=np.float16)
+    prob: dict[int, np.ndarray] = {}  # only slices with content: memory flat in series length
     constant: list[int] = []
     timings = StageTimes()
     q: queue.Queue[Any] = queue.Queue(maxsize=max(queue_depth, 2 * k + 2))
@@ -163,8 +164,8 @@ def segment(
         for j, idx in enumerate(pending):
             mask[idx] = native_mask(prob_small[j], card, (rows, cols))
             slice_prob[idx] = float(prob_small[j].max())
-            if prob_small[j].shape == prob.shape[1:]:
-                prob[idx] = prob_small[j]
+            if slice_prob[idx] >= card.threshold:
+                prob[idx] = prob_small[j].astype(np.float16)
         timings.add("postprocess", time.perf_counter() - t0, m)
         done_count += m
         pending.clear()

@@ -303,6 +303,16 @@ def _stage_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> float | 
     return round(d["dice_positive_cases"], 4) if d else None
 
 
+def _next_targets(
+    seg: UNet25D, vols: Sequence[Volume], cams: Sequence[np.ndarray], cfg: PipelineConfig
+) -> list[np.ndarray]:
+    """A self-training round's targets: the segmenter's call within positive slices, the CAM and the cavity."""
+    probs = predict_probs(seg, vols, cfg)
+    return [
+        self_training_masks(p, c, np.asarray(v.slice_labels, bool), v.cavity()) for p, c, v in zip(probs, cams, vols)
+    ]
+
+
 def run_weakly_supervised(
     train: Sequence[Volume],
     val: Sequence[Volume],
@@ -340,15 +350,7 @@ def run_weakly_supervised(
     first_pseudo = pseudo
     seg = train_segmenter(train, pseudo, cfg, work, skip_unresolved=cfg.skip_unresolved, val=val, val_targets=pv)
     for r in range(1, cfg.self_train_rounds + 1):
-        probs_t, probs_v = predict_probs(seg, train, cfg), predict_probs(seg, val, cfg)
-        pseudo = [
-            self_training_masks(p, c, np.asarray(v.slice_labels, bool), v.cavity())
-            for p, c, v in zip(probs_t, cams_t, train)
-        ]
-        pv = [
-            self_training_masks(p, c, np.asarray(v.slice_labels, bool), v.cavity())
-            for p, c, v in zip(probs_v, cams_v, val)
-        ]
+        pseudo, pv = _next_targets(seg, train, cams_t, cfg), _next_targets(seg, val, cams_v, cfg)
         stages.append(
             {"stage": f"self-training round {r}", "train": _stage_dice(train, pseudo), "val": _stage_dice(val, pv)}
         )

@@ -90,16 +90,12 @@ def _finish_image(img: Any, affine: np.ndarray, label: bool) -> Any:
     return img
 
 
-class _Stream(io.RawIOBase):
-    """Where the NIfTI bytes go: straight to the file (.nii) or through one gzip stream (.nii.gz).
+class _Forward(io.RawIOBase):
+    """A write-only stream that moves forward only (nibabel seeks to the data offset): a gap is
+    written as zeros; subclasses take the bytes in `_take`."""
 
-    The gzip stream is zlib's with the gzip wrapper (mtime 0), so the file is the bytes
-    `gzip.compress(whole, GZIP_LEVEL, mtime=0)` gave, without ever holding `whole`."""
-
-    def __init__(self, fileobj: Any, gz: bool) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self._f = fileobj
-        self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gz else None
         self._pos = 0
 
     def writable(self) -> bool:
@@ -112,7 +108,6 @@ class _Stream(io.RawIOBase):
         return self._pos
 
     def seek(self, offset: int, whence: int = 0) -> int:
-        """Forward only (nibabel seeks to the data offset): the gap is written as zeros."""
         target = offset if whence == 0 else self._pos + offset
         if whence not in (0, 1) or target < self._pos:
             raise io.UnsupportedOperation("a NIfTI stream only moves forward")
@@ -122,46 +117,45 @@ class _Stream(io.RawIOBase):
 
     def write(self, data: Any) -> int:
         b = memoryview(data).cast("B")
-        self._f.write(self._z.compress(b) if self._z is not None else b)
+        self._take(b)
         self._pos += len(b)
         return len(b)
+
+    def _take(self, b: memoryview) -> None:
+        raise NotImplementedError
+
+
+class _Stream(_Forward):
+    """Where the NIfTI bytes go: straight to the file (.nii) or through one gzip stream (.nii.gz).
+
+    The gzip stream is zlib's with the gzip wrapper (mtime 0), so the file is the bytes
+    `gzip.compress(whole, GZIP_LEVEL, mtime=0)` gave, without ever holding `whole`."""
+
+    def __init__(self, fileobj: Any, gz: bool) -> None:
+        super().__init__()
+        self._f = fileobj
+        self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31) if gz else None
+
+    def _take(self, b: memoryview) -> None:
+        self._f.write(self._z.compress(b) if self._z is not None else b)
 
     def finish(self) -> None:
         if self._z is not None:
             self._f.write(self._z.flush())
 
 
-class _Header(io.RawIOBase):
+class _Header(_Forward):
     """Keeps what nibabel writes before the data (the header), counts and drops the rest."""
 
     def __init__(self, keep: int = 1 << 16) -> None:
         super().__init__()
         self.head = bytearray()
         self._keep = keep
-        self._pos = 0
 
-    def writable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        target = offset if whence == 0 else self._pos + offset
-        if target > self._pos:
-            self.write(bytes(target - self._pos))
-        return self._pos
-
-    def write(self, data: Any) -> int:
-        b = memoryview(data).cast("B")
+    def _take(self, b: memoryview) -> None:
         room = self._keep - len(self.head)
         if room > 0:
             self.head += b[:room]
-        self._pos += len(b)
-        return len(b)
 
 
 def write_mask_nifti(path: Path, mask_zyx: np.ndarray | SliceMask, source: Any) -> None:

@@ -118,7 +118,8 @@ class ServerProc:
         return self.proc.returncode
 
     def __enter__(self) -> ServerProc:
-        return self.start()
+        # `with ServerProc(...).start() as s:` is started already: starting again would leak a server
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
