@@ -12,6 +12,7 @@ Maps are scaled by the volume's maximum, never slice by slice.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,3 +75,21 @@ def volume_cams(
     if peak > 0:
         acc /= peak
     return acc, prob
+
+
+def cam_pointing(vols: Sequence[Any], cams: Sequence[np.ndarray]) -> float | None:
+    """Pointing score: on slices with blood in the voxel truth, the fraction whose CAM peak lies inside it
+    (reported only; None without truth)."""
+    hits, total = 0, 0
+    for v, c in zip(vols, cams):
+        if v.truth is None:
+            continue
+        t = v.truth > 0
+        for z in np.nonzero(t.reshape(v.n, -1).any(1))[0]:
+            if c[z].max() <= 0:
+                total += 1
+                continue
+            y, x = np.unravel_index(int(np.argmax(c[z])), c[z].shape)
+            hits += bool(t[z, y, x])
+            total += 1
+    return round(hits / total, 4) if total else None

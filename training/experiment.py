@@ -167,7 +167,9 @@ def run_unit(o: ExperimentOptions, arm: str, seed: int) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - t0, 1),
         "config": cfg.to_dict(),
     }
-    write_text_atomic(work / "result.json", json.dumps(result, indent=1, default=_json_default) + "\n")
+    text = json.dumps(result, indent=1, default=_json_default) + "\n"
+    write_text_atomic(work / "result.json", text)
+    write_text_atomic(Path(o.out) / "units" / f"seed{seed}_{arm}.json", text)  # committed beside the report
     return result
 
 
@@ -179,9 +181,14 @@ def _json_default(v: Any) -> Any:
     raise TypeError(type(v).__name__)
 
 
-def finished_units(work: Path) -> dict[tuple[str, int], dict[str, Any]]:
+def finished_units(work: Path, out_dir: Path | None = None) -> dict[tuple[str, int], dict[str, Any]]:
+    """Every finished (arm, seed): the work folder's result.json files and the report's units/ copies
+    (so a fresh checkout resumes where the committed report stopped)."""
     out: dict[tuple[str, int], dict[str, Any]] = {}
-    for p in sorted(Path(work).glob("seed*/*/result.json")):
+    found = sorted(Path(work).glob("seed*/*/result.json"))
+    if out_dir is not None:
+        found = sorted(Path(out_dir).glob("units/seed*_*.json")) + found
+    for p in found:
         r = json.loads(p.read_text())
         out[(r["arm"], int(r["seed"]))] = r
     return out
@@ -192,7 +199,7 @@ def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     summary = summarize_units(o)
     for seed in o.seeds:
         for arm in o.arms:
-            if (arm, seed) in finished_units(o.work):
+            if (arm, seed) in finished_units(o.work, o.out):
                 log(f"[experiment] seed {seed} {arm}: done before, kept")
                 continue
             log(f"[experiment] seed {seed} {arm}: start")
@@ -223,7 +230,7 @@ METRICS = (
 
 def summarize_units(o: ExperimentOptions) -> dict[str, Any]:
     """summary.json (DESIGN.md's schema and more) from every finished unit; writes the reports."""
-    units = finished_units(o.work)
+    units = finished_units(o.work, o.out)
     arms: dict[str, Any] = {}
     per_case_pos: dict[str, np.ndarray] = {}
     n_cases = n_pos = 0
@@ -260,13 +267,22 @@ def summarize_units(o: ExperimentOptions) -> dict[str, Any]:
         "n_test_pos": n_pos,
         "arms": arms,
         "wilcoxon_p_ws_vs_fs_small": p,
-        "command": "python -m training " + " ".join(o.argv),
+        "command": _run_command(o),
     }
     summary["claim"] = (
         judge(summary) if complete else {"verdict": "incomplete: not every seed of every primary arm ran"}
     )
     write_reports(summary, Path(o.out))
     return summary
+
+
+def _run_command(o: ExperimentOptions) -> str:
+    """The command that ran the units; `--summarize` only rewrites reports, so it keeps the one on record."""
+    cmd = "python -m training " + " ".join(o.argv)
+    recorded = Path(o.out) / "command.txt"
+    if "--summarize" in o.argv and recorded.is_file():
+        return recorded.read_text().strip()
+    return cmd
 
 
 def _pos_case_mean(units: dict[tuple[str, int], dict[str, Any]], arm: str, seeds: list[int]) -> np.ndarray:

@@ -21,7 +21,7 @@ from edge_ich.analysis.metrics import dice
 from edge_ich.card import Window
 from edge_ich.errors import InputError
 from edge_ich.preprocess import DEFAULT_WINDOWS
-from training.cam import volume_cams
+from training.cam import cam_pointing, volume_cams
 from training.evaluate import auc, choose_threshold, remove_small
 from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
 from training.models import SliceSequenceClassifier, UNet25D
@@ -260,12 +260,7 @@ def train_segmenter(
     if init is not None:
         model.load_state_dict(init.state_dict())
     model = model.to(memory_format=torch.channels_last)
-    select = None
-    if val and val_targets:
-
-        def select(net: torch.nn.Module) -> float:
-            probs = predict_probs(net, val, cfg)  # type: ignore[arg-type]
-            return float(np.mean([dice(p >= 0.5, t > 0) for p, t in zip(probs, val_targets)]))
+    select = (lambda net: _val_score(net, val, val_targets, cfg)) if val and val_targets else None
 
     key = targets_key(vols, targets, init)
     loop = _loop(
@@ -301,6 +296,12 @@ class TrainResult:
 def _stage_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> float | None:
     d = pseudo_mask_dice(vols, masks)
     return round(d["dice_positive_cases"], 4) if d else None
+
+
+def _val_score(seg: UNet25D, val: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig) -> float:
+    """Mean Dice of the segmenter (p >= 0.5) against validation pseudo-masks: the checkpoints' own score."""
+    probs = predict_probs(seg, val, cfg)
+    return float(np.mean([dice(p >= 0.5, t > 0) for p, t in zip(probs, targets)]))
 
 
 def _next_targets(
@@ -347,15 +348,16 @@ def run_weakly_supervised(
         {"stage": "refined", "train": _stage_dice(train, pseudo), "val": _stage_dice(val, pv)},
     ]
     log(f"[pseudo] per-stage pseudo-mask Dice vs truth (reported only): {stages}")
-    first_pseudo = pseudo
+    first_pseudo, pv_ref = pseudo, pv  # the refined validation masks: every round is judged against them
     seg = train_segmenter(train, pseudo, cfg, work, skip_unresolved=cfg.skip_unresolved, val=val, val_targets=pv)
+    kept_round = 0
     for r in range(1, cfg.self_train_rounds + 1):
         pseudo, pv = _next_targets(seg, train, cams_t, cfg), _next_targets(seg, val, cams_v, cfg)
         stages.append(
             {"stage": f"self-training round {r}", "train": _stage_dice(train, pseudo), "val": _stage_dice(val, pv)}
         )
         log(f"[pseudo] {stages[-1]}")
-        seg = train_segmenter(
+        nxt = train_segmenter(
             train,
             pseudo,
             cfg,
@@ -363,15 +365,21 @@ def run_weakly_supervised(
             name=f"segmenter_st{r}",
             skip_unresolved=cfg.skip_unresolved,
             val=val,
-            val_targets=pv,
+            val_targets=pv_ref,
             init=seg,
             steps=cfg.self_train_steps or max(1, cfg.seg_steps // 2),
         )
+        # a round that drifts from the refined masks (e.g. its own targets came out empty) is not kept
+        if not val or _val_score(nxt, val, pv_ref, cfg) >= _val_score(seg, val, pv_ref, cfg):
+            seg, kept_round = nxt, r
+        else:
+            log(f"[pseudo] self-training round {r} scores lower on the refined validation masks: not kept")
+            break
     th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
     if val:
         th, mm, vdice = choose_threshold(
             predict_probs(seg, val, cfg),
-            [m.astype(np.uint8) for m in pv],
+            [m.astype(np.uint8) for m in pv_ref],
             [v.spacing for v in val],
             cfg.min_component_mm3,
         )
@@ -388,6 +396,7 @@ def run_weakly_supervised(
         "classifier_val_slice_auc": vauc,
         "cam_pointing_val": pointing,
         "pseudo_mask_stages": stages,
+        "self_training_round_kept": kept_round,
         "bleed_slices_without_pseudo_mask": int(
             sum(
                 int(np.sum(np.asarray(v.slice_labels, bool) & ~m.reshape(m.shape[0], -1).any(1)))
@@ -403,24 +412,6 @@ def run_weakly_supervised(
         "segmenter_train_seconds": getattr(seg, "train_seconds", None),
     }
     return TrainResult(seg, th, mm, summary, clf, first_pseudo)
-
-
-def cam_pointing(vols: Sequence[Volume], cams: Sequence[np.ndarray]) -> float | None:
-    """Pointing score: on slices with blood in the voxel truth, the fraction whose CAM peak lies inside it
-    (reported only; None without truth)."""
-    hits, total = 0, 0
-    for v, c in zip(vols, cams):
-        if v.truth is None:
-            continue
-        t = v.truth > 0
-        for z in np.nonzero(t.reshape(v.n, -1).any(1))[0]:
-            if c[z].max() <= 0:
-                total += 1
-                continue
-            y, x = np.unravel_index(int(np.argmax(c[z])), c[z].shape)
-            hits += bool(t[z, y, x])
-            total += 1
-    return round(hits / total, 4) if total else None
 
 
 def run_fully_supervised(

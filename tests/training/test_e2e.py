@@ -181,7 +181,7 @@ def test_tiny_experiment_units_resume_and_summary_follows_the_design(tmp_path: P
     s = json.loads((out / "summary.json").read_text())
     assert s["complete"] is False and "incomplete" in s["claim"]["verdict"]
     seed0 = {p: p.stat().st_mtime_ns for p in work.glob("seed0/*/result.json")}
-    assert len(seed0) == 4
+    assert len(seed0) == 4 and len(list((out / "units").glob("seed0_*.json"))) == 4
     assert main(argv) == 0
     assert {p: p.stat().st_mtime_ns for p in work.glob("seed0/*/result.json")} == seed0  # not rerun
     s = json.loads((out / "summary.json").read_text())
