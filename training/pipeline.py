@@ -251,8 +251,8 @@ def train_segmenter(
 ) -> UNet25D:
     """Stage 4: the 2.5D U-Net on (pseudo-)masks, negatives as empty masks.
 
-    With `val` and `val_targets` the checkpoint kept is the one with the best mean Dice against them
-    (at 0.5, on the model grid); `init` starts from another segmenter's weights (self-training)."""
+    With `val` and `val_targets` the checkpoint kept is the one with the best pooled Dice against them
+    (at 0.5, on the model grid; `pooled_dice`); `init` starts from another segmenter's weights (self-training)."""
     sampler = SegmenterSampler(vols, targets, cfg.context, cfg.windows, skip_unresolved=skip_unresolved)
     if sampler.skipped:
         log(f"[{name}] {sampler.skipped} bleed slices without a pseudo-mask left out")
@@ -298,10 +298,21 @@ def _stage_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> float | 
     return round(d["dice_positive_cases"], 4) if d else None
 
 
+def pooled_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+    """Dice of all volumes' voxels pooled: 0 when nothing is predicted or nothing is to be found.
+
+    The checkpoint and self-training score. A per-volume mean counts an empty call on an empty volume
+    as 1.0, so a segmenter that has collapsed to "nothing anywhere" can win against pseudo-masks that
+    collapsed with it; pooled, it scores 0, and false positives on empty volumes still cost."""
+    inter = sum(int(np.count_nonzero(np.logical_and(p, t))) for p, t in zip(preds, targets))
+    total = sum(int(np.count_nonzero(p)) + int(np.count_nonzero(t)) for p, t in zip(preds, targets))
+    return 2.0 * inter / total if total else 0.0
+
+
 def _val_score(seg: UNet25D, val: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig) -> float:
-    """Mean Dice of the segmenter (p >= 0.5) against validation pseudo-masks: the checkpoints' own score."""
+    """Pooled Dice of the segmenter (p >= 0.5) against validation pseudo-masks: the checkpoints' own score."""
     probs = predict_probs(seg, val, cfg)
-    return float(np.mean([dice(p >= 0.5, t > 0) for p, t in zip(probs, targets)]))
+    return pooled_dice([p >= 0.5 for p in probs], [t > 0 for t in targets])
 
 
 def _next_targets(

@@ -112,3 +112,19 @@ def test_bleed_fraction_subsets_keep_whole_cases_in_order() -> None:
     assert [v.case_id for v in subset_by_bleed_fraction(vols, 0.1)] == ["c0", "c1"]
     assert [v.case_id for v in subset_by_bleed_fraction(vols, 0.5)] == ["c0", "c1", "c2", "c3"]
     assert len(subset_by_bleed_fraction(vols, 1.0)) == 5
+
+
+def test_checkpoint_score_never_rewards_predicting_nothing() -> None:
+    """The experiment's collapse: self-training targets came out empty and an empty segmenter scored 1.0."""
+    from training.pipeline import pooled_dice
+
+    blob = np.zeros((4, 16, 16), bool)
+    blob[1:3, 4:9, 4:9] = True
+    empty = np.zeros_like(blob)
+    targets = [blob, empty, empty]
+    assert pooled_dice([blob, empty, empty], targets) == 1.0
+    assert pooled_dice([empty, empty, empty], targets) == 0.0  # a per-volume mean would say 2/3
+    assert pooled_dice([empty] * 3, [empty] * 3) == 0.0  # collapsed targets: nothing to win
+    noisy = empty.copy()
+    noisy[0, 0, 0] = True  # one false voxel on an empty volume costs too
+    assert 0.9 < pooled_dice([blob, noisy, empty], targets) < 1.0
