@@ -32,7 +32,7 @@ from edge_ich.bench.report import STAGE_LABELS, plot_stages
 from edge_ich.preprocess import prepare_volume
 from edge_ich.runner import RunOptions, load_model, open_source, run
 
-GOAL = 1.15
+GOAL = 1.3  # warm end to end over model-only (serve, bench)
 
 
 class Arriving:
