@@ -70,6 +70,7 @@ SPECS: dict[str, Spec] = {
         Spec("ContrastBolusAgent", "text", critical=False),
     )
 }
+_CRITICAL = tuple(k for k, spec in SPECS.items() if spec.critical)
 
 
 class ElementError(InputError):
@@ -190,9 +191,11 @@ def problems(ds: Any) -> list[ElementError]:
 
 
 def first_critical_problem(ds: Any) -> ElementError | None:
-    """The first invalid critical element of a header, or None."""
-    for exc in problems(ds):
-        if SPECS[exc.keyword].critical:
+    """The first invalid critical element of a header (in the table's order), or None."""
+    for keyword in _CRITICAL:
+        try:
+            values(ds, keyword)
+        except ElementError as exc:
             return exc
     return None
 
