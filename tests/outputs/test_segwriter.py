@@ -49,7 +49,8 @@ def differences(a: Any, b: Any, path: str = "") -> list[str]:
     return out
 
 
-def _compare(headers: list[pydicom.Dataset], mask: np.ndarray) -> None:
+def mismatches_with_highdicom(headers: list[pydicom.Dataset], mask: np.ndarray) -> list[str]:
+    """Every way our SEG (from a dense and from a sparse mask) differs from highdicom's; [] when none."""
     kw = {"algorithm_name": "edge-ich-test", "algorithm_version": "abc123"}
     from edge_ich.analysis.masks import SliceMask
 
@@ -58,13 +59,17 @@ def _compare(headers: list[pydicom.Dataset], mask: np.ndarray) -> None:
     sparse = build_seg_dataset(SliceMask.from_dense(mask), headers, **kw)  # what the runner hands over
     # the processing-equipment item names the software that wrote the file: compared apart
     ref_eq, our_eq = ref.ContributingEquipmentSequence[-1], ours.ContributingEquipmentSequence[-1]
-    assert our_eq.Manufacturer == "edge-ich" and our_eq.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
-    assert differences(ref_eq.PurposeOfReferenceCodeSequence[0], our_eq.PurposeOfReferenceCodeSequence[0]) == []
+    out = differences(ref_eq.PurposeOfReferenceCodeSequence[0], our_eq.PurposeOfReferenceCodeSequence[0])
+    if our_eq.Manufacturer != "edge-ich" or our_eq.PurposeOfReferenceCodeSequence[0].CodeValue != "109102":
+        out.append("processing equipment does not name edge-ich with purpose 109102")
     for ds in (ref, ours, sparse):
         ds.ContributingEquipmentSequence = ds.ContributingEquipmentSequence[:-1]
-    assert differences(ref, ours) == []
-    assert ours.PixelData == ref.PixelData  # the frames, bit for bit
-    assert differences(ours, sparse) == [] and sparse.PixelData == ours.PixelData
+    out += differences(ref, ours) + ["sparse: " + d for d in differences(ours, sparse)]
+    if ours.PixelData != ref.PixelData:  # the frames, bit for bit
+        out.append("PixelData differs from highdicom's")
+    if sparse.PixelData != ours.PixelData:
+        out.append("PixelData from the sparse mask differs")
+    return out
 
 
 def _lesion_on(shape: tuple[int, int, int], slices: list[int]) -> np.ndarray:
@@ -94,7 +99,7 @@ def test_same_dataset_as_highdicom_on_real_slices(tmp_path: Path, kind: str) -> 
     if kind == "deidentified":
         for h in series.headers:
             h.PatientIdentityRemoved = "YES"
-    _compare(series.headers, blob_mask(series.geometry.shape, seed=len(kind)))
+    assert mismatches_with_highdicom(series.headers, blob_mask(series.geometry.shape, seed=len(kind))) == []
 
 
 @pytest.mark.parametrize(
@@ -103,7 +108,7 @@ def test_same_dataset_as_highdicom_on_real_slices(tmp_path: Path, kind: str) -> 
 def test_same_dataset_as_highdicom_for_every_frame_layout(tmp_path: Path, slices: list[int]) -> None:
     """Spacing and 3D organisation depend on which frames carry content: empty, one, a run, a gap, all."""
     series = make_series(tmp_path, 5, base="CT_small.dcm")
-    _compare(series.headers, _lesion_on(series.geometry.shape, slices))
+    assert mismatches_with_highdicom(series.headers, _lesion_on(series.geometry.shape, slices)) == []
 
 
 @pytest.mark.parametrize("opts", [{}, {"reverse": True, "flip": True}, {"tilt": 12.0}, {"spacing": 2.5}])
@@ -114,7 +119,7 @@ def test_same_dataset_as_highdicom_from_the_runtime_series(tmp_path: Path, opts:
 
     series = series_from_files(kit_series(tmp_path / "src", 6, size=128, **opts))
     headers = [series.header(i, copy_=False) for i in range(len(series))]
-    _compare(headers, blob_mask(series.geometry.shape, seed=5))
+    assert mismatches_with_highdicom(headers, blob_mask(series.geometry.shape, seed=5)) == []
 
 
 def test_odd_frame_size_packs_frames_as_one_bit_stream(tmp_path: Path) -> None:
@@ -128,7 +133,7 @@ def test_odd_frame_size_packs_frames_as_one_bit_stream(tmp_path: Path) -> None:
         pytest.skip("decimation gave a frame size that is a multiple of 8")
     headers = [series.header(i, copy_=False) for i in range(len(series))]
     mask = blob_mask(series.geometry.shape, seed=2)
-    _compare(headers, mask)
+    assert mismatches_with_highdicom(headers, mask) == []
     out = tmp_path / "seg.dcm"
     write_seg(out, mask, headers, algorithm_name="a", algorithm_version="1")
     np.testing.assert_array_equal(read_seg_mask(out, series.sop_instance_uids), mask)
