@@ -197,9 +197,10 @@ def finished_units(work: Path, out_dir: Path | None = None) -> dict[tuple[str, i
 def run_experiment(o: ExperimentOptions) -> dict[str, Any]:
     """Every (seed, arm) asked for, seed by seed in the order given; the reports after each unit."""
     summary = summarize_units(o)
+    done = set(finished_units(o.work, o.out))  # read once: the units run below are new
     for seed in o.seeds:
         for arm in o.arms:
-            if (arm, seed) in finished_units(o.work, o.out):
+            if (arm, seed) in done:
                 log(f"[experiment] seed {seed} {arm}: done before, kept")
                 continue
             log(f"[experiment] seed {seed} {arm}: start")
