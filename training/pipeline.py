@@ -304,9 +304,9 @@ def pooled_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> f
     The checkpoint and self-training score. A per-volume mean counts an empty call on an empty volume
     as 1.0, so a segmenter that has collapsed to "nothing anywhere" can win against pseudo-masks that
     collapsed with it; pooled, it scores 0, and false positives on empty volumes still cost."""
-    inter = sum(int(np.count_nonzero(np.logical_and(p, t))) for p, t in zip(preds, targets))
-    total = sum(int(np.count_nonzero(p)) + int(np.count_nonzero(t)) for p, t in zip(preds, targets))
-    return 2.0 * inter / total if total else 0.0
+    if not len(preds):
+        return 0.0
+    return dice(np.concatenate([np.ravel(p) for p in preds]), np.concatenate([np.ravel(t) for t in targets]), empty=0.0)
 
 
 def _val_score(seg: UNet25D, val: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig) -> float:
