@@ -205,3 +205,72 @@ def threshold_baseline_on(
     if keep_scores:
         s["_scores"] = scores  # per case, for paired comparisons (not JSON)
     return s
+
+
+#: The scan specificity an operating point must keep on the validation scans (the card's goal).
+SPECIFICITY_FLOOR = 0.95
+PROB_GRID = (0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
+
+def choose_operating_point(
+    probs: Sequence[np.ndarray],
+    targets: Sequence[np.ndarray],
+    scan_labels: Sequence[bool],
+    spacings: Sequence[tuple[float, float, float]],
+    min_mm3: float | None = None,
+    grid: Sequence[float] = PROB_GRID,
+    min_grid: Sequence[float] = MIN_COMPONENT_GRID,
+    spec_floor: float = SPECIFICITY_FLOOR,
+    sens_slack: float = 0.01,
+) -> dict[str, Any]:
+    """Threshold and smallest kept component, chosen on validation volumes with weak labels only.
+
+    A scan is called positive when anything is left after the small components are removed (as at run
+    time) and is scored against its label (positive when any slice is labelled bleed). The rule:
+    1. candidates keep scan specificity >= `spec_floor` (none does: those with the highest specificity);
+    2. of them, those within `sens_slack` of the highest scan sensitivity;
+    3. of those, the best Dice pooled over all volumes' voxels against `targets` (pseudo-masks).
+    A per-volume mean Dice (an empty call on an empty volume counting 1.0) trades a missed bleed against
+    a false call one for one and says nothing of either rate; this rule states the specificity it keeps.
+    """
+    labels = np.asarray(scan_labels, bool)
+    flat_t = np.concatenate([np.ravel(np.asarray(t) > 0) for t in targets])
+    mms = [float(min_mm3)] if min_mm3 is not None else [float(m) for m in min_grid]
+    rows: list[dict[str, float]] = []
+    for th in grid:
+        comps = []
+        for p, sp in zip(probs, spacings):
+            lab, n = ndimage.label(p >= th, structure=np.ones((3, 3, 3), dtype=bool))
+            comps.append((lab, np.bincount(lab.ravel(), minlength=n + 1) * float(np.prod(sp))))
+        for mm in mms:
+            masks = []
+            for lab, sizes in comps:
+                keep = sizes >= mm
+                keep[0] = False
+                masks.append(keep[lab])
+            calls = np.array([m.any() for m in masks])
+            sens, spec = sens_spec(calls, labels)
+            d = dice(np.concatenate([m.ravel() for m in masks]), flat_t, empty=0.0)
+            rows.append({"threshold": float(th), "min_component_mm3": mm, "sens": sens, "spec": spec, "dice": d})
+
+    def val(x: float) -> float:
+        return -1.0 if np.isnan(x) else x
+
+    ok = [r for r in rows if val(r["spec"]) >= spec_floor]
+    if not ok:
+        top = max(val(r["spec"]) for r in rows)
+        ok = [r for r in rows if val(r["spec"]) >= top - 1e-9]
+    best_sens = max(val(r["sens"]) for r in ok)
+    near = [r for r in ok if val(r["sens"]) >= best_sens - sens_slack - 1e-9]
+    pick = max(near, key=lambda r: (r["dice"], -r["min_component_mm3"]))
+    return {
+        "threshold": pick["threshold"],
+        "min_component_mm3": pick["min_component_mm3"],
+        "val_pooled_dice_vs_targets": pick["dice"],
+        "val_scan_sensitivity": pick["sens"],
+        "val_scan_specificity": pick["spec"],
+        "val_scans": int(labels.size),
+        "val_positive_scans": int(labels.sum()),
+        "rule": f"scan specificity >= {spec_floor} on slice labels, then scan sensitivity within {sens_slack} "
+        "of the best, then pooled Dice against the validation pseudo-masks",
+    }

@@ -22,7 +22,7 @@ from edge_ich.card import Window
 from edge_ich.errors import InputError
 from edge_ich.preprocess import DEFAULT_WINDOWS
 from training.cam import cam_pointing, volume_cams
-from training.evaluate import auc, choose_threshold, remove_small
+from training.evaluate import auc, choose_operating_point, choose_threshold, remove_small
 from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
 from training.models import SliceSequenceClassifier, UNet25D
 from training.refine import RefineParams, pseudo_masks, self_training_masks
@@ -387,13 +387,17 @@ def run_weakly_supervised(
             log(f"[pseudo] self-training round {r} scores lower on the refined validation masks: not kept")
             break
     th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
+    op: dict[str, Any] = {}
     if val:
-        th, mm, vdice = choose_threshold(
+        op = choose_operating_point(
             predict_probs(seg, val, cfg),
-            [m.astype(np.uint8) for m in pv_ref],
+            pv_ref,
+            [bool(np.any(v.slice_labels)) for v in val],
             [v.spacing for v in val],
             cfg.min_component_mm3,
         )
+        th, mm, vdice = op["threshold"], op["min_component_mm3"], op["val_pooled_dice_vs_targets"]
+        log(f"[operating point] {op}")
     summary = {
         "method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net "
         f"-> {cfg.self_train_rounds} round(s) of self-training)",
@@ -404,6 +408,7 @@ def run_weakly_supervised(
         "threshold": th,
         "min_component_mm3": mm,
         "val_dice_vs_pseudo": vdice,
+        "operating_point": op,
         "classifier_val_slice_auc": vauc,
         "cam_pointing_val": pointing,
         "pseudo_mask_stages": stages,

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from edge_ich.analysis.metrics import dice
-from training.evaluate import choose_threshold, remove_small, score_case, subtype_dice, summarize, wilcoxon_p
+from training.evaluate import (
+    choose_operating_point,
+    choose_threshold,
+    remove_small,
+    score_case,
+    subtype_dice,
+    summarize,
+    wilcoxon_p,
+)
 from training.refine import RefineParams, pseudo_masks
 
 
@@ -98,6 +106,41 @@ def test_remove_small_threshold_choice_and_wilcoxon() -> None:
     assert mm == 5.0 and d == 1.0
     assert wilcoxon_p([0.9] * 10, [0.9] * 10) != wilcoxon_p([0.9] * 10, [0.9] * 10)  # nan when identical
     assert wilcoxon_p(list(np.linspace(0.6, 0.9, 12)), list(np.linspace(0.1, 0.4, 12))) < 0.01
+
+
+def _op_case(bleed_voxels: int, speck_voxels: int) -> tuple[np.ndarray, np.ndarray]:
+    """A probability volume with one bleed (p 0.9) of `bleed_voxels` and, apart, a speck (p 0.9) of `speck_voxels`."""
+    prob = np.zeros((4, 20, 20), np.float32)
+    truth = np.zeros(prob.shape, bool)
+    if bleed_voxels:
+        prob[1, 2, 2 : 2 + bleed_voxels] = 0.9
+        truth[1, 2, 2 : 2 + bleed_voxels] = True
+    if speck_voxels:
+        prob[3, 15, 2 : 2 + speck_voxels] = 0.9
+    return prob, truth
+
+
+def test_operating_point_keeps_small_bleeds_while_specificity_holds() -> None:
+    # 10 bleeding scans, 5 with a small bleed (8 voxels) and 5 with a large one (18); 10 empty scans, two of
+    # them with a 3-voxel false speck: size 4 keeps every bleed and drops the specks; 10 loses the small ones.
+    cases = [_op_case(8, 0) for _ in range(5)] + [_op_case(18, 0) for _ in range(5)]
+    cases += [_op_case(0, 3) for _ in range(2)] + [_op_case(0, 0) for _ in range(8)]
+    probs, truths = [c[0] for c in cases], [c[1] for c in cases]
+    labels = [t.any() for t in truths]
+    sp = [(1.0, 1.0, 1.0)] * len(cases)
+    op = choose_operating_point(probs, truths, labels, sp, grid=(0.5,), min_grid=(1.0, 4.0, 10.0), spec_floor=0.8)
+    assert (op["min_component_mm3"], op["val_scan_sensitivity"], op["val_scan_specificity"]) == (4.0, 1.0, 1.0)
+    # specks as large as the small bleeds on 5 of 10 empty scans: no size keeps both. A per-volume mean Dice
+    # trades them one for one (10 bleeds found > 5 false calls: size 4, specificity 0.5); the floor keeps 10.
+    cases = [_op_case(8, 0) for _ in range(10)] + [_op_case(0, 8) for _ in range(5)] + [_op_case(0, 0)] * 5
+    probs, truths = [c[0] for c in cases], [c[1] for c in cases]
+    labels = [t.any() for t in truths]
+    op = choose_operating_point(probs, truths, labels, sp, grid=(0.5,), min_grid=(4.0, 10.0))
+    assert (op["min_component_mm3"], op["val_scan_sensitivity"], op["val_scan_specificity"]) == (10.0, 0.0, 1.0)
+    assert choose_threshold(probs, truths, sp, None, grid=(0.5,), min_grid=(4.0, 10.0))[1] == 4.0
+    # no candidate keeps the floor: the most specific ones compete
+    op = choose_operating_point(probs, truths, labels, sp, grid=(0.5,), min_grid=(4.0,))
+    assert (op["val_scan_sensitivity"], op["val_scan_specificity"]) == (1.0, 0.5)
 
 
 def test_bleed_fraction_subsets_keep_whole_cases_in_order() -> None:
