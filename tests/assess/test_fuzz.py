@@ -160,8 +160,8 @@ def _set(ds: pydicom.Dataset, keyword: str, value: bytes | None) -> None:
         if keyword in ds:
             delattr(ds, keyword)
         return
-    if keyword == "PixelData":
-        ds.PixelData = value
+    if keyword == "PixelData":  # the VR stated: a new element's 'OB or OW' is resolved only in some pydicom states
+        ds.add_new(0x7FE00010, "OW", value)
         return
     spec = SPECS.get(keyword)
     if keyword in _US and len(value) <= 6:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_ich.errors import InputError, NotAssessable
 from edge_ich.sources.dicom import elements
+from edge_ich.sources.dicom.shared import ElementPool
 from edge_ich.sources.volume import Skipped
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
@@ -299,6 +300,7 @@ def discover(root: Path) -> DiscoveryResult:
     skipped: list[Skipped] = []
     groups: dict[str, SeriesCandidate] = {}
     others: dict[str, int] = {}
+    pool = ElementPool()
     for path in iter_files(root):
         rel = _rel(path, root)
         if path.name.upper() == "DICOMDIR":
@@ -313,6 +315,7 @@ def discover(root: Path) -> DiscoveryResult:
                     bad, detail = why, det
             skipped.append(Skipped(rel, _reason(bad, detail), _uid_of(ds)))
             continue
+        pool.share(ds)
         why, det = classify(ds)
         if why is not None:
             if why is SkipReason.NOT_CT:  # an image of another modality: the series is not assessable
