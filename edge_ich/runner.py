@@ -155,8 +155,8 @@ def write_outputs(
 ) -> dict[str, Any]:
     """Write mask, SEG and key images into the staging folder; return their names (seconds per writer into `phases`).
 
-    The key images are drawn on a second thread while the NIfTI and the SEG are written (PNG and
-    gzip compression run outside the GIL); `phases["key_images"]` is the wait for them afterwards.
+    The key images and the NIfTI are written on two worker threads while this one writes the SEG (PNG
+    and gzip compression run outside the GIL); `phases` holds the SEG's time and the waits for the others.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -166,14 +166,13 @@ def write_outputs(
     t0 = time.perf_counter()
     outputs: dict[str, Any] = {"report": "report.json"}
     keys = _key_slices(kept, opts.key_images)
-    with ThreadPoolExecutor(1, thread_name_prefix="edge-ich-key-images") as pool:
+    with ThreadPoolExecutor(2, thread_name_prefix="edge-ich-writer") as pool:
         if keys:
             from edge_ich.outputs.keyimages import write_key_images
 
             drawn = pool.submit(write_key_images, stage / "key_images", source, kept, keys)
-        write_mask_nifti(stage / "mask.nii.gz", kept, source)
-        outputs["mask"] = "mask.nii.gz"
-        phases["mask_nifti"] = (t1 := time.perf_counter()) - t0
+        nifti = pool.submit(write_mask_nifti, stage / "mask.nii.gz", kept, source)
+        outputs["mask"] = "mask.nii.gz"  # (failures surface at result() below)
         if opts.write_seg and source.kind == "dicom":
             from edge_ich.outputs.seg import write_seg
 
@@ -190,7 +189,9 @@ def write_outputs(
                 algorithm_version=model.card.model_sha256[:12],
             )
             outputs["seg"] = "seg.dcm"
-        phases["seg"] = (t2 := time.perf_counter()) - t1
+        phases["seg"] = (t1 := time.perf_counter()) - t0
+        nifti.result()
+        phases["mask_nifti"] = (t2 := time.perf_counter()) - t1
         outputs["key_images"] = [f"key_images/{p.name}" for p in drawn.result()] if keys else []
     phases["key_images"] = time.perf_counter() - t2
     return outputs
