@@ -386,16 +386,11 @@ def run_weakly_supervised(
         else:
             log(f"[pseudo] self-training round {r} scores lower on the refined validation masks: not kept")
             break
-    th, mm, vdice = 0.5, cfg.min_component_mm3 or 100.0, float("nan")
-    op: dict[str, Any] = {}
+    th, mm, vdice, op = 0.5, cfg.min_component_mm3 or 100.0, float("nan"), {}
     if val:
-        op = choose_operating_point(
-            predict_probs(seg, val, cfg),
-            pv_ref,
-            [bool(np.any(v.slice_labels)) for v in val],
-            [v.spacing for v in val],
-            cfg.min_component_mm3,
-        )
+        labels = [bool(np.any(v.slice_labels)) for v in val]
+        probs = predict_probs(seg, val, cfg)
+        op = choose_operating_point(probs, pv_ref, labels, [v.spacing for v in val], cfg.min_component_mm3)
         th, mm, vdice = op["threshold"], op["min_component_mm3"], op["val_pooled_dice_vs_targets"]
         log(f"[operating point] {op}")
     summary = {
