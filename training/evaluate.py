@@ -44,8 +44,16 @@ def remove_small(mask: np.ndarray, spacing: tuple[float, float, float], min_mm3:
     mask = np.asarray(mask, dtype=bool)
     if min_mm3 <= 0 or not mask.any():
         return mask
+    return _keep_sized(*_components_mm3(mask, spacing), min_mm3)
+
+
+def _components_mm3(mask: np.ndarray, spacing: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """26-connected component labels of `mask` and each label's size in mm3 (label 0: the background)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
+    return labels, np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
+
+
+def _keep_sized(labels: np.ndarray, sizes: np.ndarray, min_mm3: float) -> np.ndarray:
     keep = sizes >= min_mm3
     keep[0] = False
     return keep[labels]
@@ -238,16 +246,9 @@ def choose_operating_point(
     mms = [float(min_mm3)] if min_mm3 is not None else [float(m) for m in min_grid]
     rows: list[dict[str, float]] = []
     for th in grid:
-        comps = []
-        for p, sp in zip(probs, spacings):
-            lab, n = ndimage.label(p >= th, structure=np.ones((3, 3, 3), dtype=bool))
-            comps.append((lab, np.bincount(lab.ravel(), minlength=n + 1) * float(np.prod(sp))))
+        comps = [_components_mm3(p >= th, sp) for p, sp in zip(probs, spacings)]  # labelled once per threshold
         for mm in mms:
-            masks = []
-            for lab, sizes in comps:
-                keep = sizes >= mm
-                keep[0] = False
-                masks.append(keep[lab])
+            masks = [_keep_sized(lab, sizes, mm) for lab, sizes in comps]
             calls = np.array([m.any() for m in masks])
             sens, spec = sens_spec(calls, labels)
             d = dice(np.concatenate([m.ravel() for m in masks]), flat_t, empty=0.0)

@@ -15,6 +15,7 @@ and any value pydicom refuses to convert (it stays raw, and fails or warns where
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 _CHARSET = 0x00080005
@@ -65,6 +66,7 @@ class ElementPool:
         return elem if isinstance(elem, DataElement) and _plain_vr(tag, elem.VR) else False
 
 
+@lru_cache(maxsize=4096)  # asked for every element of every header: one dictionary lookup per (tag, VR)
 def _plain_vr(tag: Any, vr: str | None) -> bool:
     """A VR that is neither a sequence nor one of those resolved per header (US or SS, OB or OW, ...)."""
     from pydicom.datadict import dictionary_VR
