@@ -44,6 +44,12 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seg-steps", type=int, default=800)
     g.add_argument("--seg-batch", type=int, default=16)
     g.add_argument("--seg-base", type=int, default=12, help="U-Net width of the first level")
+    g.add_argument(
+        "--hard-negative-weight",
+        type=float,
+        default=0.0,
+        help="weight of the BCE on the most confident 1%% of pixels of slices labelled negative (0: off)",
+    )
     g.add_argument("--self-train-rounds", type=int, default=1, help="weakly supervised: rounds of self-training")
     g.add_argument("--self-train-steps", type=int, default=None, help="steps per round (default: half of seg-steps)")
     g.add_argument(
@@ -104,6 +110,7 @@ def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
         cls_augment=not a.no_cls_augment,
         seg_steps=a.seg_steps,
         seg_batch=a.seg_batch,
+        hard_negative_weight=a.hard_negative_weight,
         seg_base=a.seg_base,
         self_train_rounds=a.self_train_rounds,
         self_train_steps=a.self_train_steps,

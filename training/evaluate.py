@@ -275,3 +275,14 @@ def choose_operating_point(
         "rule": f"scan specificity >= {spec_floor} on slice labels, then scan sensitivity within {sens_slack} "
         "of the best, then pooled Dice against the validation pseudo-masks",
     }
+
+
+def pooled_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+    """Dice of all volumes' voxels pooled: 0 when nothing is predicted or nothing is to be found.
+
+    The checkpoint and self-training score. A per-volume mean counts an empty call on an empty volume
+    as 1.0, so a segmenter that has collapsed to "nothing anywhere" can win against pseudo-masks that
+    collapsed with it; pooled, it scores 0, and false positives on empty volumes still cost."""
+    if not len(preds):
+        return 0.0
+    return dice(np.concatenate([np.ravel(p) for p in preds]), np.concatenate([np.ravel(t) for t in targets]), empty=0.0)

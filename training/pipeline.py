@@ -9,6 +9,7 @@ so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from edge_ich.card import Window
 from edge_ich.errors import InputError
 from edge_ich.preprocess import DEFAULT_WINDOWS
 from training.cam import cam_pointing, volume_cams
-from training.evaluate import auc, choose_operating_point, choose_threshold, remove_small
+from training.evaluate import auc, choose_operating_point, choose_threshold, pooled_dice, remove_small
 from training.loops import LoopConfig, classifier_loss, dist_info, log, predict_volume, segmenter_loss, train_loop
 from training.models import SliceSequenceClassifier, UNet25D
 from training.refine import RefineParams, pseudo_masks, self_training_masks
@@ -52,6 +53,7 @@ class PipelineConfig:
     seg_steps: int = 800
     seg_batch: int = 16
     seg_lr: float = 2e-3
+    hard_negative_weight: float = 0.0  # > 0: penalise the most confident pixels of slices labelled negative
     self_train_rounds: int = 1  # weakly supervised: rounds of self-training after the first segmenter
     self_train_steps: int | None = None  # steps per self-training round (default: half of seg_steps)
     min_component_mm3: float | None = None  # None: chosen on the validation cases with the threshold
@@ -263,10 +265,13 @@ def train_segmenter(
     select = (lambda net: _val_score(net, val, val_targets, cfg)) if val and val_targets else None
 
     key = targets_key(vols, targets, init)
+    if cfg.hard_negative_weight:
+        key += f"-hn{cfg.hard_negative_weight:g}"
+    loss = functools.partial(segmenter_loss, hard_negative_weight=cfg.hard_negative_weight)
     loop = _loop(
         cfg, steps or cfg.seg_steps, cfg.seg_batch, cfg.seg_lr, Path(work) / f"{name}.pt", name, 2, select, key
     )
-    return train_loop(model, sampler.sample, segmenter_loss, loop)  # type: ignore[return-value]
+    return train_loop(model, sampler.sample, loss, loop)  # type: ignore[return-value]
 
 
 def predict_probs(model: UNet25D, vols: Sequence[Volume], cfg: PipelineConfig) -> list[np.ndarray]:
@@ -296,17 +301,6 @@ class TrainResult:
 def _stage_dice(vols: Sequence[Volume], masks: Sequence[np.ndarray]) -> float | None:
     d = pseudo_mask_dice(vols, masks)
     return round(d["dice_positive_cases"], 4) if d else None
-
-
-def pooled_dice(preds: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
-    """Dice of all volumes' voxels pooled: 0 when nothing is predicted or nothing is to be found.
-
-    The checkpoint and self-training score. A per-volume mean counts an empty call on an empty volume
-    as 1.0, so a segmenter that has collapsed to "nothing anywhere" can win against pseudo-masks that
-    collapsed with it; pooled, it scores 0, and false positives on empty volumes still cost."""
-    if not len(preds):
-        return 0.0
-    return dice(np.concatenate([np.ravel(p) for p in preds]), np.concatenate([np.ravel(t) for t in targets]), empty=0.0)
 
 
 def _val_score(seg: UNet25D, val: Sequence[Volume], targets: Sequence[np.ndarray], cfg: PipelineConfig) -> float:

@@ -304,8 +304,9 @@ class SegmenterSampler:
             why = f" (all {self.skipped} bleed slices came out without a pseudo-mask)" if self.skipped else ""
             raise InputError(f"no slices to train the segmenter on{why}")
 
-    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
+    def sample(self, rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Inputs [B,C,H,W], targets [B,1,H,W], and 1.0 per slice known to hold no blood (labelled negative)."""
+        xs, ys, negs = [], [], []
         for _ in range(batch):
             pool = self.pos if (self.pos and (not self.neg or rng.random() < self.pos_fraction)) else self.neg
             i, z = pool[int(rng.integers(0, len(pool)))]
@@ -315,4 +316,10 @@ class SegmenterSampler:
                 x, y = x[:, :, ::-1], y[:, ::-1]
             xs.append(x)
             ys.append(y[None].astype(np.float32))
-        return np.ascontiguousarray(np.stack(xs)), np.ascontiguousarray(np.stack(ys))
+            labels = self.vols[i].slice_labels
+            negs.append(float(labels is not None and not labels[z] and not y.any()))
+        return (
+            np.ascontiguousarray(np.stack(xs)),
+            np.ascontiguousarray(np.stack(ys)),
+            np.asarray(negs, dtype=np.float32),
+        )

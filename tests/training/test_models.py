@@ -154,6 +154,44 @@ def test_segmenter_sampler_can_leave_out_bleed_slices_without_a_pseudo_mask() ->
     assert sorted(skip.pos) == [(0, 1)] and sorted(skip.neg) == [(0, 0), (0, 3)] and skip.skipped == 1
 
 
+def test_segmenter_sampler_flags_only_slices_labelled_negative_as_known_empty() -> None:
+    from training.volumes import SegmenterSampler
+
+    hu = np.stack([np.full((8, 8), v, np.float32) for v in (10.0, 20.0, 30.0)])  # tells the slices apart
+    vol = Volume("v", hu, (5.0, 1.0, 1.0), np.array([0, 1, 1], np.uint8))
+    target = np.zeros((3, 8, 8), bool)
+    target[1, 2:4, 2:4] = True  # slice 2: labelled bleed, empty pseudo-mask (not known to be empty)
+    sampler = SegmenterSampler([vol], [target], 0)
+    x, y, neg = sampler.sample(np.random.default_rng(1), 64)
+    levels = np.array([vol.stack(z, 0, sampler.windows).mean() for z in range(3)])
+    drawn = np.argmin(np.abs(x.reshape(64, -1).mean(1)[:, None] - levels[None]), axis=1)
+    assert neg.shape == (64,) and set(drawn) == {0, 1, 2}
+    assert set(drawn[neg == 1]) == {0} and set(drawn[neg == 0]) == {1, 2}
+
+
+def test_hard_negative_term_penalises_a_confident_false_call_on_a_negative_slice_only() -> None:
+    class Fixed(torch.nn.Module):
+        def __init__(self, logits: torch.Tensor) -> None:
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.logits
+
+    logits = torch.full((2, 1, 10, 10), -8.0)
+    logits[0, 0, 0, 0] = 5.0  # one confident pixel (1% of 100) on slice 0
+    x, y = torch.zeros(2, 3, 10, 10), torch.zeros(2, 1, 10, 10)
+    net = Fixed(logits)
+    plain = float(segmenter_loss(net, [x, y]))
+    flagged = float(segmenter_loss(net, [x, y, torch.tensor([1.0, 0.0])], hard_negative_weight=2.0))
+    unflagged = float(segmenter_loss(net, [x, y, torch.tensor([0.0, 1.0])], hard_negative_weight=2.0))
+    off = float(segmenter_loss(net, [x, y, torch.tensor([1.0, 0.0])], hard_negative_weight=0.0))
+    sp = torch.nn.functional.softplus
+    assert flagged - plain == pytest.approx(2.0 * float(sp(torch.tensor(5.0))), rel=1e-4)
+    assert unflagged - plain == pytest.approx(2.0 * float(sp(torch.tensor(-8.0))), rel=1e-3)
+    assert off == plain
+
+
 def test_segmenter_sampler_says_why_nothing_is_left() -> None:
     from edge_ich.errors import InputError
     from training.volumes import SegmenterSampler
