@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -28,9 +28,6 @@ from edge_ich.errors import InputError, ModelError, NotAssessable, OutputError
 from edge_ich.outputs.report import REPORT_SCHEMA_VERSION, build_report, not_assessable_report, summary_line
 from edge_ich.pipeline import Segmentation, StageTimes, find_components, segment
 from edge_ich.sources.volume import SliceSource
-
-if TYPE_CHECKING:
-    from concurrent.futures import Future
 
 __all__ = ["REPORT_SCHEMA_VERSION", "RunOptions", "RunResult", "run", "run_and_print", "summary_line"]
 
@@ -84,28 +81,6 @@ def resolve_model_path(model: Path | None) -> Path:
     if found is None:
         raise ModelError("no model given and no bundled model found (engines/ich_segmenter.onnx); pass --model")
     return found
-
-
-def _load_beside(opts: RunOptions) -> Future[LoadedModel]:
-    """Start `load_model` on a worker thread: the session is built (native code, outside the GIL)
-    while the series is discovered. BLAS is limited here first, on the calling thread."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from edge_ich.host.threads import limit_blas
-
-    limit_blas()
-    pool = ThreadPoolExecutor(1, thread_name_prefix="edge-ich-load")
-    loading = pool.submit(load_model, opts.model, opts.backend, opts.threads)
-    pool.shutdown(wait=False)  # the thread ends when the load does
-    return loading
-
-
-def _discard(loading: Future[LoadedModel] | None) -> None:
-    """Wait for a model load nobody will use and close what it opened (its own error is not the news)."""
-    if loading is None:
-        return
-    with contextlib.suppress(Exception):
-        loading.result().close()
 
 
 def load_model(model: Path | None, backend: str = "auto", threads: int | None = None) -> LoadedModel:
@@ -339,19 +314,13 @@ def run(
     out = Path(opts.out)
     check_out_dir(out)
     own_model = model is None
-    loading = _load_beside(opts) if model is None else None
     with collect() as notices:
         try:
-            try:
-                if source is None:
-                    source = open_source(opts)
-            except BaseException:
-                _discard(loading)  # the series' own error is the one to tell
-                raise
+            if source is None:
+                source = open_source(opts)
             t_open = time.perf_counter()
-            if loading is not None:
-                model = loading.result()
-            assert model is not None
+            if model is None:
+                model = load_model(opts.model, opts.backend, opts.threads)
             t_load = time.perf_counter()
             assessment = require_assessable(source, model.card)
         except NotAssessable as exc:
