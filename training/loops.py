@@ -9,6 +9,7 @@ best at a checkpoint are kept beside the checkpoint and returned at the end. Und
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import random
@@ -66,9 +67,17 @@ def init_distributed(device: str) -> tuple[int, int]:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
         backend = "nccl" if device.startswith("cuda") else "gloo"
         torch.distributed.init_process_group(backend=backend)
+        # leave the group while the interpreter is whole: gloo's threads still holding tensors at
+        # finalization abort the process (SIGABRT), an intermittent failure after a finished run
+        atexit.register(_leave_distributed)
         if device.startswith("cuda"):
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return dist_info()
+
+
+def _leave_distributed() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def resolve_device(device: str) -> str:
