@@ -47,8 +47,9 @@ def _add_pipeline_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--hard-negative-weight",
         type=float,
-        default=0.0,
-        help="weight of the BCE on the most confident 1%% of pixels of slices labelled negative (0: off)",
+        default=1.0,
+        help="weight of the BCE on the most confident 1%% of pixels of slices labelled negative (0: off; "
+        "the experiment keeps 0, its pre-registered protocol)",
     )
     g.add_argument("--self-train-rounds", type=int, default=1, help="weakly supervised: rounds of self-training")
     g.add_argument("--self-train-steps", type=int, default=None, help="steps per round (default: half of seg-steps)")
@@ -197,7 +198,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--cache", type=Path, default=Path("runs/cache"), help="folder for cached volumes (.npz)")
     e.add_argument("--workers", type=int, default=1, help="processes generating phantoms")
     _add_pipeline_args(e)
-    e.set_defaults(cls_steps=600, seg_steps=800, self_train_steps=400, seg_base=8)
+    e.set_defaults(cls_steps=600, seg_steps=800, self_train_steps=400, seg_base=8, hard_negative_weight=0.0)
 
     return ap
 

@@ -53,7 +53,7 @@ class PipelineConfig:
     seg_steps: int = 800
     seg_batch: int = 16
     seg_lr: float = 2e-3
-    hard_negative_weight: float = 0.0  # > 0: penalise the most confident pixels of slices labelled negative
+    hard_negative_weight: float = 1.0  # > 0: penalise the most confident pixels of slices labelled negative
     self_train_rounds: int = 1  # weakly supervised: rounds of self-training after the first segmenter
     self_train_steps: int | None = None  # steps per self-training round (default: half of seg_steps)
     min_component_mm3: float | None = None  # None: chosen on the validation cases with the threshold
