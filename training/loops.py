@@ -235,11 +235,11 @@ def segmenter_loss(net: nn.Module, batch: list[torch.Tensor], hard_negative_weig
     loss = bce + dice
     if hard_negative_weight > 0 and len(batch) > 2:
         neg = batch[2].float()
-        if float(neg.sum()) > 0:
-            flat = logits.flatten(1)
-            k = max(1, flat.shape[1] // 100)
-            top = F.softplus(flat.topk(k, dim=1).values).mean(1)  # BCE against 0 of the k most confident pixels
-            loss = loss + hard_negative_weight * (top * neg).sum() / neg.sum()
+        flat = logits.flatten(1)
+        k = max(1, flat.shape[1] // 100)
+        top = F.softplus(flat.topk(k, dim=1).values).mean(1)  # BCE against 0 of the k most confident pixels
+        # no flagged slice: adds 0 (and no host sync to ask whether there is one)
+        loss = loss + hard_negative_weight * (top * neg).sum() / neg.sum().clamp_min(1.0)
     return loss
 
 

@@ -159,7 +159,7 @@ def test_bleed_fraction_subsets_keep_whole_cases_in_order() -> None:
 
 def test_checkpoint_score_never_rewards_predicting_nothing() -> None:
     """The experiment's collapse: self-training targets came out empty and an empty segmenter scored 1.0."""
-    from training.pipeline import pooled_dice
+    from training.evaluate import pooled_dice
 
     blob = np.zeros((4, 16, 16), bool)
     blob[1:3, 4:9, 4:9] = True
