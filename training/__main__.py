@@ -85,6 +85,14 @@ def _widths(text: str) -> tuple[int, ...]:
     return widths
 
 
+def _non_negative(name: str, value: float) -> float:
+    from edge_ich.errors import InputError
+
+    if not value >= 0:  # also refuses nan
+        raise InputError(f"{name} wants a number >= 0, not {value!r}")
+    return value
+
+
 def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
     from edge_ich.errors import InputError
     from training.pipeline import PipelineConfig
@@ -111,7 +119,7 @@ def _pipeline(a: argparse.Namespace) -> PipelineConfig:  # noqa: F821
         cls_augment=not a.no_cls_augment,
         seg_steps=a.seg_steps,
         seg_batch=a.seg_batch,
-        hard_negative_weight=a.hard_negative_weight,
+        hard_negative_weight=_non_negative("--hard-negative-weight", a.hard_negative_weight),
         seg_base=a.seg_base,
         self_train_rounds=a.self_train_rounds,
         self_train_steps=a.self_train_steps,

@@ -98,6 +98,10 @@ def test_fully_supervised_and_bad_input_are_clear(tmp_path: Path, capsys: pytest
         rc = main(["train", "--work", str(tmp_path / "w2"), "--no-export", *TINY, "--cls-size", bad])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 1 and len(err) == 1 and "--cls-size must lie between 16 and --size (64)" in err[0], err
+    for bad in ("-1", "nan"):
+        rc = main(["train", "--work", str(tmp_path / "w2"), "--no-export", *TINY, "--hard-negative-weight", bad])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 1 and len(err) == 1 and "--hard-negative-weight wants a number >= 0" in err[0], err
     assert not (tmp_path / "w2").exists()
 
 
