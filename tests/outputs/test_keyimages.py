@@ -220,13 +220,29 @@ def test_key_image_looks_as_it_did_with_matplotlib(tmp_path: Path, base: str) ->
         assert np.abs(ca - cb).max() <= 1.5, (ca, cb)
 
 
-def test_png_bytes_are_those_matplotlib_wrote(tmp_path: Path) -> None:
-    """Pillow writes the file matplotlib's imsave wrote for the same pixels, byte for byte."""
+def test_png_is_what_matplotlib_wrote_but_for_compression(tmp_path: Path) -> None:
+    """Pillow writes the pixels, mode, text chunk and resolution matplotlib's imsave wrote; the bytes
+    differ only by the zlib level (matplotlib's own bytes again at level 6)."""
     from matplotlib.image import imsave
+    from PIL import Image
 
+    from edge_ich.outputs import keyimages
     from edge_ich.outputs.keyimages import save_png
 
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    rgb[:, :20] = 40  # flat runs, as in a CT slice: compression has something to find
     imsave(tmp_path / "old.png", rgb, format="png", metadata={"Software": "edge-ich"})
     save_png(tmp_path / "new.png", rgb)
-    assert (tmp_path / "new.png").read_bytes() == (tmp_path / "old.png").read_bytes()
+    with Image.open(tmp_path / "old.png") as old, Image.open(tmp_path / "new.png") as new:
+        assert new.mode == old.mode == "RGBA"
+        assert np.array_equal(np.asarray(new), np.asarray(old))
+        assert new.info == old.info
+        assert np.array_equal(np.asarray(new)[..., :3], rgb)
+    assert (tmp_path / "new.png").read_bytes() != (tmp_path / "old.png").read_bytes()
+    default = keyimages.PNG_LEVEL
+    try:
+        keyimages.PNG_LEVEL = 6
+        save_png(tmp_path / "six.png", rgb)
+    finally:
+        keyimages.PNG_LEVEL = default
+    assert (tmp_path / "six.png").read_bytes() == (tmp_path / "old.png").read_bytes()
