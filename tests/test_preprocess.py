@@ -27,6 +27,22 @@ def test_block_mean_downscale_is_exact() -> None:
     np.testing.assert_allclose(resize2d(img, (2, 2)), [[2.5, 4.5], [10.5, 12.5]])
 
 
+@pytest.mark.parametrize("f", [2, 3, 4])
+def test_block_mean_is_numpys_mean_of_the_blocks(f: int) -> None:
+    """Bit for bit on integer HU (as CT stores them), to float rounding on any other values."""
+    rng = np.random.default_rng(f)
+    hu = rng.integers(-1024, 3072, (32 * f, 32 * f)).astype(np.float32)
+    ref = hu.reshape(32, f, 32, f).mean(axis=(1, 3), dtype=np.float32)
+    out = resize2d(hu, (32, 32))
+    assert out.dtype == np.float32 and out.shape == (32, 32)
+    assert np.array_equal(out, ref)
+    frac = rng.normal(0, 300, hu.shape).astype(np.float32)
+    np.testing.assert_allclose(
+        resize2d(frac, (32, 32)), frac.reshape(32, f, 32, f).mean(axis=(1, 3), dtype=np.float32), rtol=0, atol=1e-3
+    )
+    assert resize2d(hu, (32, 32)) is not hu  # a fresh array: the caller's slice is never written
+
+
 def test_context_clamps_at_the_ends() -> None:
     assert context_indices(0, 5, 2) == [0, 0, 0, 1, 2]
     assert context_indices(4, 5, 1) == [3, 4, 4]
