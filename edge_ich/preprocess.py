@@ -49,18 +49,30 @@ def resize2d(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return ndimage.zoom(img.astype(np.float32, copy=False), (th / h, tw / w), order=1, mode="nearest", grid_mode=True)
 
 
-def block_mean(img: np.ndarray, f: int) -> np.ndarray:
-    """Mean of each f x f block of a float32 image as strided adds: the values of
-    `img.reshape(h/f, f, w/f, f).mean(axis=(1, 3))` (bit for bit on integer HU, whose float32 sums
-    are exact in any order) in a tenth of its time (numpy's mean over two strided axes is slow)."""
+def _fold_blocks(img: np.ndarray, f: int, fold: Callable[..., np.ndarray]) -> np.ndarray:
+    """`fold` (an in-place ufunc such as np.add) over each f x f block of `img` (sides multiples of f),
+    columns first, then rows; strided views, no [h/f, f, w/f, f] reduction (numpy is slow over two such axes)."""
     cols = img[:, 0::f].copy()
     for k in range(1, f):
-        cols += img[:, k::f]
+        fold(cols, img[:, k::f], out=cols)
     out = cols[0::f].copy()
     for k in range(1, f):
-        out += cols[k::f]
-    out /= np.float32(f * f)
+        fold(out, cols[k::f], out=out)
     return out
+
+
+def block_mean(img: np.ndarray, f: int) -> np.ndarray:
+    """Mean of each f x f block of a float32 image: the values of
+    `img.reshape(h/f, f, w/f, f).mean(axis=(1, 3))` (bit for bit on integer HU, whose float32 sums
+    are exact in any order) in a tenth of its time."""
+    out = _fold_blocks(img, f, np.add)
+    out /= np.asarray(f * f, dtype=out.dtype)
+    return out
+
+
+def block_max(img: np.ndarray, f: int) -> np.ndarray:
+    """Maximum of each f x f block: `img.reshape(h/f, f, w/f, f).max(axis=(1, 3))`, exactly."""
+    return _fold_blocks(img, f, np.maximum)
 
 
 def prepare_slice(hu: np.ndarray, windows: Sequence[Window], size: tuple[int, int]) -> np.ndarray:

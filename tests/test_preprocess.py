@@ -8,6 +8,8 @@ import pytest
 from edge_ich.preprocess import (
     DEFAULT_WINDOWS,
     apply_window,
+    block_max,
+    block_mean,
     context_indices,
     prepare_slice,
     prepare_volume,
@@ -41,6 +43,8 @@ def test_block_mean_is_numpys_mean_of_the_blocks(f: int) -> None:
         resize2d(frac, (32, 32)), frac.reshape(32, f, 32, f).mean(axis=(1, 3), dtype=np.float32), rtol=0, atol=1e-3
     )
     assert resize2d(hu, (32, 32)) is not hu  # a fresh array: the caller's slice is never written
+    assert np.array_equal(block_max(frac, f), frac.reshape(32, f, 32, f).max(axis=(1, 3)))
+    assert np.array_equal(block_mean(hu, f), ref)
 
 
 def test_context_clamps_at_the_ends() -> None:

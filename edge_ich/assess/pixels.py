@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_ich.analysis.labels import label4
 from edge_ich.analysis.morph import binary_closing, binary_dilation, binary_erosion, binary_fill_holes, uniform3
+from edge_ich.preprocess import block_max, block_mean
 from edge_ich.sources.findings import Check, Warn
 
 #: Where the sampled slices lie, as fractions of the series from its first to its last slice.
@@ -80,8 +81,8 @@ def cavity(hu: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, f
     f = max(1, int(round(min(h, w) / WORK_PX)))
     hh, ww = h - h % f, w - w % f
     if f > 1:
-        blocks = hu[:hh, :ww].reshape(hh // f, f, ww // f, f)
-        bone, soft = blocks.max(axis=(1, 3)) > SKULL_HU, blocks.mean(axis=(1, 3))
+        crop = hu[:hh, :ww]
+        bone, soft = block_max(crop, f) > SKULL_HU, block_mean(crop, f)
     else:
         bone, soft = hu > SKULL_HU, hu
     px = (pixel_mm[0] * f, pixel_mm[1] * f)
@@ -110,14 +111,15 @@ def cavity(hu: np.ndarray, pixel_mm: tuple[float, float]) -> tuple[np.ndarray, f
 
 def noise_hu(hu: np.ndarray, cav: np.ndarray, f: int) -> float | None:
     """Robust spread (HU) of a 3x3 high-pass over brain-range pixels inside the cavity; None if too few."""
-    full = np.repeat(np.repeat(cav, f, 0), f, 1)
-    full = np.pad(full, ((0, hu.shape[0] - full.shape[0]), (0, hu.shape[1] - full.shape[1])))
-    ys, xs = np.nonzero(full)
-    if ys.size < 200:
+    if int(cav.sum()) * f * f < 200:
         return None
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = hu[y0:y1, x0:x1].astype(np.float64)
-    keep = binary_erosion(full[y0:y1, x0:x1] & (crop > 0) & (crop < 80), iterations=2)
+    # the cavity's bounding box on the working grid, then its pixels on the full grid (f x f each)
+    rows, cols = np.flatnonzero(cav.any(axis=1)), np.flatnonzero(cav.any(axis=0))
+    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+    full = np.repeat(np.repeat(cav[r0:r1, c0:c1], f, 0), f, 1)
+    y0, x0 = r0 * f, c0 * f
+    crop = hu[y0 : y0 + full.shape[0], x0 : x0 + full.shape[1]].astype(np.float64)
+    keep = binary_erosion(full & (crop > 0) & (crop < 80), iterations=2)
     if keep.sum() < 200:
         return None
     resid = (crop - uniform3(crop))[keep]
