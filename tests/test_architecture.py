@@ -19,22 +19,22 @@ LAYERS: dict[str, int] = {
     "host": 0,  # the process: thread budget (before numpy loads), install commands; imports nothing of ours
     "errors": 1,
     "edge_ich": 2,  # the package itself: its version, and the error root re-exported
-    "preprocess": 3,
-    "analysis": 3,
+    "preprocess": 3,  # the one definition of windows and resizing (block means and maxima too)
     "sources": 3,
-    "assess": 4,  # may this series be answered at all (assessability), and the warnings it carries
-    "outputs": 5,
-    "card": 6,
-    "backends": 7,
-    "pipeline": 8,
-    "builder": 8,
-    "runner": 9,
-    "bench": 10,
-    "serve": 10,
-    "phantom": 10,
-    "doctor": 10,
-    "cli": 11,
-    "__main__": 12,
+    "analysis": 4,  # masks, components, metrics from HU alone: may use preprocess's block reductions
+    "assess": 5,  # may this series be answered at all (assessability), and the warnings it carries
+    "outputs": 6,
+    "card": 7,
+    "backends": 8,
+    "pipeline": 9,
+    "builder": 9,
+    "runner": 10,
+    "bench": 11,
+    "serve": 11,
+    "phantom": 11,
+    "doctor": 11,
+    "cli": 12,
+    "__main__": 13,
 }
 
 

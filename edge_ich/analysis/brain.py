@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from edge_ich.errors import InputError
+from edge_ich.preprocess import block_max
 
 BONE_HU = 250.0  # above: skull (cortical and most diploic bone)
 SOFT_HU = (-15.0, 135.0)  # intracranial soft tissue, CSF to dense clot and faint calcification
@@ -32,7 +33,7 @@ def _slice_mask(s: np.ndarray) -> np.ndarray:
     """One slice: close the skull ring at half resolution, fill it, keep soft tissue inside it."""
     h, w = s.shape
     f = 2 if min(h, w) >= 384 else 1
-    small = s[: h - h % f, : w - w % f].reshape(h // f, f, w // f, f).max(axis=(1, 3)) if f > 1 else s
+    small = block_max(s[: h - h % f, : w - w % f], f) if f > 1 else s
     bone = small > BONE_HU
     if bone.sum() < 20:
         return np.zeros(s.shape, bool)
