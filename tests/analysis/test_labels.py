@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_ich.analysis.labels import components, label8
+from edge_ich.analysis.labels import components, label4, label8
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -20,6 +20,39 @@ def test_label8_equals_ndimage_label_full_structure(seed: int) -> None:
             mask = ndimage.gaussian_filter(mask.astype(float), 1.5) > 0.3
         want, n_want = ndimage.label(mask, structure=np.ones((3, 3), bool))
         got, n_got = label8(mask.astype(np.uint8))
+        assert n_got == n_want
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_label4_equals_ndimage_label_default_structure(seed: int) -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(60):
+        h, w = (int(v) for v in rng.integers(1, 90, 2))
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.9)
+        if rng.random() < 0.5:
+            mask = ndimage.gaussian_filter(mask.astype(float), 1.5) > 0.3
+        want, n_want = ndimage.label(mask)
+        got, n_got = label4(mask)
+        assert n_got == n_want
+        np.testing.assert_array_equal(got, want)
+
+
+def test_runs_that_fill_whole_rows_and_touch_only_at_corners() -> None:
+    """Runs ending on the last column, starting on the first, and joined by one diagonal step."""
+    from scipy import ndimage
+
+    m = np.zeros((6, 9), bool)
+    m[0, :] = True  # a whole row
+    m[1, 0] = True  # under its first pixel
+    m[2, 1:4] = True  # touches (1, 0) at a corner only
+    m[3, 8] = m[4, 7] = True  # a diagonal pair at the right edge
+    m[5, 0:3] = m[5, 5:9] = True  # two runs on the last row
+    for fn, structure in ((label8, np.ones((3, 3), bool)), (label4, None)):
+        want, n_want = ndimage.label(m, structure=structure)
+        got, n_got = fn(m)
         assert n_got == n_want
         np.testing.assert_array_equal(got, want)
 
