@@ -20,7 +20,7 @@ from edge_ich.analysis.labels import components, label8
 from edge_ich.analysis.masks import SliceMask, slices_with_content
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
-from edge_ich.preprocess import context_indices, prepare_slice, resize_back, resize_back_above
+from edge_ich.preprocess import context_indices, prepare_slice, resize_back_above, resize_back_box
 from edge_ich.sources.volume import SliceSource
 
 STAGES = ("read", "preprocess", "h2d", "compute", "d2h", "postprocess", "write")
@@ -64,10 +64,13 @@ class Segmentation:
     prob: np.ndarray | dict[int, np.ndarray] | None = None
     constant: list[int] = field(default_factory=list)  # slices that held one value only (no image)
 
-    def native_prob(self, z: int, shape: tuple[int, int]) -> np.ndarray | None:
-        """Probability of slice z on the native grid (the mask is this >= the threshold)."""
+    def native_prob(
+        self, z: int, shape: tuple[int, int], box: tuple[slice, slice] = (slice(None), slice(None))
+    ) -> np.ndarray | None:
+        """Probability of slice z on the native grid (the mask is this >= the threshold), or the `box`
+        (rows, cols) part of it: the same values, computed only there."""
         p = self.prob.get(z) if isinstance(self.prob, dict) else None if self.prob is None else self.prob[z]
-        return None if p is None else resize_back(p.astype(np.float32), shape)
+        return None if p is None else resize_back_box(p, shape, *box)
 
 
 _DONE = object()
@@ -259,13 +262,13 @@ def find_components(
     spacing: tuple[float, float, float],
     affine_lps: np.ndarray,
     min_component_mm3: float,
-    prob_of: Callable[[int], np.ndarray | None] | None = None,
+    prob_of: Callable[[int, tuple[slice, slice]], np.ndarray | None] | None = None,
 ) -> tuple[Any, list[Component], list[Component]]:
     """Label 3D components (26-connected); return (mask of the kept, reported, candidates below the size).
 
     Nothing is dropped silently: components under `min_component_mm3` come back as candidates,
-    measured like the reported ones. prob_of(z) gives slice z's native-grid probability, so each
-    region carries its highest probability. The mask (a SliceMask or a dense uint8 [Z, Y, X]
+    measured like the reported ones. prob_of(z, (rows, cols)) gives that box of slice z's native-grid
+    probability (the box around the slice's mask), so each region carries its highest probability. The mask (a SliceMask or a dense uint8 [Z, Y, X]
     array) is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
     then links between touching labels of adjacent slices), so memory stays at one slice of
     labels whatever the series length or lesion size.
@@ -287,14 +290,15 @@ def find_components(
         sy2.append(np.bincount(ll, weights=ys, minlength=n + 1)[1:])
         sx2.append(np.bincount(ll, weights=xs, minlength=n + 1)[1:])
         z2.append(np.full(n, z))
-        pz = prob_of(z) if prob_of is not None else None
+        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]), int(xs.min()), int(xs.max())
+        pz = prob_of(z, (slice(y0, y1 + 1), slice(x0, x1 + 1))) if prob_of is not None else None
         pm = np.full(n + 1, np.nan)
         if pz is not None:
             pm[1:] = -np.inf
-            np.maximum.at(pm, ll, np.asarray(pz, dtype=np.float64).reshape(-1)[flat])
+            np.maximum.at(pm, ll, np.asarray(pz, dtype=np.float64)[ys - y0, xs - x0])
         pmax2.append(pm[1:])
         if prev is not None and prev_z == z - 1:
-            pairs = _touching(prev, lab, (int(ys[0]), int(ys[-1]), int(xs.min()), int(xs.max())))
+            pairs = _touching(prev, lab, (y0, y1, x0, x1))
             links.append(np.stack([pairs[:, 0] - 1 + prev_off, pairs[:, 1] - 1 + total], axis=1))
         offsets[z] = (total, n)
         prev, prev_z, prev_off = lab, z, total

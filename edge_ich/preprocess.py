@@ -99,17 +99,33 @@ def prepare_volume(hu: np.ndarray, windows: Sequence[Window], size: tuple[int, i
 
 
 @functools.lru_cache(maxsize=16)
-def _linear_matrix(src: int, dst: int) -> np.ndarray:
-    """[dst, src] matrix of 1D linear interpolation with pixel centres aligned (grid mode), edges clamped."""
+def _taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """1D linear interpolation src -> dst, pixel centres aligned (grid mode), edges clamped: for each
+    output pixel its two source pixels (lo, hi) and their float32 weights (1 - frac, frac)."""
     x = (np.arange(dst, dtype=np.float64) + 0.5) * (src / dst) - 0.5
     x = np.clip(x, 0.0, src - 1.0)
     lo = np.floor(x).astype(np.int64)
     hi = np.minimum(lo + 1, src - 1)
     frac = x - lo
-    m = np.zeros((dst, src), dtype=np.float32)
-    m[np.arange(dst), lo] += (1.0 - frac).astype(np.float32)
-    m[np.arange(dst), hi] += frac.astype(np.float32)
-    return m
+    return lo, hi, (1.0 - frac).astype(np.float32), frac.astype(np.float32)
+
+
+def resize_back_box(prob: np.ndarray, shape: tuple[int, int], rows: slice, cols: slice) -> np.ndarray:
+    """The rows x cols part of `resize_back(prob, shape)`, computing only that part.
+
+    Each value is w_lo * a + w_hi * b along the rows, then the same along the columns, in float32 and
+    always in that order, so a part is bit for bit the same part of the whole (a BLAS product is not:
+    its summation order follows the matrix sizes).
+    """
+    p = np.asarray(prob, dtype=np.float32)
+    if p.shape == tuple(shape):
+        return p[rows, cols].copy()
+    ylo, yhi, ya, yb = (t[rows] for t in _taps(p.shape[0], shape[0]))
+    xlo, xhi, xa, xb = (t[cols] for t in _taps(p.shape[1], shape[1]))
+    c0, c1 = (int(xlo.min()), int(xhi.max()) + 1) if xlo.size else (0, 0)
+    q = p[:, c0:c1]  # only the source columns these output columns read
+    t = q[ylo] * ya[:, None] + q[yhi] * yb[:, None]
+    return t[:, xlo - c0] * xa + t[:, xhi - c0] * xb
 
 
 def resize_back_above(prob: np.ndarray, shape: tuple[int, int], threshold: float) -> np.ndarray:
@@ -125,18 +141,15 @@ def resize_back_above(prob: np.ndarray, shape: tuple[int, int], threshold: float
         return out
     if prob.shape == tuple(shape):
         return hot
-    h, w = prob.shape
-    ry, rx = _linear_matrix(h, shape[0]), _linear_matrix(w, shape[1])
-    rows = np.flatnonzero(ry[:, hot.any(axis=1)].any(axis=1))
-    cols = np.flatnonzero(rx[:, hot.any(axis=0)].any(axis=1))
-    r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    out[r0:r1, c0:c1] = (ry[r0:r1] @ prob.astype(np.float32, copy=False) @ rx[c0:c1].T) >= threshold
+    (ylo, yhi, _, _), (xlo, xhi, _, _) = _taps(prob.shape[0], shape[0]), _taps(prob.shape[1], shape[1])
+    hy, hx = np.asarray(hot.any(axis=1)), np.asarray(hot.any(axis=0))
+    rows = np.flatnonzero(hy[ylo] | hy[yhi])
+    cols = np.flatnonzero(hx[xlo] | hx[xhi])
+    box = slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
+    out[box] = resize_back_box(prob, shape, *box) >= threshold
     return out
 
 
 def resize_back(prob: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Model-grid probability [H, W] -> native pixel grid [rows, cols], bilinear (two small matmuls)."""
-    if prob.shape == tuple(shape):
-        return prob.astype(np.float32, copy=False)
-    h, w = prob.shape
-    return _linear_matrix(h, shape[0]) @ prob.astype(np.float32, copy=False) @ _linear_matrix(w, shape[1]).T
+    """Model-grid probability [H, W] -> native pixel grid [rows, cols], bilinear (two taps per axis)."""
+    return resize_back_box(prob, shape, slice(None), slice(None))

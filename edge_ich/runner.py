@@ -270,7 +270,7 @@ def stage_outputs(
         source.geometry.spacing,
         source.geometry.affine_lps,
         model.card.min_component_mm3,
-        prob_of=lambda z: seg.native_prob(z, rows_cols),
+        prob_of=lambda z, box: seg.native_prob(z, rows_cols, box),
     )
     seg.timings.spread("postprocess", time.perf_counter() - t0)
     seg.timings.phases["components"] = time.perf_counter() - t0

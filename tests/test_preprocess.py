@@ -16,6 +16,7 @@ from edge_ich.preprocess import (
     resize2d,
     resize_back,
     resize_back_above,
+    resize_back_box,
 )
 
 
@@ -79,3 +80,19 @@ def test_resize_back_above_is_exactly_the_thresholded_resize(seed: int) -> None:
     p = (rng.random((h, w)) ** rng.uniform(1, 30)).astype(np.float32)
     t = float(rng.uniform(0.2, 0.9))
     np.testing.assert_array_equal(resize_back_above(p, shape, t), resize_back(p, shape) >= t)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_a_box_of_the_resize_is_bit_for_bit_that_part_of_the_whole(seed: int) -> None:
+    """What lets the run compute probabilities only around a slice's mask without changing a value."""
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(2, 160, 2))
+    shape = tuple(int(v) for v in rng.integers(2, 600, 2))
+    p = rng.random((h, w)).astype(np.float32)
+    whole = resize_back(p, shape)
+    for _ in range(10):
+        r0, c0 = int(rng.integers(0, shape[0])), int(rng.integers(0, shape[1]))
+        r1, c1 = int(rng.integers(r0 + 1, shape[0] + 1)), int(rng.integers(c0 + 1, shape[1] + 1))
+        part = resize_back_box(p, shape, slice(r0, r1), slice(c0, c1))
+        assert part.dtype == np.float32
+        np.testing.assert_array_equal(part, whole[r0:r1, c0:c1])

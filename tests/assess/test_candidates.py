@@ -63,7 +63,9 @@ def test_find_components_keeps_every_region() -> None:
     prob = np.zeros((4, 32, 32), np.float32)
     prob[mask > 0] = 0.6
     prob[2, 21, 21] = 0.9
-    kept, comps, small = find_components(mask.copy(), (1.0, 1.0, 1.0), np.eye(4), 10.0, prob_of=lambda z: prob[z])
+    kept, comps, small = find_components(
+        mask.copy(), (1.0, 1.0, 1.0), np.eye(4), 10.0, prob_of=lambda z, box: prob[z][box]
+    )
     assert [c.voxels for c in comps] == [128] and [c.voxels for c in small] == [4]
     assert comps[0].max_probability == pytest.approx(0.6) and small[0].max_probability == pytest.approx(0.9)
     assert kept.sum() == 128 and small[0].slices == (2, 2)
