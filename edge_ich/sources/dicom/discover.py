@@ -98,16 +98,19 @@ def iter_files(root: Path) -> list[Path]:
     return out
 
 
-def _pixel_status(fp: BinaryIO, size: int, little: bool, implicit: bool) -> SkipReason | None:
-    """Peek at what follows the header: None if pixel data are present and fit in the file."""
+def _pixel_status(
+    fp: BinaryIO, size: int, little: bool, implicit: bool
+) -> tuple[SkipReason | None, tuple[int, int, int] | None]:
+    """Peek at what follows the header: (None if pixel data are present and fit in the file, else why
+    not; (tag offset, value offset, length) when the pixel data are native, None when encapsulated or absent)."""
     start = fp.tell()
     head = fp.read(8)
     if len(head) < 8:
-        return SkipReason.NO_PIXELS
+        return SkipReason.NO_PIXELS, None
     end = "<" if little else ">"
     group, elem = struct.unpack(end + "HH", head[:4])
     if (group, elem) != _PIXEL_TAG:
-        return SkipReason.NO_PIXELS  # float pixel data or something else: not a CT image we can read
+        return SkipReason.NO_PIXELS, None  # float pixel data or something else: not a CT image we can read
     if implicit:
         length = struct.unpack(end + "I", head[4:8])[0]
         value_at = start + 8
@@ -116,32 +119,32 @@ def _pixel_status(fp: BinaryIO, size: int, little: bool, implicit: bool) -> Skip
         if vr in (b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN", b"UT", b"SQ", b"UC", b"UR"):
             more = fp.read(4)
             if len(more) < 4:
-                return SkipReason.TRUNCATED
+                return SkipReason.TRUNCATED, None
             length = struct.unpack(end + "I", more)[0]
             value_at = start + 12
         else:
             length = struct.unpack(end + "H", head[6:8])[0]
             value_at = start + 8
     if length == 0:
-        return SkipReason.NO_PIXELS
+        return SkipReason.NO_PIXELS, None
     if length != _UNDEFINED:
-        return None if value_at + length <= size else SkipReason.TRUNCATED
+        return (None, (start, value_at, length)) if value_at + length <= size else (SkipReason.TRUNCATED, None)
     # Encapsulated: walk the item headers (offset table + fragments) up to the sequence delimiter.
     pos = value_at
     for _ in range(100000):
         fp.seek(pos)
         item = fp.read(8)
         if len(item) < 8:
-            return SkipReason.TRUNCATED
+            return SkipReason.TRUNCATED, None
         g, e, ln = struct.unpack(end + "HHI", item)
         if (g, e) == _SEQ_DELIM:
-            return None
+            return None, None
         if (g, e) != _ITEM or ln == _UNDEFINED:
-            return SkipReason.TRUNCATED
+            return SkipReason.TRUNCATED, None
         pos += 8 + ln
         if pos > size:
-            return SkipReason.TRUNCATED
-    return SkipReason.TRUNCATED
+            return SkipReason.TRUNCATED, None
+    return SkipReason.TRUNCATED, None
 
 
 def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
@@ -174,7 +177,9 @@ def read_header(path: Path) -> tuple[Any | None, SkipReason | None, str]:
                 status = None if "PixelData" in pydicom.dcmread(path, force=True) else SkipReason.NO_PIXELS
             else:
                 implicit, little = _encoding(ds, ts)
-                status = _pixel_status(fp, size, little, implicit)
+                status, native_at = _pixel_status(fp, size, little, implicit)
+                if native_at is not None and little:
+                    ds._edge_ich_native_pixels = native_at  # where `pixels.native_stored` reads the values later
                 if status is SkipReason.NO_PIXELS and cut:
                     return ds, SkipReason.TRUNCATED, "file ends inside the header"
     except PermissionError as exc:

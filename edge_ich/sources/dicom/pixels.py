@@ -64,9 +64,66 @@ def _decode(ds: Any) -> np.ndarray:
     return np.asarray(arr)
 
 
-def hu_from_dataset(ds: Any) -> np.ndarray:
-    """Hounsfield units of one single-frame CT image, float32 [rows, cols]."""
-    arr = _decode(ds)
+#: Transfer syntaxes whose pixel data `native_stored` may read: little endian, not encapsulated.
+_NATIVE_LE = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1")
+_PIXEL_TAG_LE = b"\xe0\x7f\x10\x00"
+
+
+def native_stored(path: Any, header: Any) -> np.ndarray | None:
+    """Stored values of a native 16-bit grey image read straight from the file, exactly as pydicom's
+    `pixel_array` gives them (unused high bits cleared, or the sign extended from BitsStored), or None
+    when the file is anything else: the caller then decodes it with pydicom.
+
+    Discovery (`discover.read_header`) noted where the pixel data's value lies; the tag and length
+    there are checked again, so a file rewritten since falls back to pydicom.
+    """
+    at = getattr(header, "_edge_ich_native_pixels", None)
+    meta = getattr(header, "file_meta", None)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
+    if at is None or ts not in _NATIVE_LE:
+        return None
+    try:
+        rows, cols = elements.first(header, "Rows"), elements.first(header, "Columns")
+        bits, stored = elements.first(header, "BitsAllocated"), elements.first(header, "BitsStored")
+        rep, spp = elements.first(header, "PixelRepresentation"), elements.first(header, "SamplesPerPixel")
+        frames = elements.first(header, "NumberOfFrames")
+        photometric = elements.first(header, "PhotometricInterpretation")
+    except elements.ElementError:
+        return None
+    tag_at, value_at, length = at
+    if (
+        bits != 16
+        or rep not in (0, 1)
+        or spp not in (None, 1)
+        or frames not in (None, 1)
+        or photometric not in ("MONOCHROME1", "MONOCHROME2")
+        or not isinstance(stored, int)
+        or not 1 <= stored <= 16
+        or not rows
+        or not cols
+        or length != int(rows) * int(cols) * 2
+    ):
+        return None
+    with open(path, "rb") as fp:
+        fp.seek(tag_at)
+        head = fp.read(value_at - tag_at)
+        data = fp.read(length)
+    if head[:4] != _PIXEL_TAG_LE or head[-4:] != length.to_bytes(4, "little") or len(data) != length:
+        return None
+    raw = np.frombuffer(data, dtype="<u2").astype(np.uint16, copy=False).reshape(int(rows), int(cols))
+    if rep == 0:
+        return raw if stored == 16 else raw & np.uint16((1 << stored) - 1)
+    signed = raw.view(np.int16)
+    if stored == 16:
+        return signed
+    shift = 16 - stored
+    return (raw << np.uint16(shift)).view(np.int16) >> np.int16(shift)
+
+
+def hu_from_dataset(ds: Any, stored: np.ndarray | None = None) -> np.ndarray:
+    """Hounsfield units of one single-frame CT image, float32 [rows, cols]; `stored`: its stored
+    values when already read (`native_stored`), else pydicom decodes them from `ds`."""
+    arr = _decode(ds) if stored is None else stored
     rows, cols = int(elements.required(ds, "Rows")[0]), int(elements.required(ds, "Columns")[0])
     if arr.shape != (rows, cols):
         raise InputError(f"pixel data shape {tuple(arr.shape)} is not a single {rows}x{cols} grey image")

@@ -27,7 +27,7 @@ from edge_ich.sources.dicom.discover import (
     read_header,
 )
 from edge_ich.sources.dicom.geometry import sort_and_measure
-from edge_ich.sources.dicom.pixels import hu_from_dataset
+from edge_ich.sources.dicom.pixels import hu_from_dataset, native_stored
 from edge_ich.sources.volume import Geometry, Skipped
 
 
@@ -60,7 +60,13 @@ def _ensure_transfer_syntax(ds: Any) -> None:
         meta.TransferSyntaxUID = ExplicitVRLittleEndian if little in (True, None) else ExplicitVRBigEndian
 
 
-def _hu_of_path(path: Path) -> np.ndarray:
+def _hu_of_path(path: Path, header: Any = None) -> np.ndarray:
+    """HU of one file: native 16-bit pixels straight from the file when its header (from discovery)
+    says where they are, else the whole file through pydicom."""
+    if header is not None:
+        stored = native_stored(path, header)
+        if stored is not None:
+            return hu_from_dataset(header, stored)
     return hu_from_dataset(_read_full(path))
 
 
@@ -121,7 +127,8 @@ class DicomSeries:
 
     def read_hu(self, i: int) -> np.ndarray:
         """Slice i (sorted grid order) in HU, float32 [rows, cols]; decodes the file now."""
-        hu = _hu_of_path(self.files[self._slot[i]])
+        j = self._slot[i]
+        hu = _hu_of_path(self.files[j], self._headers[j])
         if hu.shape != tuple(self.geometry.shape[1:]):
             raise InputError(f"slice {i} decodes to {hu.shape}, not the series' {self.geometry.shape[1:]}")
         return hu
