@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edge_ich.analysis.labels import components, label8
+from edge_ich.analysis.labels import components, label8, runs_of, touching
 from edge_ich.analysis.masks import SliceMask, slices_with_content
 from edge_ich.backends.base import Backend
 from edge_ich.card import ModelCard
@@ -224,29 +224,23 @@ class Component:
     max_probability: float | None = None  # highest native-grid probability inside the region
 
 
-def _touching(a: np.ndarray, b: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
-    """Pairs (label in a, label in b) of 2D components on adjacent slices that touch in 3D.
+def _box_of(mask: Any, z: int) -> tuple[int, int, np.ndarray]:
+    """(first row, first column, box) around slice z's content, of a SliceMask or a dense array."""
+    if isinstance(mask, SliceMask):
+        box = mask.box(z)
+        assert box is not None
+        return box
+    plane = np.asarray(mask[z])
+    rows, cols = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    r0, c0 = int(rows[0]), int(cols[0])
+    return r0, c0, plane[r0 : int(rows[-1]) + 1, c0 : int(cols[-1]) + 1]
 
-    26-connectivity across slices = voxel (y, x) of b touches a at (y+dy, x+dx), |dy|, |dx| <= 1.
-    Only the box around b's voxels (`box`: first/last row and column holding any) plus one pixel
-    can hold such pairs.
-    """
-    y0, y1 = max(box[0] - 1, 0), min(box[1] + 2, a.shape[0])
-    x0, x1 = max(box[2] - 1, 0), min(box[3] + 2, a.shape[1])
-    a, b = a[y0:y1, x0:x1], b[y0:y1, x0:x1]
-    h, w = a.shape
-    keys = []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            aa = a[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)]
-            bb = b[max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
-            both = (aa > 0) & (bb > 0)
-            if both.any():
-                keys.append((aa[both].astype(np.int64) << 32) | bb[both].astype(np.int64))
-    if not keys:
-        return np.zeros((0, 2), dtype=np.int64)
-    u = np.unique(np.concatenate(keys))
-    return np.stack([u >> 32, u & 0xFFFFFFFF], axis=1)
+
+def _set_box(mask: Any, z: int, r0: int, c0: int, box: np.ndarray) -> None:
+    if isinstance(mask, SliceMask):
+        mask.set_box(z, r0, c0, box)
+    else:
+        mask[z, r0 : r0 + box.shape[0], c0 : c0 + box.shape[1]] = box
 
 
 def postprocess(
@@ -277,31 +271,32 @@ def find_components(
     zs = slices_with_content(mask)
     if zs.size == 0:
         return mask, [], []
+    width = mask.shape[2]
     offsets: dict[int, tuple[int, int]] = {}  # slice -> (first global 2D label, count)
     size2, sy2, sx2, z2, links, pmax2 = [], [], [], [], [], []
     total, prev, prev_z, prev_off = 0, None, -2, 0
     for z in (int(v) for v in zs):
-        plane = mask[z]
-        flat = np.flatnonzero(plane)
-        lab, n = label8(plane, flat)
-        ys, xs = np.divmod(flat, mask.shape[2])
-        ll = lab.reshape(-1)[flat]
-        size2.append(np.bincount(ll, minlength=n + 1)[1:])
-        sy2.append(np.bincount(ll, weights=ys, minlength=n + 1)[1:])
-        sx2.append(np.bincount(ll, weights=xs, minlength=n + 1)[1:])
+        r0, c0, box = _box_of(mask, z)
+        runs = runs_of(box, r0, c0)  # 8-connected 2D components, as runs of pixels
+        n, length = runs.count, runs.length
+        size2.append(np.bincount(runs.label, weights=length, minlength=n))
+        sy2.append(np.bincount(runs.label, weights=runs.row * length, minlength=n))
+        # the columns of a run sum to length * (start + end - 1) / 2: exact in float64, as the pixel sum was
+        sx2.append(np.bincount(runs.label, weights=length * (runs.start + runs.end - 1) / 2.0, minlength=n))
         z2.append(np.full(n, z))
-        y0, y1, x0, x1 = int(ys[0]), int(ys[-1]), int(xs.min()), int(xs.max())
-        pz = prob_of(z, (slice(y0, y1 + 1), slice(x0, x1 + 1))) if prob_of is not None else None
-        pm = np.full(n + 1, np.nan)
+        pz = prob_of(z, (slice(r0, r0 + box.shape[0]), slice(c0, c0 + box.shape[1]))) if prob_of is not None else None
+        pm = np.full(n, np.nan)
         if pz is not None:
-            pm[1:] = -np.inf
-            np.maximum.at(pm, ll, np.asarray(pz, dtype=np.float64)[ys - y0, xs - x0])
-        pmax2.append(pm[1:])
+            vals = np.asarray(pz, dtype=np.float64)[np.asarray(box) != 0]  # raster order, run after run
+            firsts = np.concatenate([[0], np.cumsum(length)[:-1]])
+            pm[:] = -np.inf
+            np.maximum.at(pm, runs.label, np.maximum.reduceat(vals, firsts))
+        pmax2.append(pm)
         if prev is not None and prev_z == z - 1:
-            pairs = _touching(prev, lab, (y0, y1, x0, x1))
-            links.append(np.stack([pairs[:, 0] - 1 + prev_off, pairs[:, 1] - 1 + total], axis=1))
+            pairs = touching(prev, runs, width)
+            links.append(np.stack([pairs[:, 0] + prev_off, pairs[:, 1] + total], axis=1))
         offsets[z] = (total, n)
-        prev, prev_z, prev_off = lab, z, total
+        prev, prev_z, prev_off = runs, z, total
         total += n
     edges = np.concatenate(links) if links else np.zeros((0, 2), dtype=np.int64)
     count, comp = components(total, edges[:, 0], edges[:, 1])
@@ -322,9 +317,10 @@ def find_components(
     keep2 = keep[comp]
     for z, (off, n) in offsets.items():  # second pass: clear the dropped components
         if not keep2[off : off + n].all():
-            lab, _ = label8(mask[z])
+            r0, c0, box = _box_of(mask, z)
+            lab, _ = label8(box)
             lut = np.concatenate([[0], keep2[off : off + n]]).astype(np.uint8)
-            mask[z] = lut[lab]
+            _set_box(mask, z, r0, c0, lut[lab])
 
     def measure(c: int) -> Component:
         cz, cy, cx = (float(sums[a][c] / sizes[c]) for a in range(3))

@@ -9,11 +9,9 @@ node), so results are identical; tests/analysis/test_labels.py compares them wit
 
 from __future__ import annotations
 
-import numpy as np
+from dataclasses import dataclass
 
-#: Forward neighbours of a pixel in raster order (the other four are their mirror images).
-_FORWARD = ((0, 1), (1, -1), (1, 0), (1, 1))
-_FORWARD4 = ((0, 1), (1, 0))
+import numpy as np
 
 
 def root_of_each(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -47,52 +45,99 @@ def components(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
     return int(roots.size), np.searchsorted(roots, root).astype(np.int64)
 
 
-def label8(mask: np.ndarray, flat: np.ndarray | None = None) -> tuple[np.ndarray, int]:
-    """8-connected labels of a 2D mask: (int32 labels, 0 = background, 1..n), n = number of components.
+@dataclass
+class Runs:
+    """The runs of set pixels of a 2D mask in raster order, with their component labels.
 
-    `flat`: the mask's `np.flatnonzero`, when the caller has it already (saves a scan).
+    row, start, end (one past the last column) in the mask's coordinates plus an offset;
+    label: 0-based component of each run, numbered as scipy numbers them; count: components.
     """
-    return _label(mask, flat, _FORWARD)
+
+    row: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    label: np.ndarray
+    count: int
+
+    @property
+    def length(self) -> np.ndarray:
+        return self.end - self.start
+
+    def pixel_labels(self) -> np.ndarray:
+        """1-based label of every set pixel, in raster order (the order of `np.flatnonzero`)."""
+        return np.repeat(self.label + 1, self.length)
+
+
+def _ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(i, j) for every i and every j in lo[i] <= j < hi[i]."""
+    n = np.clip(hi - lo, 0, None)
+    i = np.repeat(np.arange(lo.size), n)
+    j = np.repeat(lo, n) + (np.arange(i.size) - np.repeat(np.cumsum(n) - n, n))
+    return i, j
+
+
+def _partners(
+    row: np.ndarray, start: np.ndarray, end: np.ndarray, other: Runs, dr: int, reach: int, stride: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(i, k): run i (row, start, end) and run k of `other` on row + dr touch (share a column, or with
+    reach 1 also a corner). Keys sort runs by (row, column), so the partners of i form one range."""
+    key_s, key_e = other.row * stride + other.start, other.row * stride + other.end
+    lo = np.searchsorted(key_e, (row + dr) * stride + start - reach, side="right")
+    hi = np.searchsorted(key_s, (row + dr) * stride + end + reach, side="left")
+    return _ranges(lo, hi)
+
+
+def runs_of(mask: np.ndarray, row0: int = 0, col0: int = 0, connectivity: int = 8) -> Runs:
+    """Runs and component labels of a 2D mask (8- or 4-connected); `row0`, `col0` offset the
+    coordinates (a box cut from a larger plane)."""
+    m = np.asarray(mask)
+    if m.ndim != 2:
+        raise ValueError(f"labels need a 2D mask, got shape {m.shape}")
+    w = m.shape[1]
+    flat = np.flatnonzero(m)
+    if flat.size == 0:
+        z = np.zeros(0, dtype=np.int64)
+        return Runs(z, z, z, z, 0)
+    # a run starts where the previous pixel (same row) is unset
+    row = flat // w
+    new_run = np.empty(flat.size, dtype=bool)
+    new_run[0] = True
+    new_run[1:] = (np.diff(flat) != 1) | (row[1:] != row[:-1])
+    first = np.flatnonzero(new_run)
+    r = row[first]
+    s = flat[first] - r * w
+    e = s + np.diff(np.append(first, flat.size))
+    own = Runs(r, s, e, np.zeros(0, dtype=np.int64), 0)
+    a, b = _partners(r, s, e, own, 1, 1 if connectivity == 8 else 0, w + 2)  # each run with the next row's
+    count, lab = components(first.size, a, b)
+    return Runs(r + row0, s + col0, e + col0, lab, count)
+
+
+def touching(a: Runs, b: Runs, width: int) -> np.ndarray:
+    """Unique (label in a, label in b) pairs, 0-based, of components of two adjacent slices that touch
+    in 3D (26-connected: a voxel of b touches a within one row and one column)."""
+    if a.count == 0 or b.count == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    keys = []
+    for dr in (-1, 0, 1):
+        j, i = _partners(b.row, b.start, b.end, a, dr, 1, width + 2)
+        keys.append((a.label[i] << 32) | b.label[j])
+    u = np.unique(np.concatenate(keys))
+    return np.stack([u >> 32, u & 0xFFFFFFFF], axis=1)
+
+
+def label8(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """8-connected labels of a 2D mask: (int32 labels, 0 = background, 1..n), n = number of components."""
+    return _paint(mask, runs_of(mask, connectivity=8))
 
 
 def label4(mask: np.ndarray) -> tuple[np.ndarray, int]:
     """4-connected labels of a 2D mask (`ndimage.label`'s default structure), as `label8` returns them."""
-    return _label(mask, None, _FORWARD4)
+    return _paint(mask, runs_of(mask, connectivity=4))
 
 
-def _label(mask: np.ndarray, flat: np.ndarray | None, forward: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, int]:
-    """Label runs, not pixels: each row's runs of set pixels are nodes; a run joins the runs of the
-    next row that overlap it (8-connected: also those touching it diagonally). Runs come in raster
-    order and a component is numbered by its first run, so the numbering is scipy's."""
-    m = np.asarray(mask)
-    if m.ndim != 2:
-        raise ValueError(f"labels need a 2D mask, got shape {m.shape}")
-    h, w = m.shape
-    flat = np.flatnonzero(m) if flat is None else flat
-    out = np.zeros((h, w), dtype=np.int32)
-    if flat.size == 0:
-        return out, 0
-    # a run starts where the previous pixel (same row) is unset, ends where the next one is
-    gap = np.diff(flat) != 1
-    row = flat // w
-    new_row = np.empty(flat.size, dtype=bool)
-    new_row[0] = True
-    new_row[1:] = gap | (row[1:] != row[:-1])
-    first = np.flatnonzero(new_row)  # index into flat of each run's first pixel
-    length = np.diff(np.append(first, flat.size))
-    r = row[first]
-    s = flat[first] - r * w  # first column
-    e = s + length  # one past the last column
-    reach = 1 if len(forward) == 4 else 0  # diagonal touch (8-connected) or shared column (4)
-    # run j on row r + 1 joins run i when s_j < e_i + reach and s_i < e_j + reach; keys sort runs
-    # by (row, column), so the partners of i form one contiguous range
-    stride = w + 2
-    key_s, key_e = r * stride + s, r * stride + e
-    lo = np.searchsorted(key_e, (r + 1) * stride + s - reach, side="right")
-    hi = np.searchsorted(key_s, (r + 1) * stride + e + reach, side="left")
-    n_pairs = np.clip(hi - lo, 0, None)
-    a = np.repeat(np.arange(first.size), n_pairs)
-    b = np.repeat(lo, n_pairs) + (np.arange(a.size) - np.repeat(np.cumsum(n_pairs) - n_pairs, n_pairs))
-    count, lab = components(first.size, a, b)
-    out.reshape(-1)[flat] = np.repeat(lab + 1, length)
-    return out, count
+def _paint(mask: np.ndarray, runs: Runs) -> tuple[np.ndarray, int]:
+    out = np.zeros(np.shape(mask), dtype=np.int32)
+    if runs.count:
+        out.reshape(-1)[np.flatnonzero(mask)] = runs.pixel_labels()
+    return out, runs.count

@@ -58,13 +58,7 @@ class SliceMask:
             p = np.broadcast_to(p, self.shape[1:])
         if p.shape != self.shape[1:]:
             raise ValueError(f"slice of shape {p.shape} does not fit a mask of {self.shape}")
-        rows = np.flatnonzero(p.any(axis=1))
-        if rows.size == 0:
-            self._boxes.pop(i, None)
-            return
-        cols = np.flatnonzero(p.any(axis=0))
-        r0, r1, c0, c1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
-        self._boxes[i] = (r0, c0, (p[r0:r1, c0:c1] != 0).astype(np.uint8))
+        self.set_box(i, 0, 0, p)
 
     def __getitem__(self, z: Any) -> np.ndarray:
         i = self._index(z)
@@ -74,6 +68,19 @@ class SliceMask:
             r0, c0, b = box
             out[r0 : r0 + b.shape[0], c0 : c0 + b.shape[1]] = b
         return out
+
+    def set_box(self, z: int, r0: int, c0: int, box: np.ndarray) -> None:
+        """Slice z becomes `box` placed at (r0, c0), empty elsewhere (trimmed to its content again)."""
+        i = self._index(z)
+        b = np.asarray(box)
+        if r0 < 0 or c0 < 0 or r0 + b.shape[0] > self.shape[1] or c0 + b.shape[1] > self.shape[2]:
+            raise ValueError(f"a box of {b.shape} at ({r0}, {c0}) does not fit a mask of {self.shape}")
+        rows, cols = np.flatnonzero(b.any(axis=1)), np.flatnonzero(b.any(axis=0))
+        if rows.size == 0:
+            self._boxes.pop(i, None)
+            return
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        self._boxes[i] = (r0 + y0, c0 + x0, (b[y0:y1, x0:x1] != 0).astype(np.uint8))
 
     def box(self, z: int) -> tuple[int, int, np.ndarray] | None:
         """(first row, first column, uint8 box) of slice z, or None when it is empty (no copy)."""

@@ -56,6 +56,44 @@ def test_small_regions_are_candidates_not_lost(tmp_path: Path, tiny_model: Path,
     assert all(c["max_probability"] >= all_["model"]["threshold"] for c in all_["components"])
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_components_measured_as_scipy_measures_them(seed: int) -> None:
+    """Every region's voxels, slices, centroid and highest probability equal scipy's 26-connected
+    labels measured on the whole volume, for a dense mask and a SliceMask alike."""
+    from scipy import ndimage
+
+    from edge_ich.analysis.masks import SliceMask
+
+    rng = np.random.default_rng(500 + seed)
+    shape = (int(rng.integers(1, 12)), int(rng.integers(5, 90)), int(rng.integers(5, 90)))
+    smooth = ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.6, 2.0))
+    dense = (smooth > rng.uniform(0.5, 0.56)).astype(np.uint8)
+    prob = rng.random(shape).astype(np.float32)
+    lab, count = ndimage.label(dense, structure=np.ones((3, 3, 3), bool))
+    idx = np.arange(1, count + 1)
+    sizes = ndimage.sum_labels(np.ones_like(lab), lab, idx).astype(int)
+    cents = ndimage.center_of_mass(np.ones_like(lab), lab, idx)
+    peaks = ndimage.maximum(prob.astype(np.float64), lab, idx)
+    spans = [(sl[0].start, sl[0].stop - 1) for sl in ndimage.find_objects(lab)]
+    min_mm3 = float(rng.uniform(0, 15))
+    want = sorted(
+        (int(sizes[k]), spans[k], tuple(round(v, 9) for v in cents[k]), float(peaks[k]))
+        for k in range(count)
+        if sizes[k] >= min_mm3
+    )
+    for mask in (dense.copy(), SliceMask.from_dense(dense)):
+        kept, comps, small = find_components(
+            mask, (1.0, 1.0, 1.0), np.eye(4), min_mm3, prob_of=lambda z, box: prob[z][box]
+        )
+        got = sorted(
+            (c.voxels, c.slices, tuple(round(v, 9) for v in c.centroid_voxel), c.max_probability) for c in comps
+        )
+        assert got == want
+        assert len(comps) + len(small) == count
+        big = [k + 1 for k in range(count) if sizes[k] >= min_mm3]
+        np.testing.assert_array_equal(np.asarray(kept).astype(bool), np.isin(lab, big))
+
+
 def test_find_components_keeps_every_region() -> None:
     mask = np.zeros((4, 32, 32), np.uint8)
     mask[1:3, 4:12, 4:12] = 1  # 128 voxels
