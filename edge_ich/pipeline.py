@@ -262,10 +262,10 @@ def find_components(
 
     Nothing is dropped silently: components under `min_component_mm3` come back as candidates,
     measured like the reported ones. prob_of(z, (rows, cols)) gives that box of slice z's native-grid
-    probability (the box around the slice's mask), so each region carries its highest probability. The mask (a SliceMask or a dense uint8 [Z, Y, X]
-    array) is filtered IN PLACE and returned. Components are found slice by slice (2D labels,
-    then links between touching labels of adjacent slices), so memory stays at one slice of
-    labels whatever the series length or lesion size.
+    probability (the box around the slice's mask), so each region carries its highest probability.
+    The mask (a SliceMask or a dense uint8 [Z, Y, X] array) is filtered IN PLACE and returned.
+    Components are found slice by slice (2D labels of runs of pixels, then links between touching
+    runs of adjacent slices), so memory stays at one slice's runs whatever the series length.
     """
     voxel_mm3 = float(np.prod(spacing))
     zs = slices_with_content(mask)

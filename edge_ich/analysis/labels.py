@@ -1,10 +1,11 @@
-"""Connected components in numpy alone: 8- and 4-connected 2D labels (by runs of pixels) and components of an edge list.
+"""Connected components in numpy alone: 8- and 4-connected 2D labels (by runs of pixels), links
+between the runs of adjacent slices, and components of an edge list.
 
 The run path labels a few sparse lesion slices; importing `scipy.ndimage` and
-`scipy.sparse.csgraph` for that costs a cold run 0.3-1 s, more than the labelling itself. Both
-functions number components exactly as scipy does (`ndimage.label` with a full 3x3 structure,
-or its default cross for `label4`: by the first pixel in raster order; `csgraph.connected_components`, undirected: by the smallest
-node), so results are identical; tests/analysis/test_labels.py compares them with scipy.
+`scipy.sparse.csgraph` for that costs a cold run 0.3-1 s, more than the labelling itself. Labels
+are numbered exactly as scipy numbers them (`ndimage.label` with a full 3x3 structure, or its
+default cross for `label4`: by the first pixel in raster order; `csgraph.connected_components`,
+undirected: by the smallest node); tests/analysis/test_labels.py compares them with scipy.
 """
 
 from __future__ import annotations
