@@ -109,6 +109,25 @@ def _save(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def run_settings(model: nn.Module, cfg: LoopConfig) -> dict[str, Any]:
+    """What else shapes a run besides its data key: schedule, batch, optimiser, seed, precision and the
+    network's architecture (parameter names and shapes). A checkpoint made under other settings is
+    not resumed."""
+    import hashlib
+
+    arch = hashlib.sha256(repr([(k, tuple(v.shape)) for k, v in model.state_dict().items()]).encode()).hexdigest()
+    return {
+        "steps": cfg.steps,
+        "batch": cfg.batch,
+        "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "warmup": cfg.warmup,
+        "seed": cfg.seed,
+        "amp": cfg.amp,
+        "arch": arch[:16],
+    }
+
+
 def train_loop(
     model: nn.Module,
     sample: Callable[[np.random.Generator, int], tuple[np.ndarray, ...]],
@@ -127,10 +146,14 @@ def train_loop(
     best_score, best_step = float("-inf"), -1
     best_path = Path(str(cfg.ckpt) + ".best") if cfg.ckpt is not None else None
     state = None
+    settings = run_settings(model, cfg)
     if cfg.ckpt is not None and Path(cfg.ckpt).is_file():
         state = torch.load(cfg.ckpt, map_location=device, weights_only=False)
-        if str(state.get("key", "")) != cfg.key:
-            log(f"[{cfg.name}] checkpoint {cfg.ckpt} was made for other data or settings: starting afresh")
+        # checkpoints written before settings were recorded are judged by their data key alone
+        other = {k: (v, settings[k]) for k, v in state.get("settings", settings).items() if settings.get(k) != v}
+        if str(state.get("key", "")) != cfg.key or other:
+            why = "other data" if str(state.get("key", "")) != cfg.key else f"other settings ({sorted(other)})"
+            log(f"[{cfg.name}] checkpoint {cfg.ckpt} was made for {why}: starting afresh")
             state = None
             if best_path is not None:
                 best_path.unlink(missing_ok=True)
@@ -196,6 +219,7 @@ def train_loop(
                         "best_score": best_score,
                         "best_step": best_step,
                         "key": cfg.key,
+                        "settings": settings,
                     },
                 )
     if cfg.select is not None and best_path is not None and best_path.is_file():

@@ -380,12 +380,13 @@ def run_weakly_supervised(
         else:
             log(f"[pseudo] self-training round {r} scores lower on the refined validation masks: not kept")
             break
-    th, mm, vdice, op = 0.5, cfg.min_component_mm3 or 100.0, float("nan"), {}
+    th, mm = 0.5, cfg.min_component_mm3 or 100.0
+    op: dict[str, Any] = {"threshold": th, "min_component_mm3": mm, "rule": "defaults: no validation cases"}
     if val:
         labels = [bool(np.any(v.slice_labels)) for v in val]
         probs = predict_probs(seg, val, cfg)
         op = choose_operating_point(probs, pv_ref, labels, [v.spacing for v in val], cfg.min_component_mm3)
-        th, mm, vdice = op["threshold"], op["min_component_mm3"], op["val_pooled_dice_vs_targets"]
+        th, mm = op["threshold"], op["min_component_mm3"]
         log(f"[operating point] {op}")
     summary = {
         "method": "weakly supervised (slice labels -> ResNet-BiLSTM -> Grad-CAM -> refinement -> 2.5D U-Net "
@@ -394,9 +395,10 @@ def run_weakly_supervised(
         "train_slices": int(sum(v.n for v in train)),
         "train_positive_slices": int(sum(int(np.sum(v.slice_labels)) for v in train)),  # type: ignore[arg-type]
         "val_cases": len(val),
+        # the operating point in use, under the same names as the fully supervised summary's; how it was
+        # chosen (rule, validation rates, score) is in "operating_point"
         "threshold": th,
         "min_component_mm3": mm,
-        "val_dice_vs_pseudo": vdice,
         "operating_point": op,
         "classifier_val_slice_auc": vauc,
         "cam_pointing_val": pointing,

@@ -103,20 +103,50 @@ def _sample(rng: np.random.Generator, batch: int) -> tuple[np.ndarray, np.ndarra
     return x, (x[:, :1] > 0.7).astype(np.float32)
 
 
-def test_loop_resumes_to_the_same_weights(tmp_path: Path) -> None:
-    def run(steps: int, ckpt: Path | None) -> dict[str, torch.Tensor]:
-        torch.manual_seed(0)
-        net = UNet25D(3, base=4, depth=2)
-        cfg = LoopConfig(steps=steps, batch=2, lr=1e-2, warmup=2, seed=3, ckpt=ckpt, ckpt_every=3, log_every=100)
-        return {k: v.clone() for k, v in train_loop(net, _sample, segmenter_loss, cfg).state_dict().items()}
+class _Stop(Exception):
+    pass
 
-    straight = run(6, None)
+
+def _run_loop(steps: int, ckpt: Path | None, stop_after: int | None = None, lr: float = 1e-2, base: int = 4):
+    """Train a tiny segmenter; `stop_after`: die (as a killed process would) when drawing that step's batch."""
+    drawn = [0]
+
+    def sample(rng: np.random.Generator, batch: int):
+        drawn[0] += 1
+        if stop_after is not None and drawn[0] > stop_after:
+            raise _Stop
+        return _sample(rng, batch)
+
+    torch.manual_seed(0)
+    net = UNet25D(3, base=base, depth=2)
+    cfg = LoopConfig(steps=steps, batch=2, lr=lr, warmup=2, seed=3, ckpt=ckpt, ckpt_every=3, log_every=100)
+    return {k: v.clone() for k, v in train_loop(net, sample, segmenter_loss, cfg).state_dict().items()}
+
+
+def test_loop_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    straight = _run_loop(6, None)
     ck = tmp_path / "c.pt"
-    run(3, ck)  # stops at step 3 with a checkpoint
+    with pytest.raises(_Stop):
+        _run_loop(6, ck, stop_after=4)  # killed during step 5, after the checkpoint at step 3
     assert torch.load(ck, weights_only=False)["step"] == 3
-    resumed = run(6, ck)  # new process state, resumes at 3
+    resumed = _run_loop(6, ck)  # new process state, resumes at 3
     for k in straight:
         assert torch.allclose(straight[k].float(), resumed[k].float(), atol=1e-6), k
+
+
+@pytest.mark.parametrize("change", ["lr", "steps", "width"])
+def test_a_checkpoint_made_under_other_settings_is_not_resumed(tmp_path: Path, change: str, capsys) -> None:
+    ck = tmp_path / "c.pt"
+    with pytest.raises(_Stop):
+        _run_loop(6, ck, stop_after=4)
+    other = {"lr": {"lr": 5e-3}, "steps": {}, "width": {"base": 6}}[change]
+    steps = 9 if change == "steps" else 6
+    fresh = _run_loop(steps, None, **other)
+    again = _run_loop(steps, ck, **other)
+    reason = {"lr": "['lr']", "steps": "['steps']", "width": "['arch']"}[change]
+    assert f"other settings ({reason}): starting afresh" in capsys.readouterr().err
+    for k in fresh:
+        assert torch.allclose(fresh[k].float(), again[k].float(), atol=1e-6), k
 
 
 def test_classifier_augmentation_flips_and_shifts_whole_windows_and_keeps_labels() -> None:
