@@ -43,6 +43,7 @@ class SliceRec:
     prob: np.ndarray | None = None  # float16 [h, w], probability on the model grid
     ctx_used: tuple[str, ...] | None = None  # SOP UIDs of the neighbours it was inferred with
     seq: int = 0  # arrival order across all series (oldest ready slice is inferred first)
+    header: tuple[Any, Any, str] | None = None  # `discover.read_header` of the spooled file, read on arrival
 
 
 @dataclass

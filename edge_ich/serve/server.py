@@ -167,7 +167,10 @@ class Server:
 
     def on_instance(self, inst: ReceivedInstance) -> None:
         """A spooled instance joins its series' state (called from receiving threads)."""
+        from edge_ich.sources.dicom.discover import read_header
+
         ds = inst.dataset
+        header = read_header(inst.path)  # here, while the series arrives, not on the completion's critical path
         with self.cond:
             st = self.series.get(inst.series_uid)
             if st is None:
@@ -179,6 +182,7 @@ class Server:
                 self.assoc_series.setdefault(inst.assoc_key, set()).add(inst.series_uid)
             if inst.sop_uid in st.slices:
                 st.duplicates += 1
+                st.slices[inst.sop_uid].header = None  # the file may have been rewritten: read it again at completion
             else:
                 pos, normal = slice_position(ds)
                 if st.normal is None:
@@ -191,7 +195,15 @@ class Server:
                     st.times["read"].append(read_s)
                     st.times["preprocess"].append(prep_s)
                 st.add(
-                    SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared=prepared, seq=next(self._arrivals))
+                    SliceRec(
+                        inst.sop_uid,
+                        inst.path,
+                        pos,
+                        (rows, cols),
+                        prepared=prepared,
+                        seq=next(self._arrivals),
+                        header=header,
+                    )
                 )
             self.cond.notify_all()
 

@@ -49,7 +49,8 @@ def stage_series(st: SeriesState, spool: Spool, inferer: StreamingInferer, model
     try:
         if not files:
             raise EdgeIchError("no instance left in the spool")
-        src = series_from_files(files)
+        with_header = {r.path: r.header for r in list(st.slices.values()) if r.header is not None}
+        src = series_from_files(files, headers=with_header)
         t1 = time.perf_counter()
         seg, staged.rerun = inferer.complete(st, src, list(src.sop_instance_uids))
         t2 = time.perf_counter()

@@ -103,7 +103,10 @@ def test_store_series_outputs_and_seg_to_pacs(env) -> None:
     v = subprocess.run([dcmtk("dciodvfy"), str(segs[0])], capture_output=True, text=True)
     assert v.returncode == 0, v.stdout + v.stderr
     # the outbox is empty once delivered; log: one line for the series, hashed UID, no patient data
-    assert wait_for(lambda: not list((env["server"].spool / "outbox").glob("*.dcm")), timeout_s=30)
+    assert wait_for(
+        lambda: not list((env["server"].spool / "outbox").glob("*.dcm")) and "40 slices" in env["server"].log(),
+        timeout_s=30,
+    )
     log = env["server"].log()
     assert "40 slices" in log and uid not in log
     assert PATIENT_NAME not in log and PATIENT_ID not in log
@@ -230,8 +233,12 @@ def test_enhanced_ct_is_received_and_its_series_set_aside(env) -> None:
     assert assoc.send_c_store(ds).Status == 0x0000
     assoc.release()
     failed = env["server"].spool / "failed" / str(ds.SeriesInstanceUID)
-    assert wait_for(lambda: list(failed.glob("*.dcm")), timeout_s=60), env["server"].log()
-    assert "not processed" in env["server"].log()
+
+    # the files move to failed/ a moment before the log line is written: wait for both
+    def set_aside() -> bool:
+        return bool(list(failed.glob("*.dcm"))) and "not processed" in env["server"].log()
+
+    assert wait_for(set_aside, timeout_s=60), env["server"].log()
     assert env["server"].proc.poll() is None
 
 

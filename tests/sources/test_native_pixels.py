@@ -4,7 +4,8 @@ The run reads each uncompressed slice from the offset discovery noted instead of
 a second time with pydicom; pydicom stays the reference. Real files (pydicom-data's CQ500 and
 CT_small slices) and variants of them: implicit VR, no preamble, BitsStored 12 signed and
 unsigned with junk in the unused high bits, MONOCHROME1; big endian (dcmtk's dcmconv) and compressed
-files must fall back to pydicom, and so must a file rewritten after discovery.
+files must fall back to pydicom, and so must a file rewritten after discovery. Headers read once: the
+receiver's, read on arrival, are not read again when the series completes.
 """
 
 from __future__ import annotations
@@ -126,3 +127,22 @@ def test_multi_frame_headers_are_left_to_pydicom(tmp_path: Path, frames: int) ->
     h = copy.deepcopy(header)
     h.NumberOfFrames = frames
     assert native_stored(path, h) is None
+
+
+def test_series_from_files_takes_the_headers_the_caller_already_read(tmp_path: Path, monkeypatch) -> None:
+    """The receiver reads each header on arrival; completion must not read those files' headers again,
+    and the series must be the same as one read from scratch."""
+    from edge_ich.sources.dicom import source as source_mod
+    from tests.dicomkit import make_series
+
+    files = make_series(tmp_path / "s", n=5, size=64)
+    fresh = source_mod.series_from_files(files)
+    known = {p: read_header(p) for p in files[:3]}
+    calls: list[Path] = []
+    real = source_mod.read_header
+    monkeypatch.setattr(source_mod, "read_header", lambda p: calls.append(p) or real(p))
+    cached = source_mod.series_from_files(files, headers=known)
+    assert sorted(calls) == sorted(files[3:])
+    assert cached.files == fresh.files and cached.geometry.shape == fresh.geometry.shape
+    for i in range(len(files)):
+        np.testing.assert_array_equal(cached.read_hu(i), fresh.read_hu(i))

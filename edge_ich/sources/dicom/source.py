@@ -226,15 +226,18 @@ def _candidate_facts(cand: SeriesCandidate, skipped: list[Skipped], others: list
     }
 
 
-def series_from_files(files: list[Path]) -> DicomSeries:
-    """A series from files the caller already grouped (e.g. the receiver); unusable files are skipped with reasons."""
+def series_from_files(files: list[Path], headers: dict[Path, tuple[Any, Any, str]] | None = None) -> DicomSeries:
+    """A series from files the caller already grouped (e.g. the receiver); unusable files are skipped with
+    reasons. `headers`: `read_header` results the caller already has, by path (the receiver reads each
+    file's header on arrival); the other files are read here."""
     files = [Path(f) for f in files]
     if not files:
         raise InputError("no files given for the series")
     skipped: list[Skipped] = []
     kept: dict[str, SeriesCandidate] = {}
+    known = headers or {}
     for p in files:
-        ds, bad, detail = read_header(p)
+        ds, bad, detail = known[p] if p in known else read_header(p)
         why, det = (bad, detail) if ds is None else classify(ds)
         if why is None and bad is not None:
             why, det = bad, detail
