@@ -146,3 +146,20 @@ def test_series_from_files_takes_the_headers_the_caller_already_read(tmp_path: P
     assert cached.files == fresh.files and cached.geometry.shape == fresh.geometry.shape
     for i in range(len(files)):
         np.testing.assert_array_equal(cached.read_hu(i), fresh.read_hu(i))
+
+
+def test_a_file_gone_or_cut_after_discovery_is_one_clear_error(tmp_path: Path) -> None:
+    from edge_ich.errors import InputError
+
+    for damage in ("delete", "truncate"):
+        path = tmp_path / f"{damage}.dcm"
+        path.write_bytes(default_source().read_bytes())
+        header, _, _ = read_header(path)
+        if damage == "delete":
+            path.unlink()
+        else:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        assert native_stored(path, header) is None
+        with pytest.raises(InputError) as exc:
+            _hu_of_path(path, header)
+        assert "Secret" not in str(exc.value) and str(path) not in str(exc.value)

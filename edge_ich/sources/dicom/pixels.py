@@ -104,10 +104,13 @@ def native_stored(path: Any, header: Any) -> np.ndarray | None:
         or length != int(rows) * int(cols) * 2
     ):
         return None
-    with open(path, "rb") as fp:
-        fp.seek(tag_at)
-        head = fp.read(value_at - tag_at)
-        data = fp.read(length)
+    try:
+        with open(path, "rb") as fp:
+            fp.seek(tag_at)
+            head = fp.read(value_at - tag_at)
+            data = fp.read(length)
+    except OSError:
+        return None  # gone or unreadable since discovery: pydicom's read says so in its own words
     if head[:4] != _PIXEL_TAG_LE or head[-4:] != length.to_bytes(4, "little") or len(data) != length:
         return None
     raw = np.frombuffer(data, dtype="<u2").astype(np.uint16, copy=False).reshape(int(rows), int(cols))
