@@ -26,6 +26,9 @@ class ServeOptions:
     out: Path = Path("edge-ich-out")
     send_to: str | None = None
     quiet_seconds: float = 5.0
+    # after the release of the one association that carried a series, wait this long for another one
+    # carrying more of it before the answer is published (staging runs meanwhile)
+    release_grace_s: float = 0.5
     watch: Path | None = None
     model: Path | None = None
     backend: str = "auto"

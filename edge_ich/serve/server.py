@@ -194,17 +194,9 @@ class Server:
                     prepared, read_s, prep_s = inst.prepared
                     st.times["read"].append(read_s)
                     st.times["preprocess"].append(prep_s)
-                st.add(
-                    SliceRec(
-                        inst.sop_uid,
-                        inst.path,
-                        pos,
-                        (rows, cols),
-                        prepared=prepared,
-                        seq=next(self._arrivals),
-                        header=header,
-                    )
-                )
+                rec = SliceRec(inst.sop_uid, inst.path, pos, (rows, cols), prepared, seq=next(self._arrivals))
+                rec.header = header
+                st.add(rec)
             self.cond.notify_all()
 
     def on_assoc_end(self, key: int, released: bool = False) -> None:
@@ -320,7 +312,11 @@ class Server:
     # -- completion -----------------------------------------------------------------------
     def _finish_loop(self) -> None:
         """Stage a series' answer as soon as its associations ended; publish it once quiet and unchanged."""
-        quiet = self.opts.quiet_seconds
+        quiet, grace = self.opts.quiet_seconds, self.opts.release_grace_s
+
+        def due_at(st: SeriesState) -> float:  # a release completes a series; else the quiet period does
+            return (st.ended_at or st.last_arrival) + grace if st.complete_on_release() else st.last_arrival + quiet
+
         while not self.stop_ev.is_set():
             with self.cond:
                 now = time.perf_counter()
@@ -331,15 +327,10 @@ class Server:
                 for st in idle:
                     if st.staged is not None and st.staged.signature != st.signature():
                         self._discard(st)  # something arrived after staging: stage again
-                due = [
-                    st
-                    for st in idle
-                    if st.staged is not None and (st.complete_on_release() or now - st.last_arrival >= quiet)
-                ]
-                fresh = [st for st in idle if st.staged is None]
-                nxt = (due or fresh)[:1]
+                due = [st for st in idle if st.staged is not None and now >= due_at(st)]
+                nxt = (due or [st for st in idle if st.staged is None])[:1]
                 if not nxt:
-                    waits = [x.last_arrival + quiet - now for x in idle]
+                    waits = [due_at(x) - now for x in idle]
                     self.cond.wait(timeout=min(0.5, max(0.005, min(waits, default=0.5))))
                     continue
                 st = nxt[0]
@@ -399,9 +390,9 @@ class Server:
                 shutil.rmtree(staged.stage, ignore_errors=True)
                 t_done = time.perf_counter()
                 f = report["finding"]
-                record = serve_record(
-                    st, staged, self.opts.quiet_seconds, on_release, t_done - max(due, staged.started)
-                )
+                # from the release itself; from the quiet period's end, or a reload's staging if later
+                since = due if on_release else max(due, staged.started)
+                record = serve_record(st, staged, self.opts.quiet_seconds, on_release, t_done - since)
                 write_serve_record(staged.out_dir / "serve.json", record)
                 if self.sender is not None and (staged.out_dir / "seg.dcm").is_file():
                     self.spool.enqueue_outgoing(uid, staged.out_dir / "seg.dcm")

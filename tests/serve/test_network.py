@@ -347,7 +347,8 @@ def test_release_of_the_association_completes_the_series(tmp_path: Path, tiny_mo
         assert rec is not None, server.log()
         assert time.monotonic() - t0 < 45.0 and rec["completed_by"] == "association release"
         assert rec["associations"] == 1 and rec["received"] == 12
-        assert "after the association release" in server.log()
+        # the log line comes just after serve.json, the result's last file
+        assert wait_for(lambda: "after the association release" in server.log(), timeout_s=10), server.log()
         for part in (split[:6], split[6:]):
             assert storescu(server.port, part).returncode == 0
         assert storescu(server.port, aborted, "--abort").returncode == 0
